@@ -1,0 +1,164 @@
+"""Stored subscriptions and the consent ledger: apply a transition, write its proof.
+
+Callers own the transaction (and hold the phone's lock, see app.db.lock_phones); nothing
+here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from app.models import consent_events, new_id, subscriptions
+from app.subscriptions import Event, Source, Status, Transition, transition
+
+_COLUMNS = tuple(c.name for c in subscriptions.columns)
+
+
+@dataclass
+class Sub:
+    """A subscription row being worked on: its values, and which of them changed."""
+
+    values: dict[str, Any]
+    new: bool = False
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def blank(cls, *, brand: str, program: str, phone: str, now: datetime) -> Sub:
+        """A subscription that does not exist yet (status none)."""
+        values = dict.fromkeys(_COLUMNS)
+        values.update(
+            id=new_id("sub_"), brand=brand, program=program, phone=phone,
+            status=Status.NONE.value, created_at=now, updated_at=now,
+        )
+        return cls(values=values, new=True)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def status_enum(self) -> Status:
+        """The status as a Status."""
+        return Status(self.values["status"])
+
+    def set(self, **values: Any) -> None:
+        """Change columns (remembered for the next flush)."""
+        for key, value in values.items():
+            if self.values.get(key) != value or self.new:
+                self.values[key] = value
+                self.changes[key] = value
+
+    def flush(self, conn: Connection) -> None:
+        """Write the row (insert when new, update the changed columns otherwise)."""
+        if self.new:
+            conn.execute(subscriptions.insert().values(**self.values))
+            self.new = False
+        elif self.changes:
+            conn.execute(subscriptions.update().where(subscriptions.c.id == self.values["id"]).values(**self.changes))
+        self.changes = {}
+
+
+def load_subs(conn: Connection, *, brand: str, phone: str, programs: Iterable[str] | None = None) -> dict[str, Sub]:
+    """The phone's stored subscriptions in this brand (optionally only these programs), by program."""
+    query = sa.select(subscriptions).where(subscriptions.c.brand == brand, subscriptions.c.phone == phone)
+    if programs is not None:
+        query = query.where(subscriptions.c.program.in_(list(programs)))
+    return {row.program: Sub(values=dict(row._mapping)) for row in conn.execute(query)}
+
+
+@dataclass(frozen=True)
+class Proof:
+    """Where a consent event came from: the SMS that caused it, or the API call and its proof."""
+
+    source: Source
+    keyword: str | None = None
+    message_id: str | None = None
+    raw_text: str | None = None
+    api_key_id: int | None = None
+    consent_source: str | None = None
+    consent_proof: Mapping[str, Any] | None = None
+    consented_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying an event did."""
+
+    before: Status
+    after: Status
+    rule: Transition
+
+    @property
+    def changed(self) -> bool:
+        """True when the status moved."""
+        return self.before != self.after
+
+
+def apply_event(
+    conn: Connection,
+    sub: Sub,
+    event: Event,
+    *,
+    now: datetime,
+    proof: Proof,
+    doi_expires_after: timedelta | None = None,
+    language: str | None = None,
+    sender: str | None = None,
+    always_record: bool = False,
+) -> Applied:
+    """Move `sub` by the transition table, flush it, and write a consent event when the status changed.
+
+    `always_record` writes the event even without a change (an API opt-in re-stating consent
+    with new proof is evidence worth keeping).
+    """
+    before = sub.status_enum
+    rule = transition(before, event)
+    after = rule.to if rule.to is not None else Status(sub.status_before_doi or Status.NONE.value)
+    updates: dict[str, Any] = {"status": after.value, "updated_at": now}
+    if after is Status.PENDING:
+        if before is not Status.PENDING:
+            updates["status_before_doi"] = before.value
+        assert doi_expires_after is not None, "a DOI needs its expiry"
+        updates.update(doi_requested_at=now, doi_expires_at=now + doi_expires_after, doi_expired_at=None)
+    elif event is Event.EXPIRE:
+        updates.update(doi_expires_at=None, doi_expired_at=now, status_before_doi=None)
+    elif after is Status.SUBSCRIBED and before is not Status.SUBSCRIBED:
+        updates.update(subscribed_at=now, unsubscribed_at=None, doi_expires_at=None, status_before_doi=None, doi_expired_at=None)
+    elif after is Status.UNSUBSCRIBED and before is not Status.UNSUBSCRIBED:
+        updates.update(unsubscribed_at=now, doi_expires_at=None, status_before_doi=None)
+    if proof.keyword and event not in (Event.STOP, Event.CARRIER_OPT_OUT, Event.API_OPT_OUT, Event.EXPIRE):
+        updates["keyword"] = proof.keyword
+    if language:
+        updates["language"] = language
+    if sender:
+        updates["sender"] = sender
+    if proof.source is Source.API and event in (Event.API_OPT_IN, Event.API_OPT_IN_DOI):
+        updates.update(consent_source=proof.consent_source, consented_at=proof.consented_at)
+    sub.set(**updates)
+    sub.flush(conn)
+    applied = Applied(before=before, after=after, rule=rule)
+    if applied.changed or always_record:
+        record(conn, sub, event, before=before, after=after, now=now, proof=proof)
+    return applied
+
+
+def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: Status, now: datetime, proof: Proof) -> None:
+    """Append one consent event (the ledger is never updated or deleted)."""
+    conn.execute(
+        consent_events.insert().values(
+            subscription_id=sub.id, brand=sub.brand, program=sub.program, phone=sub.phone,
+            event=event.value, from_status=before.value, to_status=after.value, source=proof.source.value,
+            keyword=proof.keyword, provider_message_id=proof.message_id, raw_text=proof.raw_text,
+            api_key_id=proof.api_key_id, consent_source=proof.consent_source,
+            consent_proof=dict(proof.consent_proof) if proof.consent_proof is not None else None,
+            consented_at=proof.consented_at, created_at=now,
+        )
+    )

@@ -1,0 +1,262 @@
+"""Engines, the column types every table shares, and the one place that commits.
+
+Writes go through `Writer`: one thread per process that owns the write connection and runs
+the jobs it is handed in batches, one transaction per batch (group commit). Webhooks wait
+for their job's batch to commit before answering. On SQLite this removes the lock fights
+between threads that make a per-request session slow; on PostgreSQL it turns N commits into
+one round trip. If a batch fails, it is rolled back and each job is run again in its own
+transaction, so one bad job fails only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.errors import DatabaseUnavailable, OptlineError
+
+log = logging.getLogger("optline.db")
+
+T = TypeVar("T")
+Job = Callable[[Connection, datetime], T]
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the engine stores."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store naive UTC so text comparison orders correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def is_sqlite(engine_or_conn: Engine | Connection) -> bool:
+    """True for the embedded SQLite engine."""
+    return engine_or_conn.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, writer: bool = False, pool_size: int = 8) -> Engine:
+    """An engine for `url`; `writer=True` gives SQLite's single write connection (BEGIN IMMEDIATE)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # The writer has exactly one connection; readers get a small pool of their own.
+            pool_size=1 if writer else 8,
+            max_overflow=0,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from pysqlite so BEGIN is ours to issue.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a webhook answered 200 must survive a power cut; group commit pays for it.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # IMMEDIATE takes the write lock up front: a deferred transaction that later
+            # upgrades can fail with SQLITE_BUSY instead of waiting its turn.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # Keep connections: a pool that reopens under load makes requests pay for backends.
+        pool_timeout=30,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def lock_phones(conn: Connection, phones: Iterable[str]) -> None:
+    """Serialise work on these phones across processes (PostgreSQL advisory locks, sorted to avoid deadlock).
+
+    SQLite needs nothing: BEGIN IMMEDIATE already serialises every writer.
+    """
+    if is_sqlite(conn):
+        return
+    for phone in sorted(set(phones)):
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": phone})
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError)
+
+
+class _Item:
+    __slots__ = ("fn", "locks", "done", "result", "error")
+
+    def __init__(self, fn: Job[Any], locks: tuple[str, ...], done: Callable[[_Item], None]):
+        self.fn = fn
+        self.locks = locks
+        self.done = done
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class Writer:
+    """One thread that runs write jobs in batched transactions and reports each job's result."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow, max_batch: int = 64):
+        self.engine = engine
+        self.clock = clock
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="optline-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the queued jobs and stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def run(self, fn: Job[T], *, locks: Iterable[str] = ()) -> T:
+        """Run `fn(conn, now)` in the next batch and return its result once the batch has committed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def done(item: _Item) -> None:
+            loop.call_soon_threadsafe(_settle, fut, item)
+
+        self._queue.put(_Item(fn, tuple(locks), done))
+        return await fut
+
+    def submit(self, fn: Job[T], *, locks: Iterable[str] = ()) -> Future[T]:
+        """Queue `fn` from any thread; the concurrent Future settles after commit."""
+        fut: Future[T] = Future()
+
+        def done(item: _Item) -> None:
+            if item.error is not None:
+                fut.set_exception(item.error)
+            else:
+                fut.set_result(item.result)
+
+        self._queue.put(_Item(fn, tuple(locks), done))
+        return fut
+
+    def call(self, fn: Job[T], *, locks: Iterable[str] = ()) -> T:
+        """Run `fn` and wait for it, from a thread that is not the event loop (CLI, tests, senders)."""
+        if self._thread is None:
+            return run_in_transaction(self.engine, fn, locks=locks, clock=self.clock)
+        return self.submit(fn, locks=locks).result()
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        self.batches += 1
+        self.jobs += len(batch)
+        if len(batch) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    lock_phones(conn, (k for item in batch for k in item.locks))
+                    for item in batch:
+                        item.result = item.fn(conn, self.clock())
+            except BaseException:  # noqa: BLE001 - any failure: retry each job alone
+                log.debug("batch of %d failed; retrying jobs one by one", len(batch), exc_info=True)
+                for item in batch:
+                    item.result = None
+            else:
+                for item in batch:
+                    item.done(item)
+                return
+        for item in batch:
+            try:
+                item.result = run_in_transaction(self.engine, item.fn, locks=item.locks, clock=self.clock)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                item.error = exc
+            item.done(item)
+
+
+def run_in_transaction(
+    engine: Engine, fn: Job[T], *, locks: Iterable[str] = (), clock: Callable[[], datetime] = utcnow, attempts: int = 3
+) -> T:
+    """Run one job in its own transaction, retrying deadlocks and dropped connections a few times."""
+    locks = tuple(locks)
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                lock_phones(conn, locks)
+                return fn(conn, clock())
+        except OptlineError:
+            raise
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or not _is_disconnect(exc):
+                if _is_disconnect(exc):
+                    raise DatabaseUnavailable(str(exc.orig).splitlines()[0] if exc.orig else "database unavailable") from exc
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _settle(fut: asyncio.Future[Any], item: _Item) -> None:
+    if fut.done():
+        return
+    if item.error is not None:
+        fut.set_exception(item.error)
+    else:
+        fut.set_result(item.result)

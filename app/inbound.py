@@ -1,0 +1,265 @@
+"""One inbound text, in one transaction: match → dedupe → transition → consent event → outbox.
+
+`record_inbound` runs inside the writer's transaction (app.db.Writer) with the phone locked,
+so concurrent texts from one phone are applied one after another, in arrival order, in every
+process. It never commits and never sends: replies are outbox rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from app.consent import Applied, Proof, Sub, apply_event, load_subs
+from app.keywords import Kind, Match, Program, Rules, SenderRules
+from app.models import inbound_messages, subscriptions
+from app.outbox import cancel_queued, enqueue_sms
+from app.phone import country_of
+from app.providers.base import InboundSms
+from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status
+
+# CTIA: repeat the stop confirmation to a phone that keeps texting STOP at most once a day.
+STOP_REPLY_INTERVAL = timedelta(days=1)
+UNMATCHED = "unmatched"
+UNROUTED = "unrouted"  # sent to a number no program uses
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    """What one inbound text did."""
+
+    duplicate: bool
+    kind: str  # a Kind value, "unmatched" or "unrouted"
+    program: str | None = None
+    reply: str | None = None  # the reply body queued, if any
+    outbox_id: int | None = None
+
+
+@dataclass
+class _Plan:
+    """The reply a text earns; at most one per inbound text, ever."""
+
+    program: str | None = None
+    reply: Reply | None = None
+    language: str | None = None
+
+
+def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: Rules) -> InboundResult:
+    """Apply one inbound text; a MessageSid already seen changes nothing."""
+    sender = rules.for_sender(sms.to, sms.service_id)
+    match = sender.match(sms.body, sms.opt_out_type) if sender is not None else None
+    kind = (match.kind.value if match and match.kind else UNMATCHED) if sender is not None else UNROUTED
+    inbound_id = _insert_inbound(conn, now, sms=sms, brand=sender.brand.key if sender else None,
+                                 kind=kind, match=match)
+    if inbound_id is None:
+        return InboundResult(duplicate=True, kind=kind)
+    if sender is None or match is None:
+        return InboundResult(duplicate=False, kind=kind)
+
+    brand = sender.brand
+    programs = [p.key for p in sender.programs]
+    subs = load_subs(conn, brand=brand.key, phone=sms.from_phone, programs=programs)
+    _expire_due(conn, now, subs=subs, sender=sender, sms=sms)
+    proof = Proof(source=Source.SMS, keyword=match.keyword, message_id=sms.message_id, raw_text=sms.body)
+    ctx = _Ctx(conn=conn, now=now, sms=sms, rules=rules, sender=sender, subs=subs, proof=proof, match=match)
+
+    if match.kind is Kind.STOP:
+        plan = ctx.stop()
+    elif match.kind is Kind.HELP:
+        plan = ctx.help()
+    elif match.kind is Kind.CONFIRM:
+        plan = ctx.confirm()
+    elif match.kind is Kind.JOIN:
+        plan = ctx.join(_program(sender, match.program))
+    elif match.kind is Kind.START:
+        plan = ctx.start()
+    else:
+        plan = _Plan()
+
+    if plan.program is not None:
+        conn.execute(inbound_messages.update().where(inbound_messages.c.id == inbound_id).values(program=plan.program))
+    if plan.reply is None:
+        return InboundResult(duplicate=False, kind=kind, program=plan.program)
+    body = rules.render(brand.key, plan.program, plan.reply.value, plan.language)
+    if body is None:  # an optional message the brand did not configure
+        return InboundResult(duplicate=False, kind=kind, program=plan.program)
+    from_number, service_id = reply_route(rules, sender, plan.program, sms)
+    outbox_id = enqueue_sms(conn, now=now, brand=brand.key, program=plan.program, phone=sms.from_phone, body=body,
+                            purpose=plan.reply.value, from_number=from_number, service_id=service_id,
+                            inbound_id=inbound_id)
+    return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body, outbox_id=outbox_id)
+
+
+def reply_route(rules: Rules, sender: SenderRules, program: str | None, sms: InboundSms) -> tuple[str | None, str | None]:
+    """(from_number, service_id) for a reply: the Messaging Service when the program is reached through it."""
+    key = program or sender.programs[0].key
+    via = rules.sender_of(sender.brand.key, key, sms.to, sms.service_id)
+    if via.startswith("MG"):
+        return None, via
+    return sms.to, None
+
+
+def _program(sender: SenderRules, key: str | None) -> Program:
+    if key is None:
+        return sender.programs[0]
+    for program in sender.programs:
+        if program.key == key:
+            return program
+    raise KeyError(key)
+
+
+def _insert_inbound(conn: Connection, now: datetime, *, sms: InboundSms, brand: str | None, kind: str,
+                    match: Match | None) -> int | None:
+    """Insert the text unless its message id was seen; None for a duplicate."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(inbound_messages)
+        .values(provider=sms.provider, message_id=sms.message_id, account_id=sms.account_id,
+                service_id=sms.service_id, from_phone=sms.from_phone, to=sms.to, body=sms.body,
+                num_media=sms.num_media, opt_out_type=sms.opt_out_type, brand=brand, kind=kind,
+                keyword=match.keyword if match else None, params=dict(sms.params), received_at=now)
+        .on_conflict_do_nothing(index_elements=["provider", "message_id"])
+        .returning(inbound_messages.c.id)
+    )
+    return conn.execute(stmt).scalar()
+
+
+def _expire_due(conn: Connection, now: datetime, *, subs: dict[str, Sub], sender: SenderRules, sms: InboundSms) -> None:
+    """Lazy DOI expiry: a pending DOI past its deadline goes back before this text is applied."""
+    for sub in subs.values():
+        if sub.status == Status.PENDING.value and sub.doi_expires_at is not None and sub.doi_expires_at <= now:
+            apply_event(conn, sub, Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM))
+
+
+@dataclass
+class _Ctx:
+    conn: Connection
+    now: datetime
+    sms: InboundSms
+    rules: Rules
+    sender: SenderRules
+    subs: dict[str, Sub]
+    proof: Proof
+    match: Match
+
+    def sub(self, program: str) -> Sub:
+        if program not in self.subs:
+            self.subs[program] = Sub.blank(brand=self.sender.brand.key, program=program,
+                                           phone=self.sms.from_phone, now=self.now)
+        return self.subs[program]
+
+    @property
+    def via(self) -> str:
+        return self.sms.service_id or self.sms.to
+
+    def stop(self) -> _Plan:
+        carrier = self.sms.opt_out_type == "STOP"
+        # Twilio's Advanced Opt-Out blocks the whole sender, whatever program the text named.
+        scope = [p.key for p in self.sender.programs] if carrier or self.match.program is None else [self.match.program]
+        event = Event.CARRIER_OPT_OUT if carrier else Event.STOP
+        proof = Proof(source=Source.CARRIER, keyword=self.match.keyword or "STOP", message_id=self.sms.message_id,
+                      raw_text=self.sms.body) if carrier else self.proof
+        changed = False
+        for key in scope:
+            applied = apply_event(self.conn, self.sub(key), event, now=self.now, proof=proof, sender=self.via)
+            changed = changed or applied.changed
+        cancel_queued(self.conn, now=self.now, brand=self.sender.brand.key, phone=self.sms.from_phone,
+                      programs=None if len(scope) == len(self.sender.programs) else scope)
+        program = scope[0] if len(scope) == 1 else None
+        if carrier:
+            return _Plan(program=program)  # Twilio already answered the STOP
+        recent = [self.subs[k].last_stop_reply_at for k in scope]
+        if not changed and all(t is not None and self.now - t < STOP_REPLY_INTERVAL for t in recent):
+            return _Plan(program=program)
+        for key in scope:
+            sub = self.subs[key]
+            sub.set(last_stop_reply_at=self.now)
+            sub.flush(self.conn)
+        return _Plan(program=program, reply=Reply.STOP, language=self.match.language)
+
+    def help(self) -> _Plan:
+        program = self.match.program or self._last_program()
+        if program is None and len(self.sender.programs) == 1:
+            program = self.sender.programs[0].key
+        if self.sms.opt_out_type == "HELP":
+            return _Plan(program=program)  # Twilio already answered the HELP
+        language = self.match.language or (self.subs[program].language if program in self.subs else None)
+        return _Plan(program=program, reply=Reply.HELP, language=language)
+
+    def confirm(self) -> _Plan:
+        pending = [s for s in self.subs.values() if s.status == Status.PENDING.value
+                   and (self.match.program is None or s.program == self.match.program)]
+        if not pending:
+            expired = [s for s in self.subs.values() if s.doi_expired_at is not None
+                       and s.status != Status.SUBSCRIBED.value]
+            if expired:
+                latest = max(expired, key=lambda s: s.doi_expired_at)
+                return _Plan(program=latest.program, reply=Reply.DOI_EXPIRED,
+                             language=self.match.language or latest.language)
+            return _Plan()
+        # A confirm answers the phone's most recent pending DOI on this sender.
+        sub = max(pending, key=lambda s: s.doi_requested_at)
+        applied = apply_event(self.conn, sub, Event.CONFIRM, now=self.now, proof=self.proof, sender=self.via)
+        return _Plan(program=sub.program, reply=applied.rule.reply, language=self.match.language or sub.language)
+
+    def join(self, program: Program) -> _Plan:
+        allowed = self.sender.brand.allowed_countries
+        if allowed is not None and country_of(self.sms.from_phone) not in allowed:
+            # No prompt may go to a country the brand does not serve: change nothing, say nothing.
+            return _Plan(program=program.key)
+        sub = self.sub(program.key)
+        event = Event.JOIN if program.double_opt_in else Event.JOIN_SINGLE
+        language = self.match.language
+        applied = apply_event(self.conn, sub, event, now=self.now, proof=self.proof,
+                              doi_expires_after=program.doi_expires_after, language=language, sender=self.via)
+        return self._reply(applied, program, language or sub.language)
+
+    def start(self) -> _Plan:
+        left = [s for s in self.subs.values() if s.status == Status.UNSUBSCRIBED.value and s.unsubscribed_at]
+        if not left:
+            return _Plan()
+        latest = max(left, key=lambda s: s.unsubscribed_at)
+        return self.join(_program(self.sender, latest.program))
+
+    def _reply(self, applied: Applied, program: Program, language: str | None) -> _Plan:
+        reply = applied.rule.reply
+        sub = self.subs[program.key]
+        if reply in COOLDOWN_REPLIES:
+            last = sub.last_prompt_at
+            if not applied.changed and last is not None and self.now - last < program.prompt_cooldown:
+                return _Plan(program=program.key)
+            sub.set(last_prompt_at=self.now)
+            sub.flush(self.conn)
+        return _Plan(program=program.key, reply=reply, language=language)
+
+    def _last_program(self) -> str | None:
+        return self.conn.execute(
+            sa.select(inbound_messages.c.program)
+            .where(inbound_messages.c.from_phone == self.sms.from_phone, inbound_messages.c.to == self.sms.to,
+                   inbound_messages.c.program.is_not(None))
+            .order_by(inbound_messages.c.id.desc())
+            .limit(1)
+        ).scalar()
+
+
+def due_for_expiry(conn: Connection, now: datetime, *, limit: int = 500) -> list[str]:
+    """Phones holding a pending DOI past its deadline (read before locking them)."""
+    return list(conn.execute(
+        sa.select(subscriptions.c.phone).where(subscriptions.c.status == Status.PENDING.value,
+                                               subscriptions.c.doi_expires_at <= now).distinct().limit(limit)
+    ).scalars())
+
+
+def expire_due(conn: Connection, now: datetime, *, phones: list[str]) -> int:
+    """The periodic sweep, with `phones` locked: pending DOIs past their deadline go back; returns how many."""
+    rows = conn.execute(
+        sa.select(subscriptions).where(subscriptions.c.phone.in_(phones), subscriptions.c.status == Status.PENDING.value,
+                                       subscriptions.c.doi_expires_at <= now)
+    ).all()
+    for row in rows:
+        apply_event(conn, Sub(values=dict(row._mapping)), Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM))
+    return len(rows)

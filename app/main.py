@@ -1,0 +1,187 @@
+"""create_app(settings) -> Starlette: routes, lifespan, error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.auth import KeyCache
+from app.db import Writer, make_engine, utcnow
+from app.errors import DatabaseUnavailable
+from app.inbound import due_for_expiry, expire_due
+from app.keywords import Rules, load_rules
+from app.metrics import Metrics
+from app.migrate import current_revision, head_revision
+from app.outbox import OutboxSender
+from app.providers.base import Provider
+from app.providers.console import ConsoleProvider
+from app.providers.twilio import TwilioProvider, TwilioSignature
+from app.settings import Settings, load_settings
+from app.web import api, webhooks
+from app.web.problems import EXCEPTION_HANDLERS, problem
+from app.web.state import AppState
+
+log = logging.getLogger("optline")
+
+SWEEP_SECONDS = 30.0
+
+
+def make_provider(settings: Settings) -> Provider:
+    """The provider adapter the settings name."""
+    if settings.provider == "twilio":
+        assert settings.twilio_account_sid and settings.twilio_auth_token
+        return TwilioProvider(settings.twilio_account_sid, settings.twilio_auth_token, api_url=settings.twilio_api_url)
+    return ConsoleProvider()
+
+
+def build_state(
+    settings: Settings, *, provider: Provider | None = None, rules: Rules | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> AppState:
+    """Engines, writer, provider and sender for one process (started by `start_background`)."""
+    rules = rules or load_rules(settings.keywords)
+    writer_engine = make_engine(settings.database_url, writer=True)
+    reader = make_engine(settings.database_url) if settings.is_sqlite else writer_engine
+    provider = provider or make_provider(settings)
+    state = AppState(
+        settings=settings, rules=rules, writer=Writer(writer_engine, clock=clock), reader=reader, provider=provider,
+        signature=TwilioSignature(settings.twilio_auth_token) if settings.twilio_auth_token else None,
+        keys=KeyCache(reader), metrics=Metrics(), clock=clock,
+    )
+    state.sender = OutboxSender(
+        writer=state.writer, reader=reader, provider=provider, rules=rules,
+        status_callback=settings.public_url + "/webhooks/twilio/status", lease_seconds=settings.lease_seconds,
+        concurrency=settings.send_concurrency, max_attempts=settings.max_attempts,
+        retry_base=settings.retry_base_seconds, retry_cap=settings.retry_cap_seconds,
+        poll_seconds=settings.poll_seconds, clock=clock,
+    )
+    return state
+
+
+async def sweep_forever(state: AppState, every: float = SWEEP_SECONDS) -> None:
+    """Expire unconfirmed DOIs past their deadline, forever."""
+    while True:
+        try:
+            now = state.clock()
+            phones = await state.read(lambda conn: due_for_expiry(conn, now))
+            if phones:
+                count = await state.writer.run(lambda conn, now: expire_due(conn, now, phones=phones), locks=phones)
+                log.info("expired %d pending double opt-ins", count)
+        except Exception:  # noqa: BLE001 - keep sweeping after a database blip
+            log.exception("DOI sweep failed")
+        await asyncio.sleep(every)
+
+
+async def start_background(state: AppState, *, sender: bool) -> None:
+    """Start the writer and, when asked, the outbox sender and the DOI sweep."""
+    state.writer.start()
+    if sender and state.sender is not None:
+        state.tasks.append(asyncio.create_task(state.sender.run(), name="optline-sender"))
+        state.tasks.append(asyncio.create_task(sweep_forever(state), name="optline-sweep"))
+
+
+async def stop_background(state: AppState) -> None:
+    """Finish in-flight sends, stop the background work, close the engines."""
+    if state.sender is not None:
+        state.sender.stop()
+    for task in state.tasks:
+        if task.get_name() == "optline-sender":
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=30)
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    state.tasks.clear()
+    if state.sender is not None:
+        state.sender.close()
+    state.writer.stop()
+    state.writer.engine.dispose()
+    state.reader.dispose()
+
+
+async def healthz(_request: Request) -> JSONResponse:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: database reachable, migrations at head, config loaded."""
+    state: AppState = request.app.state.optline
+    try:
+        current = await state.read(lambda conn: current_revision(conn.engine))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database is "not ready"
+        return problem(503, f"database unreachable: {type(exc).__name__}")
+    head = head_revision()
+    if current != head:
+        return problem(503, f"database at migration {current}, code expects {head}: run optline migrate")
+    return JSONResponse({"status": "ready", "migration": current, "brands": sorted(state.rules.brands)})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    state: AppState = request.app.state.optline
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def create_app(
+    settings: Settings | None = None, *, provider: Provider | None = None, rules: Rules | None = None,
+    clock: Callable[[], datetime] = utcnow, state: AppState | None = None,
+) -> Starlette:
+    """The optline web app; tests pass their own provider, rules and clock."""
+    settings = settings or load_settings()
+    state = state or build_state(settings, provider=provider, rules=rules, clock=clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await start_background(state, sender=settings.inprocess_worker)
+        try:
+            yield
+        finally:
+            await stop_background(state)
+
+    routes = [
+        Route("/webhooks/twilio", webhooks.twilio_inbound, methods=["POST"]),
+        Route("/webhooks/twilio/status", webhooks.twilio_status, methods=["POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/v1/subscriptions", api.list_subscriptions),
+        Route("/v1/consent-events", api.list_consent_events),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS))  # type: ignore[arg-type]
+    app.state.optline = state
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The uvicorn factory: settings from the environment."""
+    return create_app(load_settings())
+
+
+def check_database(settings: Settings) -> None:
+    """Fail with one clear line when the database is unreachable or not migrated."""
+    engine = make_engine(settings.database_url)
+    try:
+        current = current_revision(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
+        raise DatabaseUnavailable(f"cannot reach the database ({reason})") from None
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if current != head:
+        raise DatabaseUnavailable(f"the database is at migration {current}, not {head}: run `optline migrate`")
+
+
+__all__: list[Any] = ["app_from_env", "build_state", "create_app", "make_provider"]

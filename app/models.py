@@ -1,0 +1,199 @@
+"""SQLModel tables. Alembic migrations (alembic/versions) are the only way the schema is made.
+
+Phone numbers are E.164 strings; times are `UtcDateTime` (aware UTC); brands and programs
+are keys from keywords.yaml, not tables, so a config change never needs a migration.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app.db import UtcDateTime
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(prefix: str) -> str:
+    """A sortable, unguessable id: prefix + 26 Crockford base32 chars (48-bit ms time, 80 random bits)."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return prefix + "".join(reversed(chars))
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UtcDateTime, nullable=nullable, index=index)
+
+
+class Subscription(SQLModel, table=True):
+    """One phone's status in one program."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        sa.UniqueConstraint("brand", "program", "phone", name="uq_subscriptions_brand_program_phone"),
+        sa.Index("ix_subscriptions_brand_phone", "brand", "phone"),
+        sa.Index("ix_subscriptions_status_doi_expires_at", "status", "doi_expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    brand: str = Field(max_length=64)
+    program: str = Field(max_length=64)
+    phone: str = Field(max_length=20)
+    status: str = Field(max_length=16)
+    # The status a pending DOI returns to if it expires unconfirmed.
+    status_before_doi: str | None = Field(default=None, max_length=16)
+    keyword: str | None = Field(default=None, max_length=64)
+    language: str | None = Field(default=None, max_length=16)
+    sender: str | None = Field(default=None, max_length=40)
+    doi_requested_at: datetime | None = _ts()
+    doi_expires_at: datetime | None = _ts()
+    doi_expired_at: datetime | None = _ts()
+    subscribed_at: datetime | None = _ts()
+    unsubscribed_at: datetime | None = _ts()
+    last_prompt_at: datetime | None = _ts()
+    last_stop_reply_at: datetime | None = _ts()
+    consent_source: str | None = Field(default=None, max_length=200)
+    consented_at: datetime | None = _ts()
+    profile_id: str | None = Field(default=None, max_length=40, index=True)
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False, index=True)
+
+
+class ConsentEvent(SQLModel, table=True):
+    """The append-only proof of consent: one row per change of status (never updated or deleted)."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (
+        sa.Index("ix_consent_events_brand_phone", "brand", "phone"),
+        sa.Index("ix_consent_events_brand_id", "brand", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    subscription_id: str = Field(max_length=40, index=True)
+    brand: str = Field(max_length=64)
+    program: str = Field(max_length=64)
+    phone: str = Field(max_length=20)
+    event: str = Field(max_length=32)
+    from_status: str = Field(max_length=16)
+    to_status: str = Field(max_length=16)
+    source: str = Field(max_length=16)
+    keyword: str | None = Field(default=None, max_length=64)
+    provider_message_id: str | None = Field(default=None, max_length=64)
+    raw_text: str | None = Field(default=None)
+    api_key_id: int | None = Field(default=None, sa_type=BigId)
+    consent_source: str | None = Field(default=None, max_length=200)
+    consent_proof: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    consented_at: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+
+
+class InboundMessage(SQLModel, table=True):
+    """Every inbound text received, deduplicated on the provider's message id."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "message_id", name="uq_inbound_messages_provider_message_id"),
+        sa.Index("ix_inbound_messages_from_to_id", "from_phone", "to", "id"),
+        sa.Index("ix_inbound_messages_brand_id", "brand", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    provider: str = Field(max_length=16)
+    message_id: str = Field(max_length=64)
+    account_id: str | None = Field(default=None, max_length=64)
+    service_id: str | None = Field(default=None, max_length=64)
+    from_phone: str = Field(max_length=20)
+    to: str = Field(max_length=40)
+    body: str = Field(default="")
+    num_media: int = Field(default=0)
+    opt_out_type: str | None = Field(default=None, max_length=16)
+    brand: str | None = Field(default=None, max_length=64)
+    program: str | None = Field(default=None, max_length=64)
+    kind: str = Field(max_length=16)
+    keyword: str | None = Field(default=None, max_length=64)
+    params: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    received_at: datetime = _ts(nullable=False)
+
+
+class Outbox(SQLModel, table=True):
+    """A reply (or brand event) to deliver, written in the same transaction as its cause."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.Index("ix_outbox_due", "status", "next_attempt_at"),
+        sa.Index("ix_outbox_brand_phone_status", "brand", "phone", "status"),
+        sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    channel: str = Field(max_length=8)  # "sms" | "event"
+    brand: str | None = Field(default=None, max_length=64)
+    program: str | None = Field(default=None, max_length=64)
+    phone: str | None = Field(default=None, max_length=20)
+    from_number: str | None = Field(default=None, max_length=20)
+    service_id: str | None = Field(default=None, max_length=64)
+    body: str = Field(default="")
+    purpose: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = _ts()
+    lease_until: datetime | None = _ts()
+    claimed_by: str | None = Field(default=None, max_length=64)
+    provider_message_id: str | None = Field(default=None, max_length=64)
+    error_code: int | None = Field(default=None)
+    error_reason: str | None = Field(default=None)
+    inbound_id: int | None = Field(default=None, sa_type=BigId)
+    url: str | None = Field(default=None)
+    payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    sent_at: datetime | None = _ts()
+
+
+class DeliveryReport(SQLModel, table=True):
+    """The furthest delivery status a provider reported for a message id.
+
+    Kept apart from the outbox because a status callback can arrive before the sender has
+    recorded the provider's message id on its row.
+    """
+
+    __tablename__ = "delivery_reports"
+
+    message_id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=16)
+    error_code: int | None = Field(default=None)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class ApiKey(SQLModel, table=True):
+    """A brand-scoped API key, stored as a SHA-256 hash only."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    brand: str = Field(max_length=64, index=True)
+    name: str | None = Field(default=None, max_length=200)
+    prefix: str = Field(max_length=16, unique=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts(nullable=False)
+    revoked_at: datetime | None = _ts()
+
+
+subscriptions = Subscription.__table__  # type: ignore[attr-defined]
+consent_events = ConsentEvent.__table__  # type: ignore[attr-defined]
+inbound_messages = InboundMessage.__table__  # type: ignore[attr-defined]
+outbox = Outbox.__table__  # type: ignore[attr-defined]
+delivery_reports = DeliveryReport.__table__  # type: ignore[attr-defined]
+api_keys = ApiKey.__table__  # type: ignore[attr-defined]
+metadata = SQLModel.metadata

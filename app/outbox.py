@@ -1,0 +1,388 @@
+"""The transactional outbox: enqueue replies inside the caller's transaction; claim and send due rows.
+
+Row lifecycle (column `status`):
+
+    pending ──claim──▶ sending ──accepted──▶ queued ─▶ sending* ─▶ sent ─▶ delivered | undelivered | failed
+       ▲                 │  (*provider-side status from callbacks; never moves backwards)
+       └──transient──────┤
+                         ├──permanent / retries spent──▶ failed
+                         └──stop landed first──────────▶ cancelled
+
+A claim is a lease: a sender that dies mid-batch leaves rows in `sending` with `lease_until`
+in the past, and the next claim takes them over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from app.consent import Proof, apply_event, load_subs
+from app.db import Writer, is_sqlite
+from app.keywords import Rules
+from app.models import delivery_reports, outbox
+from app.phone import mask
+from app.providers.base import DeliveryStatus, OutboundSms, Provider, SendError, SendResult
+from app.subscriptions import Event, Source
+
+log = logging.getLogger("optline.outbox")
+
+
+class OutboxStatus(StrEnum):
+    """Where an outbox row is."""
+
+    PENDING = "pending"  # due at next_attempt_at
+    SENDING = "sending"  # claimed by a sender until lease_until
+    QUEUED = "queued"  # the provider accepted it
+    PROVIDER_SENDING = "sending_provider"  # the provider is handing it to the carrier
+    SENT = "sent"  # the carrier accepted it
+    DELIVERED = "delivered"  # delivered to the handset
+    UNDELIVERED = "undelivered"  # the carrier could not deliver it
+    FAILED = "failed"  # permanent failure, retries spent, or provider failure
+    CANCELLED = "cancelled"  # a stop landed before it was sent
+
+
+# Delivery statuses as stored on the row (the provider's "sending" must not collide with ours).
+_FROM_DELIVERY = {
+    DeliveryStatus.QUEUED: OutboxStatus.QUEUED,
+    DeliveryStatus.SENDING: OutboxStatus.PROVIDER_SENDING,
+    DeliveryStatus.SENT: OutboxStatus.SENT,
+    DeliveryStatus.DELIVERED: OutboxStatus.DELIVERED,
+    DeliveryStatus.UNDELIVERED: OutboxStatus.UNDELIVERED,
+    DeliveryStatus.FAILED: OutboxStatus.FAILED,
+}
+_TO_DELIVERY = {v: k for k, v in _FROM_DELIVERY.items()}
+QUEUED_STATES = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
+
+CHANNEL_SMS = "sms"
+CHANNEL_EVENT = "event"
+
+
+def enqueue_sms(
+    conn: Connection,
+    *,
+    now: datetime,
+    brand: str,
+    program: str | None,
+    phone: str,
+    body: str,
+    purpose: str,
+    from_number: str | None,
+    service_id: str | None,
+    inbound_id: int | None = None,
+) -> int:
+    """Queue one text in the caller's transaction; returns the outbox id."""
+    result = conn.execute(
+        outbox.insert().values(
+            channel=CHANNEL_SMS, brand=brand, program=program, phone=phone, body=body, purpose=purpose,
+            from_number=from_number, service_id=service_id, status=OutboxStatus.PENDING.value, attempts=0,
+            next_attempt_at=now, inbound_id=inbound_id, created_at=now, updated_at=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def cancel_queued(conn: Connection, *, now: datetime, brand: str, phone: str, programs: Iterable[str] | None) -> int:
+    """Cancel texts still queued to `phone` (all but stop replies): after a stop only the stop reply goes out.
+
+    `programs=None` means every program of the brand, and brand-level texts too.
+    """
+    query = outbox.update().where(
+        outbox.c.brand == brand,
+        outbox.c.phone == phone,
+        outbox.c.channel == CHANNEL_SMS,
+        outbox.c.status.in_(QUEUED_STATES),
+        outbox.c.purpose != "stop",
+    )
+    if programs is not None:
+        query = query.where(outbox.c.program.in_(list(programs)))
+    result = conn.execute(query.values(status=OutboxStatus.CANCELLED.value, error_reason="cancelled by opt-out", updated_at=now))
+    return int(result.rowcount or 0)
+
+
+def backoff(attempt: int, *, base: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    """Seconds to wait before retry `attempt` (1-based): exponential backoff with full jitter."""
+    return rng.uniform(0, min(cap, base * (2 ** (attempt - 1))))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed row, as the sender needs it."""
+
+    id: int
+    channel: str
+    brand: str | None
+    program: str | None
+    phone: str | None
+    body: str
+    purpose: str
+    from_number: str | None
+    service_id: str | None
+    attempts: int
+    url: str | None
+    payload: Any
+
+
+def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: timedelta) -> list[Claimed]:
+    """Claim up to `limit` due rows for `worker` (SKIP LOCKED on PostgreSQL), leasing them."""
+    due = sa.or_(
+        sa.and_(outbox.c.status == OutboxStatus.PENDING.value, outbox.c.next_attempt_at <= now),
+        sa.and_(outbox.c.status == OutboxStatus.SENDING.value, outbox.c.lease_until < now),
+    )
+    # Stop replies first: a stop must leave fast even behind a burst of prompts.
+    ids_query = sa.select(outbox.c.id).where(due).order_by(
+        sa.case((outbox.c.purpose == "stop", 0), else_=1), outbox.c.next_attempt_at
+    ).limit(limit)
+    if not is_sqlite(conn):
+        ids_query = ids_query.with_for_update(skip_locked=True)
+    ids = [row[0] for row in conn.execute(ids_query)]
+    if not ids:
+        return []
+    rows = conn.execute(
+        outbox.update()
+        .where(outbox.c.id.in_(ids))
+        .values(status=OutboxStatus.SENDING.value, claimed_by=worker, lease_until=now + lease,
+                attempts=outbox.c.attempts + 1, updated_at=now)
+        .returning(
+            outbox.c.id, outbox.c.channel, outbox.c.brand, outbox.c.program, outbox.c.phone, outbox.c.body,
+            outbox.c.purpose, outbox.c.from_number, outbox.c.service_id, outbox.c.attempts, outbox.c.url,
+            outbox.c.payload,
+        )
+    ).all()
+    return sorted((Claimed(**row._mapping) for row in rows), key=lambda c: (c.purpose != "stop", c.id))
+
+
+def still_mine(conn: Connection, row_id: int, worker: str) -> bool:
+    """True when the row is still claimed by `worker` (not cancelled by a stop meanwhile)."""
+    found = conn.execute(
+        sa.select(outbox.c.id).where(
+            outbox.c.id == row_id, outbox.c.claimed_by == worker, outbox.c.status == OutboxStatus.SENDING.value
+        )
+    ).first()
+    return found is not None
+
+
+def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, result: SendResult) -> None:
+    """Record the provider's acceptance (merging a delivery report that may have come first)."""
+    status = OutboxStatus.QUEUED
+    report = conn.execute(
+        sa.select(delivery_reports.c.status, delivery_reports.c.error_code).where(
+            delivery_reports.c.message_id == result.message_id
+        )
+    ).first()
+    error_code = None
+    if report is not None:
+        status = _FROM_DELIVERY[DeliveryStatus(report.status)]
+        error_code = report.error_code
+    # A stop may have cancelled the row while the provider call was in flight: the text did
+    # go out, so the audit records it as sent rather than pretending it was cancelled.
+    conn.execute(
+        outbox.update()
+        .where(outbox.c.id == row_id, outbox.c.claimed_by == worker,
+               outbox.c.status.in_((OutboxStatus.SENDING.value, OutboxStatus.CANCELLED.value)))
+        .values(status=status.value, provider_message_id=result.message_id, sent_at=now, lease_until=None,
+                error_code=error_code, updated_at=now)
+    )
+
+
+def record_failure(
+    conn: Connection, now: datetime, *, row: Claimed, worker: str, error: SendError, retry_at: datetime | None,
+    rules: Rules | None,
+) -> None:
+    """Record a failed send: back to pending for a retry, or failed; 21610 also opts the phone out."""
+    values: dict[str, Any] = {
+        "error_code": error.code, "error_reason": str(error)[:500], "lease_until": None, "updated_at": now,
+    }
+    if retry_at is not None:
+        values.update(status=OutboxStatus.PENDING.value, next_attempt_at=retry_at)
+    else:
+        values.update(status=OutboxStatus.FAILED.value)
+    conn.execute(
+        outbox.update().where(outbox.c.id == row.id, outbox.c.claimed_by == worker,
+                              outbox.c.status == OutboxStatus.SENDING.value).values(**values)
+    )
+    if error.opted_out and row.brand and row.phone:
+        carrier_opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone,
+                        to=row.from_number, service_id=row.service_id, code=error.code)
+
+
+def carrier_opt_out(
+    conn: Connection, now: datetime, *, rules: Rules | None, brand: str, phone: str, to: str | None,
+    service_id: str | None, code: int | None, message_id: str | None = None, raw_text: str | None = None,
+) -> list[str]:
+    """Unsubscribe `phone` from every program on that sender (source carrier); returns the programs."""
+    programs: list[str] | None = None
+    if rules is not None:
+        sender = rules.for_sender(to, service_id)
+        if sender is not None:
+            programs = [p.key for p in sender.programs]
+    subs = load_subs(conn, brand=brand, phone=phone, programs=programs)
+    proof = Proof(source=Source.CARRIER, message_id=message_id, raw_text=raw_text,
+                  keyword=f"error {code}" if code else None)
+    from app.consent import Sub  # local: keeps the import graph one-way for readers
+
+    for program in programs or list(subs):
+        sub = subs.get(program) or Sub.blank(brand=brand, program=program, phone=phone, now=now)
+        apply_event(conn, sub, Event.CARRIER_OPT_OUT, now=now, proof=proof)
+    cancel_queued(conn, now=now, brand=brand, phone=phone, programs=programs)
+    return programs or list(subs)
+
+
+def record_delivery(conn: Connection, now: datetime, *, message_id: str, status: DeliveryStatus, error_code: int | None) -> bool:
+    """Apply a delivery report; reports arrive in any order and never move a row backwards."""
+    current = conn.execute(
+        sa.select(delivery_reports.c.status).where(delivery_reports.c.message_id == message_id)
+    ).scalar()
+    if current is None:
+        conn.execute(delivery_reports.insert().values(message_id=message_id, status=status.value,
+                                                      error_code=error_code, updated_at=now))
+    elif status.advances(DeliveryStatus(current)):
+        conn.execute(delivery_reports.update().where(delivery_reports.c.message_id == message_id)
+                     .values(status=status.value, error_code=error_code, updated_at=now))
+    else:
+        return False
+    behind = [row_status.value for row_status, d in _TO_DELIVERY.items() if d.rank < status.rank]
+    conn.execute(
+        outbox.update()
+        .where(outbox.c.provider_message_id == message_id, outbox.c.status.in_(behind))
+        .values(status=_FROM_DELIVERY[status].value, error_code=error_code, updated_at=now)
+    )
+    return True
+
+
+class OutboxSender:
+    """Claims due rows, re-checks them, sends through the provider, records the outcome."""
+
+    def __init__(
+        self,
+        *,
+        writer: Writer,
+        reader: Engine,
+        provider: Provider,
+        rules: Rules | None,
+        status_callback: str | None,
+        lease_seconds: float = 60.0,
+        concurrency: int = 8,
+        max_attempts: int = 8,
+        retry_base: float = 2.0,
+        retry_cap: float = 600.0,
+        poll_seconds: float = 0.5,
+        clock: Callable[[], datetime],
+        event_poster: Callable[[Claimed], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.provider = provider
+        self.rules = rules
+        self.status_callback = status_callback
+        self.lease = timedelta(seconds=lease_seconds)
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.event_poster = event_poster
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="optline-send")
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.sent = 0
+
+    def wake(self) -> None:
+        """Ask the loop to look for due rows now (call from the event loop thread)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send until `stop()`; finishes the sends in flight before returning."""
+        while not self._stopping:
+            try:
+                count = await self.run_once()
+            except Exception:  # noqa: BLE001 - a database blip must not kill the sender
+                log.exception("outbox pass failed; retrying")
+                count = 0
+            if count == 0 and not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    def stop(self) -> None:
+        """Stop claiming; `run` returns once the sends in flight are recorded."""
+        self._stopping = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Release the send threads."""
+        self._executor.shutdown(wait=True)
+
+    async def run_once(self) -> int:
+        """Claim one batch, send it, record every outcome; returns how many rows were claimed."""
+        rows = await self.writer.run(
+            lambda conn, now: claim(conn, now, worker=self.worker_id, limit=self.concurrency * 4, lease=self.lease)
+        )
+        if rows:
+            sem = asyncio.Semaphore(self.concurrency)
+
+            async def one(row: Claimed) -> None:
+                async with sem:
+                    await self._deliver(row)
+
+            await asyncio.gather(*(one(row) for row in rows))
+        return len(rows)
+
+    async def _deliver(self, row: Claimed) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outcome: SendResult | SendError | None = await loop.run_in_executor(self._executor, self._send, row)
+        except Exception as exc:  # noqa: BLE001 - an adapter bug is a permanent failure of this row
+            log.exception("send of outbox row %s crashed", row.id)
+            outcome = SendError(f"adapter error: {exc!r}"[:200])
+        if outcome is None:
+            return
+        if isinstance(outcome, SendResult):
+            self.sent += 1
+            await self.writer.run(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id, result=outcome))
+            return
+        retry_at = None
+        if outcome.transient and row.attempts < self.max_attempts:
+            retry_at = self.clock() + timedelta(seconds=backoff(row.attempts, base=self.retry_base, cap=self.retry_cap))
+        log.warning("send of outbox row %s to %s failed: %s%s", row.id, mask(row.phone), outcome,
+                    " (will retry)" if retry_at else "")
+        await self.writer.run(
+            lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
+                                          retry_at=retry_at, rules=self.rules),
+            locks=[row.phone] if outcome.opted_out and row.phone else (),
+        )
+
+    def _send(self, row: Claimed) -> SendResult | SendError | None:
+        # The cancel rule, checked as late as possible: a stop that landed since the claim wins.
+        with self.reader.connect() as conn:
+            if not still_mine(conn, row.id, self.worker_id):
+                return None
+        try:
+            if row.channel == CHANNEL_EVENT:
+                if self.event_poster is None:
+                    raise SendError("no brand event delivery configured")
+                self.event_poster(row)
+                return SendResult(message_id=f"event-{row.id}", status="delivered")
+            assert row.phone is not None
+            return self.provider.send(
+                OutboundSms(to=row.phone, body=row.body, from_number=None if row.service_id else row.from_number,
+                            service_id=row.service_id, status_callback=self.status_callback)
+            )
+        except SendError as exc:
+            return exc

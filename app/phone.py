@@ -1,0 +1,61 @@
+"""The only place phone numbers are parsed, formatted and masked."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+from app.errors import InvalidPhone
+
+
+def to_e164(raw: str, region: str | None = None, *, strict: bool = True) -> str:
+    """Parse `raw` into E.164, using `region` for numbers written without a country code.
+
+    A number with a country code may be written `+33612345678` or as bare digits starting
+    with the code (`12225555151`). `strict` asks libphonenumber whether the number is
+    valid (API input); inbound texts use strict=False and only require a possible number,
+    because a carrier delivered it and losing a STOP over a numbering-plan detail is worse.
+    """
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhone("phone number is empty")
+    if len(text) > 40:
+        raise InvalidPhone("phone number is too long")
+    digits = "".join(ch for ch in text if ch.isdigit())
+    candidates: list[tuple[str, str | None]] = []
+    if text.startswith("+") or text.startswith("00"):
+        candidates.append((text, None))
+    else:
+        if region:
+            candidates.append((text, region))
+        if digits and not text.startswith("0"):
+            # Digits that already carry a country code: 12225555151, 33612345678.
+            candidates.append(("+" + digits, None))
+    for candidate, reg in candidates:
+        try:
+            number = phonenumbers.parse(candidate, reg)
+        except phonenumbers.NumberParseException:
+            continue
+        ok = phonenumbers.is_valid_number(number) if strict else phonenumbers.is_possible_number(number)
+        if ok:
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not text.startswith("+") and not region:
+        raise InvalidPhone("phone number has no country code and no default region applies")
+    raise InvalidPhone("not a valid phone number")
+
+
+def country_of(e164: str) -> str | None:
+    """The ISO 3166 region of an E.164 number, or None when the number plan does not say."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.region_code_for_number(number)
+
+
+def mask(phone: str | None) -> str:
+    """Mask a number for logs: +15005550006 -> +1500***0006."""
+    if not phone:
+        return "-"
+    if len(phone) <= 8:
+        return phone[:2] + "***"
+    return phone[:5] + "***" + phone[-4:]

@@ -1,0 +1,88 @@
+"""Typed settings from the environment (and `.env`), read once and validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+# The project root holds keywords.yaml, alembic/ and var/; relative defaults resolve against
+# it so every command works from any working directory.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'optline.db'}"
+DEFAULT_KEYWORDS = str(PROJECT_ROOT / "keywords.yaml")
+
+
+class Settings(BaseSettings):
+    """Everything optline reads from its environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, populate_by_name=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="OPTLINE_DATABASE_URL")
+    keywords: str = Field(DEFAULT_KEYWORDS, validation_alias="OPTLINE_KEYWORDS")
+    public_url: str = Field("http://127.0.0.1:8000", validation_alias="OPTLINE_PUBLIC_URL")
+    provider: Literal["console", "twilio"] = Field("console", validation_alias="OPTLINE_PROVIDER")
+    twilio_account_sid: str | None = Field(None, validation_alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: str | None = Field(None, validation_alias="TWILIO_AUTH_TOKEN")
+    twilio_api_url: str = Field("https://api.twilio.com", validation_alias="OPTLINE_TWILIO_API_URL")
+    inprocess_worker: bool = Field(True, validation_alias="OPTLINE_INPROCESS_WORKER")
+    log_level: str = Field("INFO", validation_alias=AliasChoices("OPTLINE_LOG_LEVEL"))
+    # Outbox tuning: how long a claim lasts before another sender may take the row over,
+    # how many sends run at once per process, and the retry budget.
+    lease_seconds: float = Field(60.0, gt=0, validation_alias="OPTLINE_LEASE_SECONDS")
+    send_concurrency: int = Field(8, ge=1, le=256, validation_alias="OPTLINE_SEND_CONCURRENCY")
+    max_attempts: int = Field(8, ge=1, le=100, validation_alias="OPTLINE_MAX_ATTEMPTS")
+    retry_base_seconds: float = Field(2.0, gt=0, validation_alias="OPTLINE_RETRY_BASE_SECONDS")
+    retry_cap_seconds: float = Field(600.0, gt=0, validation_alias="OPTLINE_RETRY_CAP_SECONDS")
+    poll_seconds: float = Field(0.5, gt=0, validation_alias="OPTLINE_POLL_SECONDS")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not (value.startswith("sqlite") or value.startswith("postgresql")):
+            raise ValueError("only sqlite:// and postgresql+psycopg:// URLs are supported")
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _twilio_needs_credentials(self) -> Settings:
+        if self.provider == "twilio" and not (self.twilio_account_sid and self.twilio_auth_token):
+            raise ValueError("OPTLINE_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning any validation problem into one ConfigError line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"][0] if first["loc"] else ""
+        name = _ENV_NAMES.get(str(loc), str(loc))
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message}" if name else message) from None
+
+
+_ENV_NAMES = {
+    name: (field.validation_alias if isinstance(field.validation_alias, str) else name)
+    for name, field in Settings.model_fields.items()
+}
+_ENV_NAMES.update({alias: alias for alias in _ENV_NAMES.values()})

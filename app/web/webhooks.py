@@ -1,0 +1,113 @@
+"""Twilio webhooks: verify signature → decode into a typed struct → act. Thin on purpose.
+
+The signature is checked first, against OPTLINE_PUBLIC_URL + path + query (never the Host
+header, which a proxy rewrites), over every parameter received. Nothing is stored for a
+request that fails it. The answer is sent only after the writer committed the text.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.errors import InvalidPayload
+from app.inbound import record_inbound
+from app.models import outbox
+from app.outbox import carrier_opt_out, record_delivery
+from app.phone import mask
+from app.providers.twilio import ERROR_UNSUBSCRIBED, parse_inbound, parse_status
+from app.web.problems import problem
+from app.web.state import AppState
+
+log = logging.getLogger("optline.webhooks")
+
+EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+MAX_BODY = 64 * 1024
+FORM = "application/x-www-form-urlencoded"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _TooLarge
+    return bytes(body)
+
+
+async def _verified_form(request: Request, state: AppState) -> ImmutableMultiDict[str, str] | Response:
+    """The form Twilio signed, or the 4xx response that refuses the request."""
+    try:
+        body = await _read_body(request)
+    except _TooLarge:
+        return problem(413, f"body over {MAX_BODY} bytes")
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != FORM:
+        return problem(415, f"expected {FORM}")
+    try:
+        form = ImmutableMultiDict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return problem(400, "body is not UTF-8")
+    url = state.settings.public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if state.signature is None or not state.signature.valid(url, form, request.headers.get("x-twilio-signature")):
+        return problem(403, "missing or invalid X-Twilio-Signature")
+    return form
+
+
+async def twilio_inbound(request: Request) -> Response:
+    """POST /webhooks/twilio: one inbound text."""
+    state: AppState = request.app.state.optline
+    form = await _verified_form(request, state)
+    if isinstance(form, Response):
+        return form
+    try:
+        sms = parse_inbound(form)
+    except InvalidPayload as exc:
+        return problem(400, exc.message, errors=exc.errors)
+    result = await state.writer.run(partial(record_inbound, sms=sms, rules=state.rules), locks=[sms.from_phone])
+    log.info("inbound %s from %s: %s%s", sms.message_id, mask(sms.from_phone), result.kind,
+             " (duplicate)" if result.duplicate else "")
+    state.metrics.inbound(result)
+    if result.outbox_id is not None:
+        state.wake_sender()
+    return Response(EMPTY_TWIML, media_type="text/xml")
+
+
+async def twilio_status(request: Request) -> Response:
+    """POST /webhooks/twilio/status: a delivery report for a text we sent."""
+    state: AppState = request.app.state.optline
+    form = await _verified_form(request, state)
+    if isinstance(form, Response):
+        return form
+    try:
+        update = parse_status(form)
+    except InvalidPayload as exc:
+        return problem(400, exc.message, errors=exc.errors)
+    await state.writer.run(partial(record_delivery, message_id=update.message_id, status=update.status,
+                                   error_code=update.error_code))
+    if update.error_code == ERROR_UNSUBSCRIBED:
+        # The carrier refused delivery because the phone opted out there: honour it everywhere.
+        row = await state.read(lambda conn: conn.execute(
+            sa.select(outbox.c.brand, outbox.c.phone, outbox.c.from_number, outbox.c.service_id)
+            .where(outbox.c.provider_message_id == update.message_id)).first())
+        if row is not None and row.brand and row.phone:
+            await state.writer.run(
+                lambda conn, now: carrier_opt_out(conn, now, rules=state.rules, brand=row.brand, phone=row.phone,
+                                                  to=row.from_number, service_id=row.service_id,
+                                                  code=update.error_code, message_id=update.message_id),
+                locks=[row.phone],
+            )
+    return Response(EMPTY_TWIML, media_type="text/xml")

@@ -1,0 +1,208 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when OPTLINE_TEST_DATABASE_URL is set),
+a fake clock, the fake Twilio API and a running gateway wired to them.
+
+Each test gets its own SQLite file (copied from a template migrated once) or a freshly
+truncated PostgreSQL database created for this test session, so tests leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from app.keywords import Rules, load_rules
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import PROJECT_ROOT, Settings
+from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, sign_twilio, twilio_inbound_params, twilio_status_params
+from tests.fake_twilio import fake_twilio  # noqa: F401 - the fixture, shared by every test module
+
+PG_URL = os.environ.get("OPTLINE_TEST_DATABASE_URL")
+PUBLIC_URL = "https://optline.example.test"
+KEYWORDS = PROJECT_ROOT / "keywords.yaml"
+ACME = "+15005550006"  # acme's shared sender (deals + news)
+
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_session_url() -> Iterator[str]:
+    if not PG_URL:
+        pytest.skip("OPTLINE_TEST_DATABASE_URL is not set")
+    name = f"optline_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(sa.text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))]
+        # TRUNCATE fires no row triggers, so the append-only ledger can be emptied between tests.
+        conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated, empty database of each engine."""
+    if request.param == "sqlite":
+        path = tmp_path / "optline.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("pg_session_url")
+    _truncate(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated, empty SQLite database (for tests that are about one engine only)."""
+    path = tmp_path / "optline.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+class FakeClock:
+    """A clock tests move by hand; starts at real time so the fake Twilio's timestamps agree."""
+
+    def __init__(self) -> None:
+        self._now = datetime.now(UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            self._now += timedelta(microseconds=1)  # strictly increasing, like real time
+            return self._now
+
+    def advance(self, **delta: float) -> None:
+        with self._lock:
+            self._now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def rules() -> Rules:
+    return load_rules(KEYWORDS)
+
+
+def make_settings(database_url: str, fake: FakeTwilio, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "keywords": str(KEYWORDS),
+        "public_url": PUBLIC_URL,
+        "provider": "twilio",
+        "twilio_account_sid": ACCOUNT_SID,
+        "twilio_auth_token": AUTH_TOKEN,
+        "twilio_api_url": fake.url,
+        "poll_seconds": 0.05,
+        "retry_base_seconds": 0.05,
+        "retry_cap_seconds": 0.2,
+        "lease_seconds": 30.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Gateway:
+    """A running optline (lifespan started) with helpers that talk to it the way Twilio does."""
+
+    client: TestClient
+    fake: FakeTwilio
+    clock: FakeClock
+    settings: Settings
+
+    @property
+    def state(self) -> Any:
+        return self.client.app.state.optline  # type: ignore[attr-defined]
+
+    def post_signed(self, path: str, params: dict[str, str], **headers: str) -> Any:
+        url = PUBLIC_URL + path
+        signed = {"X-Twilio-Signature": sign_twilio(url, params)}
+        signed.update(headers)
+        return self.client.post(path, data=params, headers=signed)
+
+    def text(self, body: str, *, from_: str = "+14155550123", to: str = ACME, **extra: str | None) -> Any:
+        """Post one signed inbound SMS; returns the response."""
+        params = twilio_inbound_params(Body=body, From=from_, To=to, **extra)
+        response = self.post_signed("/webhooks/twilio", params)
+        response.params = params  # type: ignore[attr-defined]
+        return response
+
+    def status(self, message_sid: str, status: str, **extra: str | None) -> Any:
+        return self.post_signed("/webhooks/twilio/status", twilio_status_params(message_sid, status, **extra))
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until no outbox row is due or being sent."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = self.query("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')")[0][0]
+            if left == 0:
+                return
+            time.sleep(0.02)
+        raise AssertionError("outbox did not drain")
+
+    def query(self, sql: str, **params: Any) -> list[Any]:
+        with self.state.reader.connect() as conn:
+            return conn.execute(sa.text(sql), params).all()
+
+    def subs(self, phone: str) -> dict[str, str]:
+        rows = self.query("SELECT program, status FROM subscriptions WHERE phone = :p", p=phone)
+        return {r.program: r.status for r in rows}
+
+    def replies(self, to: str) -> list[str]:
+        return [m.body for m in self.fake.messages(to=to)]
+
+
+@pytest.fixture
+def gateway_factory(fake_twilio: FakeTwilio, clock: FakeClock) -> Iterator[Callable[..., Gateway]]:
+    """Build gateways on a database URL (started; closed after the test)."""
+    opened: list[TestClient] = []
+
+    def build(database_url: str, **overrides: Any) -> Gateway:
+        settings = make_settings(database_url, fake_twilio, **overrides)
+        client = TestClient(create_app(settings, clock=clock), raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        return Gateway(client=client, fake=fake_twilio, clock=clock, settings=settings)
+
+    yield build
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def gateway(gateway_factory: Callable[..., Gateway], database_url: str) -> Gateway:
+    """optline on each database, sending to the fake Twilio."""
+    return gateway_factory(database_url)
