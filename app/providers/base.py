@@ -1,0 +1,158 @@
+"""What every SMS provider adapter speaks: the shapes that cross the edge and the send errors.
+
+An adapter converts its provider's payloads into these dataclasses at the edge, so the rest
+of optline never sees a provider's field names:
+
+    webhook form ──parse──▶ InboundSms        (one inbound text)
+    webhook form ──parse──▶ StatusUpdate      (a delivery report for a text we sent)
+    OutboundSms ──Provider.send──▶ SendResult (the provider accepted the text)
+                               └──▶ raises SendError
+                                     ├── transient=True   429, 5xx, timeout, connection error:
+                                     │                    retry with backoff (the outcome may be
+                                     │                    unknown: the provider may have sent it)
+                                     ├── opted_out=True   the recipient unsubscribed at the
+                                     │                    carrier (Twilio 21610): fail the row and
+                                     │                    unsubscribe the phone (source `carrier`)
+                                     └── otherwise        permanent: fail the row, do not retry
+
+`Provider.send` is synchronous and is called from worker threads; it never raises anything
+but `SendError` for a failure of the provider or of the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    """One inbound text, decoded from a provider webhook."""
+
+    provider: str  # "twilio"
+    message_id: str  # the provider's id for this text (Twilio MessageSid)
+    account_id: str | None  # the provider account it arrived on (Twilio AccountSid)
+    from_phone: str  # the sender, E.164
+    to: str  # the receiving number as the provider sent it (Twilio To)
+    service_id: str | None  # Twilio MessagingServiceSid, when the number is in a service
+    body: str  # verbatim, "" for a media-only message
+    num_media: int  # attachments on an MMS
+    opt_out_type: str | None  # "STOP" | "HELP" | "START" when the provider classified it
+    params: Mapping[str, str] = field(hash=False)  # every parameter received, for the raw record
+
+
+@dataclass(frozen=True)
+class OutboundSms:
+    """One text to send: from a number or through a messaging service, never both."""
+
+    to: str  # E.164
+    body: str
+    from_number: str | None  # send from this number ...
+    service_id: str | None  # ... or through this Messaging Service (MG…); exactly one is set
+    status_callback: str | None  # where the provider posts delivery reports
+
+    def __post_init__(self) -> None:
+        """Refuse a message with both or neither of from_number and service_id."""
+        if (self.from_number is None) == (self.service_id is None):
+            raise ValueError("OutboundSms needs exactly one of from_number and service_id")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The provider's answer to an accepted send."""
+
+    message_id: str  # the provider's id (Twilio SM…/MM… sid)
+    status: str  # the provider status as answered, e.g. "queued" or "accepted"
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A delivery report for a text we sent."""
+
+    message_id: str
+    status: DeliveryStatus
+    error_code: int | None  # the provider's error code on undelivered/failed, else None
+
+
+class DeliveryStatus(StrEnum):
+    """Where a sent text is, in provider-neutral terms."""
+
+    QUEUED = "queued"  # accepted by the provider, not yet handed to a carrier
+    SENDING = "sending"  # the provider is handing it to the carrier
+    SENT = "sent"  # the carrier accepted it
+    DELIVERED = "delivered"  # the carrier confirmed delivery to the handset (final)
+    UNDELIVERED = "undelivered"  # the carrier could not deliver it (final)
+    FAILED = "failed"  # the provider never sent it (final)
+
+    @property
+    def rank(self) -> int:
+        """Progress order; a report with a rank not above the current one changes nothing."""
+        return STATUS_RANK[self]
+
+    @property
+    def final(self) -> bool:
+        """True for delivered, undelivered and failed: no later report may replace it."""
+        return self.rank == FINAL_RANK
+
+    def advances(self, current: DeliveryStatus | None) -> bool:
+        """True when moving from `current` to this status goes forward (reports arrive in any order)."""
+        return current is None or self.rank > STATUS_RANK[current]
+
+
+# Reports arrive in any order (sent after delivered is common), so a row only ever moves up.
+STATUS_RANK: Mapping[DeliveryStatus, int] = {
+    DeliveryStatus.QUEUED: 0,
+    DeliveryStatus.SENDING: 1,
+    DeliveryStatus.SENT: 2,
+    DeliveryStatus.DELIVERED: 3,
+    DeliveryStatus.UNDELIVERED: 3,
+    DeliveryStatus.FAILED: 3,
+}
+FINAL_RANK = 3
+
+
+class SendError(Exception):
+    """A send the provider did not accept; the flags tell the outbox what to do next."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: int | None = None,
+        http_status: int | None = None,
+        transient: bool = False,
+        opted_out: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason  # short text for the outbox row and the logs
+        self.code = code  # the provider's error code, when it gave one
+        self.http_status = http_status  # the HTTP status, None when there was no answer
+        self.transient = transient  # retry with backoff
+        self.opted_out = opted_out  # the recipient unsubscribed at the carrier
+
+    def __str__(self) -> str:
+        """The reason with the code and HTTP status when known."""
+        extra = [f"code {self.code}"] if self.code is not None else []
+        if self.http_status is not None:
+            extra.append(f"HTTP {self.http_status}")
+        return f"{self.reason} ({', '.join(extra)})" if extra else self.reason
+
+    def __repr__(self) -> str:
+        """Every attribute, for logs and test failures."""
+        return (
+            f"SendError({self.reason!r}, code={self.code!r}, http_status={self.http_status!r}, "
+            f"transient={self.transient!r}, opted_out={self.opted_out!r})"
+        )
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An SMS provider adapter: sends one text synchronously, from a worker thread."""
+
+    name: str
+
+    def send(self, message: OutboundSms) -> SendResult:
+        """Send `message`; raise SendError when the provider does not accept it."""
+        ...

@@ -1,0 +1,442 @@
+"""The Twilio adapter: webhook signatures, inbound and status payloads, and sending through the REST API.
+
+Webhook handlers go verify signature → parse_inbound / parse_status → act. Sending uses the
+official `twilio` library against `api_url`, with a timeout, and turns every failure into
+`SendError` (see app.providers.base for the model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import requests
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from app.errors import InvalidPayload, InvalidPhone
+from app.phone import mask, to_e164
+from app.providers.base import DeliveryStatus, InboundSms, OutboundSms, SendError, SendResult, StatusUpdate
+
+logger = logging.getLogger("optline.twilio")
+
+PROVIDER = "twilio"
+DEFAULT_API_URL = "https://api.twilio.com"
+
+# REST API error codes (https://www.twilio.com/docs/api/errors).
+ERROR_AUTHENTICATE = 20003  # wrong account SID or auth token
+ERROR_NOT_FOUND = 20404  # no such resource (or not this account's)
+ERROR_TOO_MANY_REQUESTS = 20429  # rate limited, with HTTP 429
+ERROR_INTERNAL = 20500  # Twilio-side failure, with HTTP 500
+ERROR_UNAVAILABLE = 20503  # Twilio-side overload, with HTTP 503
+ERROR_INVALID_TO = 21211  # the To number is not a valid phone number
+ERROR_REGION_NOT_ENABLED = 21408  # the account may not send to the To number's country
+ERROR_BODY_REQUIRED = 21602  # no Body (and no media)
+ERROR_FROM_REQUIRED = 21603  # neither From nor MessagingServiceSid
+ERROR_TO_REQUIRED = 21604  # no To
+ERROR_FROM_NOT_CAPABLE = 21606  # the From number is not an SMS-capable number of this account
+ERROR_TO_UNREACHABLE = 21612  # Twilio cannot route to the To number
+ERROR_NOT_MOBILE = 21614  # the To number is a landline or cannot receive SMS
+ERROR_BODY_TOO_LONG = 21617  # Body over 1600 characters
+ERROR_UNSUBSCRIBED = 21610  # the recipient texted STOP to this sender: sending is refused
+# Delivery error codes, carried by status callbacks (ErrorCode) for undelivered/failed texts.
+ERROR_QUEUE_OVERFLOW = 30001  # too many texts queued on the sender
+ERROR_UNREACHABLE_HANDSET = 30003  # handset off or out of coverage
+ERROR_MESSAGE_BLOCKED = 30004  # blocked by the recipient or the carrier
+ERROR_UNKNOWN_DESTINATION = 30005  # the number does not exist
+ERROR_LANDLINE = 30006  # landline or unreachable carrier
+ERROR_CARRIER_FILTERED = 30007  # the carrier filtered it as spam
+ERROR_UNKNOWN = 30008  # the carrier gave no reason
+
+# Codes that are never worth retrying whatever the HTTP status says; 21610 also unsubscribes.
+PERMANENT_CODES = frozenset(
+    {
+        ERROR_AUTHENTICATE,
+        ERROR_INVALID_TO,
+        ERROR_REGION_NOT_ENABLED,
+        ERROR_BODY_REQUIRED,
+        ERROR_FROM_REQUIRED,
+        ERROR_TO_REQUIRED,
+        ERROR_FROM_NOT_CAPABLE,
+        ERROR_UNSUBSCRIBED,
+        ERROR_TO_UNREACHABLE,
+        ERROR_NOT_MOBILE,
+        ERROR_BODY_TOO_LONG,
+        ERROR_UNREACHABLE_HANDSET,
+        ERROR_MESSAGE_BLOCKED,
+        ERROR_UNKNOWN_DESTINATION,
+        ERROR_LANDLINE,
+        ERROR_CARRIER_FILTERED,
+    }
+)
+
+# Twilio MessageStatus values (outbound lifecycle plus the inbound ones) to ours.
+STATUS_MAP: dict[str, DeliveryStatus] = {
+    "accepted": DeliveryStatus.QUEUED,  # a Messaging Service took it, sender not chosen yet
+    "scheduled": DeliveryStatus.QUEUED,  # to be sent at SendAt
+    "queued": DeliveryStatus.QUEUED,
+    "sending": DeliveryStatus.SENDING,
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.DELIVERED,  # a read receipt (RCS, WhatsApp) implies delivery
+    "undelivered": DeliveryStatus.UNDELIVERED,
+    # Part of the text reached the handset; a reply we cannot count on, so not "delivered".
+    "partially_delivered": DeliveryStatus.UNDELIVERED,
+    "failed": DeliveryStatus.FAILED,
+    "canceled": DeliveryStatus.FAILED,  # a scheduled text cancelled before it was sent
+    # Inbound statuses: never reported for a text we sent, mapped so a stray one is not an error.
+    "receiving": DeliveryStatus.SENDING,
+    "received": DeliveryStatus.DELIVERED,
+}
+
+OPT_OUT_TYPES = frozenset({"STOP", "HELP", "START"})
+
+# Message SIDs: SM… for SMS, MM… for MMS, then 32 hex digits.
+_MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
+
+
+# --- webhook signatures ------------------------------------------------------------------
+
+
+@runtime_checkable
+class MultiDict(Protocol):
+    """A form with repeatable keys, such as starlette's FormData or Django's QueryDict."""
+
+    def getlist(self, key: Any) -> list[Any]:
+        """Every value for `key`, in order."""
+        ...
+
+    def __iter__(self) -> Any:
+        """The distinct keys."""
+        ...
+
+
+FormParams = MultiDict | Mapping[str, str] | Mapping[str, Sequence[str]] | Iterable[tuple[str, str]]
+
+
+class _Pairs:
+    """A multi-dict over (key, value) pairs, the shape RequestValidator reads repeated keys from."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for key, value in pairs:
+            self._values.setdefault(key, []).append(value)
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value for `key`."""
+        return self._values.get(key, [])
+
+    def __iter__(self) -> Any:
+        """The distinct keys."""
+        return iter(self._values)
+
+    def __bool__(self) -> bool:
+        """True when any parameter was received."""
+        return bool(self._values)
+
+
+def _as_multidict(params: FormParams) -> MultiDict:
+    """Every parameter received, with repeated keys kept, in the shape RequestValidator reads."""
+    if hasattr(params, "getlist") or hasattr(params, "getall"):
+        return params  # type: ignore[return-value]
+    if isinstance(params, Mapping):
+        pairs: list[tuple[str, str]] = []
+        for key, value in params.items():
+            if isinstance(value, str):
+                pairs.append((key, value))
+            else:
+                pairs.extend((key, item) for item in value)
+        return _Pairs(pairs)
+    return _Pairs(params)
+
+
+class TwilioSignature:
+    """Checks X-Twilio-Signature (HMAC-SHA1 of URL + sorted parameters, keyed by the auth token)."""
+
+    def __init__(self, auth_token: str) -> None:
+        if not auth_token:
+            raise ValueError("a Twilio auth token is required to check signatures")
+        self._validator = RequestValidator(auth_token)
+
+    def valid(self, url: str, params: FormParams, signature: str | None) -> bool:
+        """True when `signature` signs `url` and every parameter received; False when missing."""
+        if not signature:
+            return False
+        # Repeated keys are all signed by Twilio, so all must count: a dict would keep one
+        # value and let a forged duplicate through (or fail a genuine request).
+        return bool(self._validator.validate(url, _as_multidict(params), signature))
+
+    def sign(self, url: str, params: FormParams) -> str:
+        """The signature Twilio would send for `url` and `params` (for tests and `optline simulate`)."""
+        return str(self._validator.compute_signature(url, _as_multidict(params)))
+
+
+# --- webhook payloads --------------------------------------------------------------------
+
+
+def _text(params: Mapping[str, Any], name: str) -> str | None:
+    """The parameter `name` as text, None when absent; a non-text value is a mangled payload."""
+    value = params.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidPayload(f"{name} is not text", field=name)
+
+
+def _message_sid(params: Mapping[str, Any]) -> str:
+    """MessageSid, checked for the SM…/MM… shape."""
+    sid = (_text(params, "MessageSid") or "").strip()
+    if not sid:
+        raise InvalidPayload("MessageSid is missing", field="MessageSid")
+    if not _MESSAGE_SID.fullmatch(sid):
+        raise InvalidPayload("MessageSid is not a Twilio message SID", field="MessageSid")
+    return sid
+
+
+def _optional(params: Mapping[str, Any], name: str) -> str | None:
+    """A parameter that may be absent; blank counts as absent."""
+    value = (_text(params, name) or "").strip()
+    return value or None
+
+
+def _integer(params: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    """A non-negative integer parameter; blank or absent gives `default`."""
+    raw = (_text(params, name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise InvalidPayload(f"{name} is not a whole number", field=name)
+    return int(raw)
+
+
+def parse_inbound(params: Mapping[str, str]) -> InboundSms:
+    """Decode the form of an inbound SMS/MMS webhook; raises InvalidPayload naming the bad field."""
+    message_id = _message_sid(params)
+    raw_from = (_text(params, "From") or "").strip()
+    if not raw_from:
+        raise InvalidPayload("From is missing", field="From")
+    try:
+        # A possible number is enough: the carrier delivered the text, and dropping a STOP
+        # over a numbering-plan detail is worse than storing an unusual number.
+        from_phone = to_e164(raw_from, strict=False)
+    except InvalidPhone as exc:
+        raise InvalidPayload(f"From: {exc.message}", field="From") from exc
+    to = (_text(params, "To") or "").strip()
+    if not to:
+        raise InvalidPayload("To is missing", field="To")
+    opt_out_type = (_optional(params, "OptOutType") or "").upper() or None
+    if opt_out_type is not None and opt_out_type not in OPT_OUT_TYPES:
+        # A type Twilio may add later must not cost us the text; the body still decides.
+        logger.warning("ignoring unknown OptOutType %r on %s", opt_out_type, message_id)
+        opt_out_type = None
+    return InboundSms(
+        provider=PROVIDER,
+        message_id=message_id,
+        account_id=_optional(params, "AccountSid"),
+        from_phone=from_phone,
+        to=to,
+        service_id=_optional(params, "MessagingServiceSid"),
+        body=_text(params, "Body") or "",  # verbatim; absent on a media-only MMS
+        num_media=_integer(params, "NumMedia", 0) or 0,
+        opt_out_type=opt_out_type,
+        params=dict(params),
+    )
+
+
+def parse_status(params: Mapping[str, str]) -> StatusUpdate:
+    """Decode a delivery status callback; raises InvalidPayload for an unknown MessageStatus."""
+    message_id = _message_sid(params)
+    raw_status = (_text(params, "MessageStatus") or "").strip()
+    if not raw_status:
+        raise InvalidPayload("MessageStatus is missing", field="MessageStatus")
+    status = STATUS_MAP.get(raw_status.lower())
+    if status is None:
+        raise InvalidPayload(f"unknown MessageStatus {raw_status!r}", field="MessageStatus")
+    return StatusUpdate(
+        message_id=message_id,
+        status=status,
+        error_code=_integer(params, "ErrorCode", None),
+    )
+
+
+# --- sending -----------------------------------------------------------------------------
+
+
+def _is_transient(http_status: int | None, code: int | None) -> bool:
+    """Whether a refused send is worth retrying: 429 and 5xx, unless the code says otherwise."""
+    if code in PERMANENT_CODES:
+        return False
+    return http_status is not None and (http_status == 429 or http_status >= 500)
+
+
+def send_error(http_status: int | None, code: int | None, message: str) -> SendError:
+    """The SendError for an error answer of the Twilio API."""
+    return SendError(
+        message or f"Twilio answered HTTP {http_status}",
+        code=code,
+        http_status=http_status,
+        transient=_is_transient(http_status, code),
+        opted_out=code == ERROR_UNSUBSCRIBED,
+    )
+
+
+_LIBRARY_PREFIX = "Unable to create record"
+
+
+def _api_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
+    """Translate the library's API error, whichever of its two shapes it came in."""
+    status = int(exc.status) if exc.status is not None else None
+    code: int | None
+    try:
+        code = int(exc.code) if exc.code is not None else None
+    except (TypeError, ValueError):
+        code = None
+    # Without a Twilio code in the body, the library repeats the HTTP status as the code.
+    if code is not None and code == status:
+        code = None
+    if isinstance(exc, TwilioRestException):
+        # The library prefixes Twilio's message with its own "Unable to create record: ".
+        message = str(exc.msg or "").removeprefix(_LIBRARY_PREFIX).removeprefix(": ")
+    else:
+        message = exc.detail or exc.title
+    return send_error(status, code, message)
+
+
+class TwilioProvider:
+    """Sends through Twilio's Messages API with the official library; safe to share between threads."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        api_url: str = DEFAULT_API_URL,
+        timeout: float = 10.0,
+    ) -> None:
+        if not account_sid or not auth_token:
+            raise ValueError("TwilioProvider needs an account SID and an auth token")
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"Twilio API URL must be http(s)://host[:port], got {api_url!r}")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        # One client per concurrent sender, reused: a requests Session is not documented as
+        # thread-safe, and the library's client keeps per-request state on itself.
+        self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
+        self._clients: list[Client] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _new_client(self) -> Client:
+        """A library client that reaches exactly `api_url`, whatever TWILIO_* says."""
+        client = Client(
+            username=self.account_sid,
+            password=self._auth_token,
+            account_sid=self.account_sid,
+            http_client=TwilioHttpClient(timeout=self.timeout),
+            # ClientBase reads TWILIO_EDGE / TWILIO_REGION from `environment or os.environ`
+            # and rewrites the API hostname with them (api.sydney.au1.twilio.com), which would
+            # bypass api_url. An empty mapping is falsy and means os.environ there, hence
+            # a non-empty one without TWILIO_* keys; region and edge are cleared besides.
+            environment={"OPTLINE_TWILIO_ENVIRONMENT": "ignored"},
+        )
+        client.region = None
+        client.edge = None
+        client.api.base_url = self.api_url
+        return client
+
+    def _acquire(self) -> Client:
+        """An idle client, or a new one when all are in use."""
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._closed:
+                raise SendError("the Twilio provider is closed")
+            client = self._new_client()
+            self._clients.append(client)
+        return client
+
+    def _release(self, client: Client) -> None:
+        """Return a client to the idle pool, or close it when the provider closed meanwhile."""
+        with self._lock:
+            if not self._closed:
+                self._idle.put(client)
+                return
+        _close_client(client)
+
+    def send(self, message: OutboundSms) -> SendResult:
+        """Create the message at Twilio; raise SendError when it is refused or unreachable."""
+        if self._closed:
+            raise SendError("the Twilio provider is closed")
+        fields: dict[str, Any] = {"to": message.to, "body": message.body}
+        if message.service_id is not None:
+            fields["messaging_service_sid"] = message.service_id
+        else:
+            fields["from_"] = message.from_number
+        if message.status_callback is not None:
+            fields["status_callback"] = message.status_callback
+        client = self._acquire()
+        try:
+            created = client.api.v2010.accounts(self.account_sid).messages.create(**fields)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            error = _api_error(exc)
+        except requests.Timeout:
+            error = SendError(f"no answer from Twilio within {self.timeout:g}s", transient=True)
+        except requests.ConnectionError as exc:
+            error = SendError(f"cannot reach Twilio: {type(exc).__name__}", transient=True)
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+            error = SendError(f"bad Twilio API URL: {exc}")
+        except requests.RequestException as exc:
+            # A broken answer mid-stream (ChunkedEncodingError and the like): outcome unknown.
+            error = SendError(f"broken answer from Twilio: {type(exc).__name__}", transient=True)
+        except json.JSONDecodeError:
+            # A 2xx that is not JSON (a proxy's page?): the text may have been created, so it
+            # is treated like a timeout rather than as a final failure.
+            error = SendError("unreadable answer from Twilio", transient=True)
+        else:
+            sid = created.sid
+            if not sid:
+                error = SendError("Twilio accepted the message without a SID", transient=True)
+            else:
+                logger.debug("sent %s to %s: %s", sid, mask(message.to), created.status)
+                return SendResult(message_id=str(sid), status=str(created.status or ""))
+        finally:
+            self._release(client)
+        logger.info("send to %s refused: %r", mask(message.to), error)
+        raise error
+
+    def close(self) -> None:
+        """Close every HTTP session; later sends raise SendError."""
+        with self._lock:
+            self._closed = True
+            clients, self._clients = self._clients, []
+        for client in clients:
+            _close_client(client)
+
+    def __enter__(self) -> TwilioProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _close_client(client: Client) -> None:
+    """Close the library client's requests Session and its pooled sockets."""
+    http_client = client.http_client
+    session = getattr(http_client, "session", None)
+    if session is not None:
+        session.close()
