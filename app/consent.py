@@ -134,6 +134,10 @@ def apply_event(
         updates.update(subscribed_at=now, unsubscribed_at=None, doi_expires_at=None, status_before_doi=None, doi_expired_at=None)
     elif after is Status.UNSUBSCRIBED and before is not Status.UNSUBSCRIBED:
         updates.update(unsubscribed_at=now, doi_expires_at=None, status_before_doi=None)
+    if after is Status.UNSUBSCRIBED:
+        # An opt-out also ends any "your request expired" conversation: nothing but the stop
+        # reply may follow it.
+        updates["doi_expired_at"] = None
     if proof.keyword and event not in (Event.STOP, Event.CARRIER_OPT_OUT, Event.API_OPT_OUT, Event.EXPIRE):
         updates["keyword"] = proof.keyword
     if language:

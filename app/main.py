@@ -106,6 +106,9 @@ async def stop_background(state: AppState) -> None:
     if state.sender is not None:
         state.sender.close()
     state.writer.stop()
+    close = getattr(state.provider, "close", None)
+    if callable(close):
+        close()
     state.writer.engine.dispose()
     state.reader.dispose()
 
