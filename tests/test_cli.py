@@ -1,0 +1,167 @@
+"""The `optline` command, run as a user runs it: a subprocess, from a folder that is not the repo."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import KEYWORDS
+
+PHONE = "+14155550123"
+ACME = "+15005550006"
+
+
+def optline(*args: str, env: dict[str, str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=cwd, capture_output=True,
+                            text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"optline {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def env(sqlite_url: str) -> dict[str, str]:
+    """The CLI on SQLite: each command is a new process, and the engines are tested elsewhere."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPTLINE_", "TWILIO_"))}
+    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_LOG_LEVEL="WARNING")
+    return clean
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    return folder
+
+
+def test_check_accepts_the_shipped_keywords(env: dict[str, str], elsewhere: Path) -> None:
+    result = optline("check", env=env, cwd=elsewhere)  # default file found from the package, not the cwd
+    assert result.stdout.strip() == f"{KEYWORDS}: ok (0 warnings)"
+
+
+def test_check_refuses_a_bad_file_with_its_line(env: dict[str, str], elsewhere: Path) -> None:
+    bad = elsewhere / "bad.yaml"
+    bad.write_text("version: 1\nbrands:\n  acme:\n    name: ACME\n    help_contact: a@b.c\n    colour: red\n"
+                   "    programs: {}\n")
+    result = optline("check", str(bad), env=env, cwd=elsewhere, check=False)
+    assert result.returncode == 1
+    assert f"{bad}:6:" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_migrate_creates_the_sqlite_file_from_any_folder(tmp_path: Path, elsewhere: Path) -> None:
+    target = tmp_path / "new" / "sub" / "optline.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTLINE_")}
+    env["OPTLINE_DATABASE_URL"] = f"sqlite:///{target}"
+    optline("migrate", env=env, cwd=elsewhere)
+    assert target.exists()
+    optline("migrate", env=env, cwd=elsewhere)  # idempotent
+
+
+def test_simulate_runs_a_conversation_through_the_pipeline(env: dict[str, str], elsewhere: Path,
+                                                           database_url: str) -> None:
+    env = {**env, "OPTLINE_DATABASE_URL": database_url}
+    join = optline("simulate", "--from", PHONE, "--to", ACME, "JOIN", env=env, cwd=elsewhere).stdout.splitlines()
+    assert join == ["[join deals]", "ACME Deals: reply YES to confirm up to 4 msgs/month. Msg&data rates may apply. "
+                                    "Reply HELP for help, STOP to cancel."]
+    yes = optline("simulate", "--from", PHONE, "--to", ACME, "YES", env=env, cwd=elsewhere).stdout.splitlines()
+    assert yes[0] == "[confirm deals]" and yes[1].startswith("ACME Deals: you're in!")
+    stop = optline("simulate", "--from", PHONE, "--to", ACME, "Stop please", env=env, cwd=elsewhere).stdout
+    assert "[stop]" in stop and "ACME: you are unsubscribed from all ACME texts" in stop
+    export = optline("export", "consent", "--brand", "acme", env=env, cwd=elsewhere).stdout
+    rows = list(csv.DictReader(io.StringIO(export)))
+    assert [(r["program"], r["event"], r["raw_text"]) for r in rows] == [
+        ("deals", "join", "JOIN"), ("deals", "confirm", "YES"),
+        ("deals", "stop", "Stop please"), ("news", "stop", "Stop please"),
+    ]
+    later = optline("export", "consent", "--brand", "acme", "--since", "2999-01-01T00:00:00Z", env=env, cwd=elsewhere)
+    assert later.stdout.strip().count("\n") == 0  # header only
+    assert optline("export", "consent", "--brand", "bistro", env=env, cwd=elsewhere).stdout.count("\n") == 1
+
+
+def test_simulate_refuses_a_malformed_number(env: dict[str, str], elsewhere: Path) -> None:
+    result = optline("simulate", "--from", "banana", "--to", ACME, "JOIN", env=env, cwd=elsewhere, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("optline: --from:")
+
+
+def test_keys_create_list_revoke(env: dict[str, str], elsewhere: Path) -> None:
+    created = optline("keys", "create", "--brand", "acme", "--name", "crm", env=env, cwd=elsewhere).stdout
+    key = created.strip().splitlines()[-1]
+    assert key.startswith("olk_") and len(key) > 30
+    prefix = key.split("_")[1]
+    listed = optline("keys", "list", env=env, cwd=elsewhere).stdout
+    assert prefix in listed and "active" in listed and key not in listed
+    optline("keys", "revoke", prefix, env=env, cwd=elsewhere)
+    assert "revoked" in optline("keys", "list", env=env, cwd=elsewhere).stdout
+    unknown = optline("keys", "revoke", "nope", env=env, cwd=elsewhere, check=False)
+    assert unknown.returncode == 2 and "no key with prefix nope" in unknown.stderr
+    other = optline("keys", "create", "--brand", "nobody", env=env, cwd=elsewhere, check=False)
+    assert other.returncode == 2 and "unknown brand" in other.stderr
+
+
+@pytest.mark.parametrize("variables,message", [
+    ({"OPTLINE_KEYWORDS": "/nonexistent/keywords.yaml"}, "/nonexistent/keywords.yaml"),
+    ({"OPTLINE_PROVIDER": "twilio"}, "TWILIO_ACCOUNT_SID"),
+    ({"OPTLINE_PROVIDER": "carrier-pigeon"}, "OPTLINE_PROVIDER"),
+    ({"OPTLINE_DATABASE_URL": "mysql://x"}, "OPTLINE_DATABASE_URL"),
+    ({"OPTLINE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}, "cannot reach the database"),
+    ({"OPTLINE_PUBLIC_URL": "optline.example"}, "OPTLINE_PUBLIC_URL"),
+], ids=["keywords-missing", "twilio-without-secret", "unknown-provider", "bad-db-url", "db-unreachable",
+        "public-url"])
+def test_serve_refuses_bad_configuration_with_one_line(env: dict[str, str], elsewhere: Path,
+                                                       variables: dict[str, str], message: str) -> None:
+    result = optline("serve", env={**env, **variables}, cwd=elsewhere, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path, elsewhere: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTLINE_")}
+    env["OPTLINE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = optline("serve", env=env, cwd=elsewhere, check=False)
+    assert result.returncode == 2 and "optline migrate" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_and_stops_gracefully(env: dict[str, str], elsewhere: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env, cwd=elsewhere,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.1)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        unsigned = httpx.post(f"http://127.0.0.1:{port}/webhooks/twilio", data={"Body": "STOP"})
+        assert unsigned.status_code == 403  # no TWILIO_AUTH_TOKEN: fail closed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+    # uvicorn finishes the lifespan (in-flight sends) and then re-raises SIGTERM, as a Unix server should.
+    assert proc.returncode in (0, -signal.SIGTERM)
