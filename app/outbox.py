@@ -35,6 +35,7 @@ from app.keywords import Rules
 from app.models import delivery_reports, outbox
 from app.phone import mask
 from app.providers.base import DeliveryStatus, OutboundSms, Provider, SendError, SendResult
+from app.providers.twilio import ERROR_UNSUBSCRIBED
 from app.subscriptions import Event, Source
 
 log = logging.getLogger("optline.outbox")
@@ -174,7 +175,8 @@ def still_mine(conn: Connection, row_id: int, worker: str) -> bool:
     return found is not None
 
 
-def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, result: SendResult) -> None:
+def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, result: SendResult,
+                rules: Rules | None = None) -> None:
     """Record the provider's acceptance (merging a delivery report that may have come first)."""
     status = OutboxStatus.QUEUED
     report = conn.execute(
@@ -188,13 +190,18 @@ def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, re
         error_code = report.error_code
     # A stop may have cancelled the row while the provider call was in flight: the text did
     # go out, so the audit records it as sent rather than pretending it was cancelled.
-    conn.execute(
+    row = conn.execute(
         outbox.update()
         .where(outbox.c.id == row_id, outbox.c.claimed_by == worker,
                outbox.c.status.in_((OutboxStatus.SENDING.value, OutboxStatus.CANCELLED.value)))
         .values(status=status.value, provider_message_id=result.message_id, sent_at=now, lease_until=None,
-                error_code=error_code, updated_at=now)
-    )
+                error_code=error_code, error_reason=None, updated_at=now)
+        .returning(outbox.c.brand, outbox.c.phone, outbox.c.from_number, outbox.c.service_id)
+    ).first()
+    if row is not None and error_code == ERROR_UNSUBSCRIBED and row.brand and row.phone:
+        # The carrier's 21610 report beat us here (the webhook found no row by this id yet).
+        carrier_opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone, to=row.from_number,
+                        service_id=row.service_id, code=error_code, message_id=result.message_id)
 
 
 def record_failure(
@@ -355,7 +362,11 @@ class OutboxSender:
             return
         if isinstance(outcome, SendResult):
             self.sent += 1
-            await self.writer.run(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id, result=outcome))
+            await self.writer.run(
+                lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id, result=outcome,
+                                           rules=self.rules),
+                locks=[row.phone] if row.phone else (),
+            )
             return
         retry_at = None
         if outcome.transient and row.attempts < self.max_attempts:
