@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.models import consent_events, new_id, subscriptions
+from app.models import new_id, subscriptions
+from app.sql import Raw, insert_sql, update_sql
 from app.subscriptions import Event, Source, Status, Transition, transition
 
 _COLUMNS = tuple(c.name for c in subscriptions.columns)
@@ -59,19 +59,20 @@ class Sub:
     def flush(self, conn: Connection) -> None:
         """Write the row (insert when new, update the changed columns otherwise)."""
         if self.new:
-            conn.execute(subscriptions.insert().values(**self.values))
+            Raw(conn).execute(insert_sql("subscriptions", _COLUMNS), self.values)
             self.new = False
         elif self.changes:
-            conn.execute(subscriptions.update().where(subscriptions.c.id == self.values["id"]).values(**self.changes))
+            columns = tuple(sorted(self.changes))
+            Raw(conn).execute(update_sql("subscriptions", columns), {**self.changes, "id": self.values["id"]})
         self.changes = {}
 
 
 def load_subs(conn: Connection, *, brand: str, phone: str, programs: Iterable[str] | None = None) -> dict[str, Sub]:
     """The phone's stored subscriptions in this brand (optionally only these programs), by program."""
-    query = sa.select(subscriptions).where(subscriptions.c.brand == brand, subscriptions.c.phone == phone)
-    if programs is not None:
-        query = query.where(subscriptions.c.program.in_(list(programs)))
-    return {row.program: Sub(values=dict(row._mapping)) for row in conn.execute(query)}
+    wanted = None if programs is None else set(programs)
+    rows = Raw(conn).rows("SELECT * FROM subscriptions WHERE brand = :brand AND phone = :phone",
+                          {"brand": brand, "phone": phone})
+    return {row["program"]: Sub(values=row) for row in rows if wanted is None or row["program"] in wanted}
 
 
 @dataclass(frozen=True)
@@ -156,13 +157,12 @@ def apply_event(
 
 def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: Status, now: datetime, proof: Proof) -> None:
     """Append one consent event (the ledger is never updated or deleted)."""
-    conn.execute(
-        consent_events.insert().values(
-            subscription_id=sub.id, brand=sub.brand, program=sub.program, phone=sub.phone,
-            event=event.value, from_status=before.value, to_status=after.value, source=proof.source.value,
-            keyword=proof.keyword, provider_message_id=proof.message_id, raw_text=proof.raw_text,
-            api_key_id=proof.api_key_id, consent_source=proof.consent_source,
-            consent_proof=dict(proof.consent_proof) if proof.consent_proof is not None else None,
-            consented_at=proof.consented_at, created_at=now,
-        )
-    )
+    values = {
+        "subscription_id": sub.id, "brand": sub.brand, "program": sub.program, "phone": sub.phone,
+        "event": event.value, "from_status": before.value, "to_status": after.value, "source": proof.source.value,
+        "keyword": proof.keyword, "provider_message_id": proof.message_id, "raw_text": proof.raw_text,
+        "api_key_id": proof.api_key_id, "consent_source": proof.consent_source,
+        "consent_proof": dict(proof.consent_proof) if proof.consent_proof is not None else None,
+        "consented_at": proof.consented_at, "created_at": now,
+    }
+    Raw(conn).execute(insert_sql("consent_events", tuple(values)), values)

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from app.consent import Applied, Proof, Sub, apply_event, load_subs
 from app.keywords import Kind, Match, Program, Rules, SenderRules
-from app.models import inbound_messages, subscriptions
+from app.models import subscriptions
 from app.outbox import cancel_queued, enqueue_sms
-from app.phone import country_of
+from app.phone import in_countries
 from app.providers.base import InboundSms
+from app.sql import Raw
 from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status
 
 # CTIA: repeat the stop confirmation to a phone that keeps texting STOP at most once a day.
@@ -81,7 +81,8 @@ def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: R
         plan = _Plan()
 
     if plan.program is not None:
-        conn.execute(inbound_messages.update().where(inbound_messages.c.id == inbound_id).values(program=plan.program))
+        Raw(conn).execute("UPDATE inbound_messages SET program = :program WHERE id = :id",
+                          {"program": plan.program, "id": inbound_id})
     if plan.reply is None:
         return InboundResult(duplicate=False, kind=kind, program=plan.program)
     body = rules.render(brand.key, plan.program, plan.reply.value, plan.language)
@@ -112,20 +113,23 @@ def _program(sender: SenderRules, key: str | None) -> Program:
     raise KeyError(key)
 
 
+_INSERT_INBOUND = (
+    "INSERT INTO inbound_messages (provider, message_id, account_id, service_id, from_phone, \"to\", body, num_media,"
+    " opt_out_type, brand, program, kind, keyword, params, received_at) VALUES (:provider, :message_id, :account_id,"
+    " :service_id, :from_phone, :to, :body, :num_media, :opt_out_type, :brand, :program, :kind, :keyword, :params,"
+    " :received_at) ON CONFLICT (provider, message_id) DO NOTHING RETURNING id"
+)
+
+
 def _insert_inbound(conn: Connection, now: datetime, *, sms: InboundSms, brand: str | None, kind: str,
                     match: Match | None) -> int | None:
     """Insert the text unless its message id was seen; None for a duplicate."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(inbound_messages)
-        .values(provider=sms.provider, message_id=sms.message_id, account_id=sms.account_id,
-                service_id=sms.service_id, from_phone=sms.from_phone, to=sms.to, body=sms.body,
-                num_media=sms.num_media, opt_out_type=sms.opt_out_type, brand=brand, kind=kind,
-                keyword=match.keyword if match else None, params=dict(sms.params), received_at=now)
-        .on_conflict_do_nothing(index_elements=["provider", "message_id"])
-        .returning(inbound_messages.c.id)
-    )
-    return conn.execute(stmt).scalar()
+    return Raw(conn).scalar(_INSERT_INBOUND, {
+        "provider": sms.provider, "message_id": sms.message_id, "account_id": sms.account_id,
+        "service_id": sms.service_id, "from_phone": sms.from_phone, "to": sms.to, "body": sms.body,
+        "num_media": sms.num_media, "opt_out_type": sms.opt_out_type, "brand": brand, "program": None,
+        "kind": kind, "keyword": match.keyword if match else None, "params": dict(sms.params), "received_at": now,
+    })
 
 
 def _expire_due(conn: Connection, now: datetime, *, subs: dict[str, Sub], sender: SenderRules, sms: InboundSms) -> None:
@@ -208,7 +212,7 @@ class _Ctx:
 
     def join(self, program: Program) -> _Plan:
         allowed = self.sender.brand.allowed_countries
-        if allowed is not None and country_of(self.sms.from_phone) not in allowed:
+        if allowed is not None and not in_countries(self.sms.from_phone, allowed):
             # No prompt may go to a country the brand does not serve: change nothing, say nothing.
             return _Plan(program=program.key)
         sub = self.sub(program.key)
@@ -237,13 +241,11 @@ class _Ctx:
         return _Plan(program=program.key, reply=reply, language=language)
 
     def _last_program(self) -> str | None:
-        return self.conn.execute(
-            sa.select(inbound_messages.c.program)
-            .where(inbound_messages.c.from_phone == self.sms.from_phone, inbound_messages.c.to == self.sms.to,
-                   inbound_messages.c.program.is_not(None))
-            .order_by(inbound_messages.c.id.desc())
-            .limit(1)
-        ).scalar()
+        return Raw(self.conn).scalar(  # type: ignore[no-any-return]
+            'SELECT program FROM inbound_messages WHERE from_phone = :phone AND "to" = :to AND program IS NOT NULL'
+            " ORDER BY id DESC LIMIT 1",
+            {"phone": self.sms.from_phone, "to": self.sms.to},
+        )
 
 
 def due_for_expiry(conn: Connection, now: datetime, *, limit: int = 500) -> list[str]:

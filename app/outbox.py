@@ -36,6 +36,7 @@ from app.models import delivery_reports, outbox
 from app.phone import mask
 from app.providers.base import DeliveryStatus, OutboundSms, Provider, SendError, SendResult
 from app.providers.twilio import ERROR_UNSUBSCRIBED
+from app.sql import Raw, in_list, insert_sql
 from app.subscriptions import Event, Source
 
 log = logging.getLogger("optline.outbox")
@@ -71,6 +72,10 @@ CHANNEL_SMS = "sms"
 CHANNEL_EVENT = "event"
 
 
+_ENQUEUE_COLUMNS = ("channel", "brand", "program", "phone", "body", "purpose", "from_number", "service_id", "status",
+                    "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at")
+
+
 def enqueue_sms(
     conn: Connection,
     *,
@@ -85,14 +90,12 @@ def enqueue_sms(
     inbound_id: int | None = None,
 ) -> int:
     """Queue one text in the caller's transaction; returns the outbox id."""
-    result = conn.execute(
-        outbox.insert().values(
-            channel=CHANNEL_SMS, brand=brand, program=program, phone=phone, body=body, purpose=purpose,
-            from_number=from_number, service_id=service_id, status=OutboxStatus.PENDING.value, attempts=0,
-            next_attempt_at=now, inbound_id=inbound_id, created_at=now, updated_at=now,
-        )
-    )
-    return int(result.inserted_primary_key[0])
+    values = {
+        "channel": CHANNEL_SMS, "brand": brand, "program": program, "phone": phone, "body": body, "purpose": purpose,
+        "from_number": from_number, "service_id": service_id, "status": OutboxStatus.PENDING.value, "attempts": 0,
+        "next_attempt_at": now, "inbound_id": inbound_id, "created_at": now, "updated_at": now,
+    }
+    return int(Raw(conn).scalar(insert_sql("outbox", _ENQUEUE_COLUMNS, "id"), values))
 
 
 def cancel_queued(conn: Connection, *, now: datetime, brand: str, phone: str, programs: Iterable[str] | None) -> int:
@@ -100,17 +103,15 @@ def cancel_queued(conn: Connection, *, now: datetime, brand: str, phone: str, pr
 
     `programs=None` means every program of the brand, and brand-level texts too.
     """
-    query = outbox.update().where(
-        outbox.c.brand == brand,
-        outbox.c.phone == phone,
-        outbox.c.channel == CHANNEL_SMS,
-        outbox.c.status.in_(QUEUED_STATES),
-        outbox.c.purpose != "stop",
-    )
+    params: dict[str, Any] = {"brand": brand, "phone": phone, "channel": CHANNEL_SMS, "pending": QUEUED_STATES[0],
+                              "sending": QUEUED_STATES[1], "cancelled": OutboxStatus.CANCELLED.value,
+                              "reason": "cancelled by opt-out", "now": now}
+    sql = ("UPDATE outbox SET status = :cancelled, error_reason = :reason, updated_at = :now"
+           " WHERE brand = :brand AND phone = :phone AND channel = :channel AND status IN (:pending, :sending)"
+           " AND purpose <> 'stop'")
     if programs is not None:
-        query = query.where(outbox.c.program.in_(list(programs)))
-    result = conn.execute(query.values(status=OutboxStatus.CANCELLED.value, error_reason="cancelled by opt-out", updated_at=now))
-    return int(result.rowcount or 0)
+        sql += " AND program IN " + in_list("p", list(programs), params)
+    return Raw(conn).rowcount(sql, params)
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
@@ -136,72 +137,65 @@ class Claimed:
     payload: Any
 
 
+_CLAIMED = "id, channel, brand, program, phone, body, purpose, from_number, service_id, attempts, url, payload"
+
+
 def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: timedelta) -> list[Claimed]:
     """Claim up to `limit` due rows for `worker` (SKIP LOCKED on PostgreSQL), leasing them."""
-    due = sa.or_(
-        sa.and_(outbox.c.status == OutboxStatus.PENDING.value, outbox.c.next_attempt_at <= now),
-        sa.and_(outbox.c.status == OutboxStatus.SENDING.value, outbox.c.lease_until < now),
-    )
+    raw = Raw(conn)
     # Stop replies first: a stop must leave fast even behind a burst of prompts.
-    ids_query = sa.select(outbox.c.id).where(due).order_by(
-        sa.case((outbox.c.purpose == "stop", 0), else_=1), outbox.c.next_attempt_at
-    ).limit(limit)
-    if not is_sqlite(conn):
-        ids_query = ids_query.with_for_update(skip_locked=True)
-    ids = [row[0] for row in conn.execute(ids_query)]
+    pick = ("SELECT id FROM outbox WHERE (status = 'pending' AND next_attempt_at <= :now)"
+            " OR (status = 'sending' AND lease_until < :now)"
+            " ORDER BY CASE WHEN purpose = 'stop' THEN 0 ELSE 1 END, next_attempt_at LIMIT :limit")
+    if raw.pg:
+        pick += " FOR UPDATE SKIP LOCKED"
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    ids = [row[0] for row in raw.execute(pick, params).fetchall()]
     if not ids:
         return []
-    rows = conn.execute(
-        outbox.update()
-        .where(outbox.c.id.in_(ids))
-        .values(status=OutboxStatus.SENDING.value, claimed_by=worker, lease_until=now + lease,
-                attempts=outbox.c.attempts + 1, updated_at=now)
-        .returning(
-            outbox.c.id, outbox.c.channel, outbox.c.brand, outbox.c.program, outbox.c.phone, outbox.c.body,
-            outbox.c.purpose, outbox.c.from_number, outbox.c.service_id, outbox.c.attempts, outbox.c.url,
-            outbox.c.payload,
-        )
-    ).all()
-    return sorted((Claimed(**row._mapping) for row in rows), key=lambda c: (c.purpose != "stop", c.id))
+    params = {"worker": worker, "lease": now + lease, "now": now, "sending": OutboxStatus.SENDING.value}
+    rows = raw.rows(
+        "UPDATE outbox SET status = :sending, claimed_by = :worker, lease_until = :lease, attempts = attempts + 1,"
+        f" updated_at = :now WHERE id IN {in_list('i', ids, params)} RETURNING {_CLAIMED}",
+        params,
+    )
+    return sorted((Claimed(**row) for row in rows), key=lambda c: (c.purpose != "stop", c.id))
 
 
 def still_mine(conn: Connection, row_id: int, worker: str) -> bool:
     """True when the row is still claimed by `worker` (not cancelled by a stop meanwhile)."""
-    found = conn.execute(
-        sa.select(outbox.c.id).where(
-            outbox.c.id == row_id, outbox.c.claimed_by == worker, outbox.c.status == OutboxStatus.SENDING.value
-        )
-    ).first()
-    return found is not None
+    return Raw(conn).scalar(
+        "SELECT id FROM outbox WHERE id = :id AND claimed_by = :worker AND status = 'sending'",
+        {"id": row_id, "worker": worker},
+    ) is not None
 
 
 def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, result: SendResult,
                 rules: Rules | None = None) -> None:
     """Record the provider's acceptance (merging a delivery report that may have come first)."""
+    raw = Raw(conn)
     status = OutboxStatus.QUEUED
-    report = conn.execute(
-        sa.select(delivery_reports.c.status, delivery_reports.c.error_code).where(
-            delivery_reports.c.message_id == result.message_id
-        )
-    ).first()
     error_code = None
+    report = raw.execute("SELECT status, error_code FROM delivery_reports WHERE message_id = :m",
+                         {"m": result.message_id}).fetchone()
     if report is not None:
-        status = _FROM_DELIVERY[DeliveryStatus(report.status)]
-        error_code = report.error_code
+        status = _FROM_DELIVERY[DeliveryStatus(report[0])]
+        error_code = report[1]
     # A stop may have cancelled the row while the provider call was in flight: the text did
     # go out, so the audit records it as sent rather than pretending it was cancelled.
-    row = conn.execute(
-        outbox.update()
-        .where(outbox.c.id == row_id, outbox.c.claimed_by == worker,
-               outbox.c.status.in_((OutboxStatus.SENDING.value, OutboxStatus.CANCELLED.value)))
-        .values(status=status.value, provider_message_id=result.message_id, sent_at=now, lease_until=None,
-                error_code=error_code, error_reason=None, updated_at=now)
-        .returning(outbox.c.brand, outbox.c.phone, outbox.c.from_number, outbox.c.service_id)
-    ).first()
-    if row is not None and error_code == ERROR_UNSUBSCRIBED and row.brand and row.phone:
+    rows = raw.rows(
+        "UPDATE outbox SET status = :status, provider_message_id = :m, sent_at = :now, lease_until = NULL,"
+        " error_code = :code, error_reason = NULL, updated_at = :now"
+        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'cancelled')"
+        " RETURNING brand, phone, from_number, service_id",
+        {"status": status.value, "m": result.message_id, "now": now, "code": error_code, "id": row_id,
+         "worker": worker},
+    )
+    row = rows[0] if rows else None
+    if row is not None and error_code == ERROR_UNSUBSCRIBED and row["brand"] and row["phone"]:
         # The carrier's 21610 report beat us here (the webhook found no row by this id yet).
-        carrier_opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone, to=row.from_number,
-                        service_id=row.service_id, code=error_code, message_id=result.message_id)
+        carrier_opt_out(conn, now, rules=rules, brand=row["brand"], phone=row["phone"], to=row["from_number"],
+                        service_id=row["service_id"], code=error_code, message_id=result.message_id)
 
 
 def record_failure(
@@ -210,15 +204,15 @@ def record_failure(
 ) -> None:
     """Record a failed send: back to pending for a retry, or failed; 21610 also opts the phone out."""
     values: dict[str, Any] = {
-        "error_code": error.code, "error_reason": str(error)[:500], "lease_until": None, "updated_at": now,
+        "error_code": error.code, "error_reason": str(error)[:500], "now": now, "id": row.id, "worker": worker,
+        "status": OutboxStatus.PENDING.value if retry_at is not None else OutboxStatus.FAILED.value,
+        "next": retry_at,
     }
-    if retry_at is not None:
-        values.update(status=OutboxStatus.PENDING.value, next_attempt_at=retry_at)
-    else:
-        values.update(status=OutboxStatus.FAILED.value)
-    conn.execute(
-        outbox.update().where(outbox.c.id == row.id, outbox.c.claimed_by == worker,
-                              outbox.c.status == OutboxStatus.SENDING.value).values(**values)
+    Raw(conn).execute(
+        "UPDATE outbox SET status = :status, next_attempt_at = COALESCE(:next, next_attempt_at), error_code ="
+        " :error_code, error_reason = :error_reason, lease_until = NULL, updated_at = :now"
+        " WHERE id = :id AND claimed_by = :worker AND status = 'sending'",
+        values,
     )
     if error.opted_out and row.brand and row.phone:
         carrier_opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone,
@@ -249,22 +243,23 @@ def carrier_opt_out(
 
 def record_delivery(conn: Connection, now: datetime, *, message_id: str, status: DeliveryStatus, error_code: int | None) -> bool:
     """Apply a delivery report; reports arrive in any order and never move a row backwards."""
-    current = conn.execute(
-        sa.select(delivery_reports.c.status).where(delivery_reports.c.message_id == message_id)
-    ).scalar()
+    raw = Raw(conn)
+    current = raw.scalar("SELECT status FROM delivery_reports WHERE message_id = :m", {"m": message_id})
+    params: dict[str, Any] = {"m": message_id, "status": status.value, "code": error_code, "now": now}
     if current is None:
-        conn.execute(delivery_reports.insert().values(message_id=message_id, status=status.value,
-                                                      error_code=error_code, updated_at=now))
+        raw.execute("INSERT INTO delivery_reports (message_id, status, error_code, updated_at)"
+                    " VALUES (:m, :status, :code, :now)", params)
     elif status.advances(DeliveryStatus(current)):
-        conn.execute(delivery_reports.update().where(delivery_reports.c.message_id == message_id)
-                     .values(status=status.value, error_code=error_code, updated_at=now))
+        raw.execute("UPDATE delivery_reports SET status = :status, error_code = :code, updated_at = :now"
+                    " WHERE message_id = :m", params)
     else:
         return False
     behind = [row_status.value for row_status, d in _TO_DELIVERY.items() if d.rank < status.rank]
-    conn.execute(
-        outbox.update()
-        .where(outbox.c.provider_message_id == message_id, outbox.c.status.in_(behind))
-        .values(status=_FROM_DELIVERY[status].value, error_code=error_code, updated_at=now)
+    params["row_status"] = _FROM_DELIVERY[status].value
+    raw.execute(
+        "UPDATE outbox SET status = :row_status, error_code = :code, updated_at = :now"
+        f" WHERE provider_message_id = :m AND status IN {in_list('b', behind, params)}",
+        params,
     )
     return True
 

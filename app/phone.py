@@ -59,3 +59,24 @@ def mask(phone: str | None) -> str:
     if len(phone) <= 8:
         return phone[:2] + "***"
     return phone[:5] + "***" + phone[-4:]
+
+
+def in_countries(e164: str, allowed: frozenset[str]) -> bool:
+    """True when the number belongs to one of `allowed` (ISO regions).
+
+    Cheaper than region_code_for_number on shared country codes (+1 spans 25 regions): only
+    the allowed regions that share the number's code are tried.
+    """
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    candidates = [r for r in allowed if phonenumbers.country_code_for_region(r) == number.country_code]
+    if not candidates:
+        return False
+    if len(phonenumbers.region_codes_for_country_code(number.country_code)) == 1:
+        return True
+    if any(phonenumbers.is_valid_number_for_region(number, region) for region in candidates):
+        return True
+    # Not valid in any allowed region: fall back to the full lookup (it may name no region).
+    return phonenumbers.region_code_for_number(number) in allowed

@@ -1,0 +1,144 @@
+"""Load generation with wrk and pre-signed, Twilio-shaped requests (so the generator is never the limit)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx2 as httpx
+
+from tests.fake_twilio import sign_twilio, twilio_inbound_params
+
+LUA_TEMPLATE = r"""
+-- One request per line: path TAB signature TAB body (LuaJIT cannot hold 30k literal constants).
+local reqs = {}
+for line in io.lines("%(data)s") do
+  local path, sig, body = line:match("([^\t]*)\t([^\t]*)\t(.*)")
+  reqs[#reqs + 1] = {path, {["Content-Type"] = "application/x-www-form-urlencoded", ["X-Twilio-Signature"] = sig}, body}
+end
+local n = 0
+request = function()
+  n = n + 1
+  local r = reqs[((n - 1) %% #reqs) + 1]
+  return wrk.format("POST", r[1], r[2], r[3])
+end
+done = function(summary, latency, requests)
+  io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "errors": %%d, ' ..
+    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Signed:
+    path: str
+    body: str
+    signature: str
+
+
+def signed_requests(base_url: str, texts: Iterable[tuple[str, str, str]], path: str = "/webhooks/twilio",
+                    auth_token: str | None = None) -> list[Signed]:
+    """(from, to, body) triples → form bodies signed for base_url + path."""
+    out = []
+    for from_, to, body in texts:
+        params = twilio_inbound_params(Body=body, From=from_, To=to)
+        kwargs = {"auth_token": auth_token} if auth_token else {}
+        out.append(Signed(path, urlencode(params), sign_twilio(base_url + path, params, **kwargs)))
+    return out
+
+
+def mix(phones: int, to: str, first_phone: int = 0) -> list[tuple[str, str, str]]:
+    """JOIN, YES, HELP, STOP and an unmatched text for each of `phones` distinct phones, interleaved."""
+    texts = ["JOIN", "YES", "HELP", "STOP", "what time do you open tomorrow"]
+    out = []
+    for step, body in enumerate(texts):
+        for n in range(phones):
+            out.append((f"+1415{(first_phone + n) % 10_000_000:07d}", to, body))
+    return out
+
+
+def write_script(requests: list[Signed], folder: Path, name: str = "script") -> Path:
+    """A wrk script that sends `requests` in order (wrapping around when it runs out)."""
+    data = folder / f"{name}.tsv"
+    with data.open("w") as fh:
+        for r in requests:
+            fh.write(f"{r.path}\t{r.signature}\t{r.body}\n")
+    script = folder / f"{name}.lua"
+    script.write_text(LUA_TEMPLATE % {"data": str(data)})
+    return script
+
+
+def wrk(url: str, script: Path, *, connections: int, seconds: float, threads: int = 1) -> dict[str, float]:
+    """Run wrk; returns requests/s and latency percentiles (ms)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk (make bench does this)")
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    secs = raw["duration_us"] / 1e6
+    return {
+        "requests": raw["requests"], "rps": round(raw["requests"] / secs, 1), "non2xx": raw["non2xx"],
+        "errors": raw["errors"], "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A server process on 127.0.0.1, waited for on a URL and stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], ready_url: str, log: Path):
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(ready_url, timeout=1).status_code < 500:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start: see {log}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def uvicorn_bare(port: int, workers: int, log: Path) -> Server:
+    args = [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+            "--no-access-log"]
+    return Server(args, env=dict(os.environ), ready_url=f"http://127.0.0.1:{port}/", log=log)
+
+
+def tempdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="optline-bench-"))
