@@ -33,12 +33,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the webhooks and the API (and, by default, the outbox sender)."""
     import uvicorn
 
+    from app.events import check_event_secrets
     from app.keywords import load_rules
     from app.main import check_database
     from app.settings import load_settings
 
     settings = load_settings()
-    load_rules(settings.keywords)
+    check_event_secrets(load_rules(settings.keywords))
     check_database(settings)
     _setup_logging(settings.log_level)
     uvicorn.run(
@@ -51,12 +52,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(_args: argparse.Namespace) -> int:
     """Run the outbox sender and the DOI sweep only."""
+    from app.events import check_event_secrets
     from app.keywords import load_rules
     from app.main import build_state, check_database, start_background, stop_background
     from app.settings import load_settings
 
     settings = load_settings()
     rules = load_rules(settings.keywords)
+    check_event_secrets(rules)
     check_database(settings)
     _setup_logging(settings.log_level)
 

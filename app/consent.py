@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from app.events import SUBSCRIPTION_UPDATED, enqueue_event, subscription_event
+from app.keywords import Brand
 from app.models import new_id, subscriptions
 from app.sql import Raw, insert_sql, update_sql
 from app.subscriptions import Event, Source, Status, Transition, transition
@@ -110,6 +112,7 @@ def apply_event(
     *,
     now: datetime,
     proof: Proof,
+    brand: Brand | None,
     doi_expires_after: timedelta | None = None,
     language: str | None = None,
     sender: str | None = None,
@@ -117,6 +120,7 @@ def apply_event(
 ) -> Applied:
     """Move `sub` by the transition table, flush it, and write a consent event when the status changed.
 
+    `brand` is where `subscription.updated` goes (None only where the brand is unknown).
     `always_record` writes the event even without a change (an API opt-in re-stating consent
     with new proof is evidence worth keeping).
     """
@@ -151,12 +155,13 @@ def apply_event(
     sub.flush(conn)
     applied = Applied(before=before, after=after, rule=rule)
     if applied.changed or always_record:
-        record(conn, sub, event, before=before, after=after, now=now, proof=proof)
+        record(conn, sub, event, before=before, after=after, now=now, proof=proof, brand=brand)
     return applied
 
 
-def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: Status, now: datetime, proof: Proof) -> None:
-    """Append one consent event (the ledger is never updated or deleted)."""
+def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: Status, now: datetime, proof: Proof,
+           brand: Brand | None) -> None:
+    """Append one consent event (the ledger is never updated or deleted) and tell the brand's CRM."""
     values = {
         "subscription_id": sub.id, "brand": sub.brand, "program": sub.program, "phone": sub.phone,
         "event": event.value, "from_status": before.value, "to_status": after.value, "source": proof.source.value,
@@ -166,3 +171,8 @@ def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: S
         "consented_at": proof.consented_at, "created_at": now,
     }
     Raw(conn).execute(insert_sql("consent_events", tuple(values)), values)
+    if brand is not None:
+        enqueue_event(conn, now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(
+            brand=sub.brand, program=sub.program, phone=sub.phone, subscription_id=sub.id, event=event,
+            from_status=before, to_status=after, source=proof.source, occurred_at=now,
+            keyword=proof.keyword, provider_message_id=proof.message_id))

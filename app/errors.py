@@ -7,6 +7,8 @@
     │   ├── InvalidPayload     a provider payload missing or mangling a field
     │   ├── NotFound           no such thing for this brand (404)
     │   ├── Conflict           the request collides with another in flight (409)
+    │   ├── PayloadTooLarge    a body over the route's limit (413)
+    │   ├── UnsupportedMediaType  a body that is not JSON (415)
     │   └── Unprocessable      well-formed but semantically refused (422)
     ├── Unauthorized           no or bad API key (401)
     └── DatabaseUnavailable    the database cannot be reached (503, providers retry)
@@ -59,6 +61,18 @@ class Conflict(InvalidInput):
     """Another request with the same key is still in flight."""
 
     status = 409
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body over the route's size limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A body in a media type the route does not take."""
+
+    status = 415
 
 
 class Unprocessable(InvalidInput):

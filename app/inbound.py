@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from app.consent import Applied, Proof, Sub, apply_event, load_subs
+from app.events import MESSAGE_RECEIVED, enqueue_event, message_received_event
 from app.keywords import Kind, Match, Program, Rules, SenderRules
 from app.models import subscriptions
 from app.outbox import cancel_queued, enqueue_sms
@@ -59,6 +60,10 @@ def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: R
         return InboundResult(duplicate=True, kind=kind)
     if sender is None or match is None:
         return InboundResult(duplicate=False, kind=kind)
+    if kind == UNMATCHED:
+        enqueue_event(conn, now, brand=sender.brand, type=MESSAGE_RECEIVED, data=message_received_event(
+            brand=sender.brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
+            provider_message_id=sms.message_id, received_at=now))
 
     brand = sender.brand
     programs = [p.key for p in sender.programs]
@@ -136,7 +141,7 @@ def _expire_due(conn: Connection, now: datetime, *, subs: dict[str, Sub], sender
     """Lazy DOI expiry: a pending DOI past its deadline goes back before this text is applied."""
     for sub in subs.values():
         if sub.status == Status.PENDING.value and sub.doi_expires_at is not None and sub.doi_expires_at <= now:
-            apply_event(conn, sub, Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM))
+            apply_event(conn, sub, Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM), brand=sender.brand)
 
 
 @dataclass
@@ -169,7 +174,8 @@ class _Ctx:
                       raw_text=self.sms.body) if carrier else self.proof
         changed = False
         for key in scope:
-            applied = apply_event(self.conn, self.sub(key), event, now=self.now, proof=proof, sender=self.via)
+            applied = apply_event(self.conn, self.sub(key), event, now=self.now, proof=proof, sender=self.via,
+                                  brand=self.sender.brand)
             changed = changed or applied.changed
         cancel_queued(self.conn, now=self.now, brand=self.sender.brand.key, phone=self.sms.from_phone,
                       programs=None if len(scope) == len(self.sender.programs) else scope)
@@ -207,7 +213,8 @@ class _Ctx:
             return _Plan()
         # A confirm answers the phone's most recent pending DOI on this sender.
         sub = max(pending, key=lambda s: s.doi_requested_at)
-        applied = apply_event(self.conn, sub, Event.CONFIRM, now=self.now, proof=self.proof, sender=self.via)
+        applied = apply_event(self.conn, sub, Event.CONFIRM, now=self.now, proof=self.proof, sender=self.via,
+                              brand=self.sender.brand)
         return _Plan(program=sub.program, reply=applied.rule.reply, language=self.match.language or sub.language)
 
     def join(self, program: Program) -> _Plan:
@@ -218,7 +225,7 @@ class _Ctx:
         sub = self.sub(program.key)
         event = Event.JOIN if program.double_opt_in else Event.JOIN_SINGLE
         language = self.match.language
-        applied = apply_event(self.conn, sub, event, now=self.now, proof=self.proof,
+        applied = apply_event(self.conn, sub, event, now=self.now, proof=self.proof, brand=self.sender.brand,
                               doi_expires_after=program.doi_expires_after, language=language, sender=self.via)
         return self._reply(applied, program, language or sub.language)
 
@@ -256,12 +263,14 @@ def due_for_expiry(conn: Connection, now: datetime, *, limit: int = 500) -> list
     ).scalars())
 
 
-def expire_due(conn: Connection, now: datetime, *, phones: list[str]) -> int:
+def expire_due(conn: Connection, now: datetime, *, phones: list[str], rules: Rules | None) -> int:
     """The periodic sweep, with `phones` locked: pending DOIs past their deadline go back; returns how many."""
     rows = conn.execute(
         sa.select(subscriptions).where(subscriptions.c.phone.in_(phones), subscriptions.c.status == Status.PENDING.value,
                                        subscriptions.c.doi_expires_at <= now)
     ).all()
     for row in rows:
-        apply_event(conn, Sub(values=dict(row._mapping)), Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM))
+        brand = rules.brands.get(row.brand) if rules is not None else None
+        apply_event(conn, Sub(values=dict(row._mapping)), Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM),
+                    brand=brand)
     return len(rows)

@@ -13,11 +13,13 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from app.auth import KeyCache
 from app.db import Writer, make_engine, utcnow
 from app.errors import DatabaseUnavailable
+from app.events import EventPoster, event_environ
 from app.inbound import due_for_expiry, expire_due
 from app.keywords import Rules, load_rules
 from app.metrics import Metrics
@@ -27,7 +29,8 @@ from app.providers.base import Provider
 from app.providers.console import ConsoleProvider
 from app.providers.twilio import TwilioProvider, TwilioSignature
 from app.settings import Settings, load_settings
-from app.web import api, webhooks
+from app.web import api, api_profiles, api_subscriptions, openapi, webhooks
+from app.web.idempotency import IdempotencyMiddleware
 from app.web.problems import EXCEPTION_HANDLERS, problem
 from app.web.state import AppState
 
@@ -50,6 +53,8 @@ def build_state(
 ) -> AppState:
     """Engines, writer, provider and sender for one process (started by `start_background`)."""
     rules = rules or load_rules(settings.keywords)
+    # Before any engine is opened: a brand's missing events secret stops start-up with one line.
+    event_poster = EventPoster(rules, environ=event_environ())
     writer_engine = make_engine(settings.database_url, writer=True)
     reader = make_engine(settings.database_url) if settings.is_sqlite else writer_engine
     provider = provider or make_provider(settings)
@@ -63,7 +68,7 @@ def build_state(
         status_callback=settings.public_url + "/webhooks/twilio/status", lease_seconds=settings.lease_seconds,
         concurrency=settings.send_concurrency, max_attempts=settings.max_attempts,
         retry_base=settings.retry_base_seconds, retry_cap=settings.retry_cap_seconds,
-        poll_seconds=settings.poll_seconds, clock=clock,
+        poll_seconds=settings.poll_seconds, clock=clock, event_poster=event_poster,
     )
     return state
 
@@ -75,7 +80,8 @@ async def sweep_forever(state: AppState, every: float = SWEEP_SECONDS) -> None:
             now = state.clock()
             phones = await state.read(lambda conn: due_for_expiry(conn, now))
             if phones:
-                count = await state.writer.run(lambda conn, now: expire_due(conn, now, phones=phones), locks=phones)
+                count = await state.writer.run(lambda conn, now: expire_due(conn, now, phones=phones, rules=state.rules),
+                                               locks=phones)
                 log.info("expired %d pending double opt-ins", count)
         except Exception:  # noqa: BLE001 - keep sweeping after a database blip
             log.exception("DOI sweep failed")
@@ -105,6 +111,9 @@ async def stop_background(state: AppState) -> None:
     state.tasks.clear()
     if state.sender is not None:
         state.sender.close()
+        poster = state.sender.event_poster
+        if isinstance(poster, EventPoster):
+            poster.close()
     state.writer.stop()
     close = getattr(state.provider, "close", None)
     if callable(close):
@@ -159,10 +168,17 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        Route("/openapi.json", openapi.openapi_json),
+        Route("/docs", openapi.docs_page),
         Route("/v1/subscriptions", api.list_subscriptions),
         Route("/v1/consent-events", api.list_consent_events),
+        *api_profiles.routes,
+        *api_subscriptions.routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS))  # type: ignore[arg-type]
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
+        middleware=[Middleware(IdempotencyMiddleware, state=state)],
+    )
     app.state.optline = state
     return app
 

@@ -190,10 +190,70 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = _ts()
 
 
+# Live profiles only: a deleted profile is a tombstone whose personal fields are null anyway,
+# but the condition keeps a tombstone from ever blocking a new profile with the same keys.
+_LIVE = sa.text("deleted_at IS NULL")
+
+
+class Profile(SQLModel, table=True):
+    """A person a brand knows, addressable by id, externalId, phone or email.
+
+    DELETE keeps the row as a tombstone (personal fields nulled, `deleted_at` set) so the
+    id answers 404 and subscriptions that pointed at it are detached, never orphaned.
+    """
+
+    __tablename__ = "profiles"
+    __table_args__ = (
+        sa.Index("uq_profiles_brand_external_id", "brand", "external_id", unique=True,
+                 sqlite_where=_LIVE, postgresql_where=_LIVE),
+        sa.Index("uq_profiles_brand_phone", "brand", "phone", unique=True, sqlite_where=_LIVE, postgresql_where=_LIVE),
+        sa.Index("uq_profiles_brand_email", "brand", "email", unique=True, sqlite_where=_LIVE, postgresql_where=_LIVE),
+        # Listing walks (brand, updated_at, id) so a page costs the same at any depth.
+        sa.Index("ix_profiles_brand_updated_at_id", "brand", "updated_at", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    brand: str = Field(max_length=64)
+    external_id: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=20)
+    email: str | None = Field(default=None, max_length=254)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    deleted_at: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A stored answer to a POST/PUT/PATCH/DELETE sent with `Idempotency-Key`, kept 24 h (SPEC §7)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        sa.UniqueConstraint("brand", "key", name="uq_idempotency_keys_brand_key"),
+        sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    brand: str = Field(max_length=64)
+    key: str = Field(max_length=255)
+    # Hash of method, path and body: the same key with another request is refused (422).
+    request_hash: str = Field(max_length=64)
+    status: str = Field(max_length=16)  # "in_flight" while the first request runs, then "done"
+    response_status: int | None = Field(default=None)
+    response_body: str | None = Field(default=None, sa_type=sa.Text)
+    response_headers: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
+
+
 subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 consent_events = ConsentEvent.__table__  # type: ignore[attr-defined]
 inbound_messages = InboundMessage.__table__  # type: ignore[attr-defined]
 outbox = Outbox.__table__  # type: ignore[attr-defined]
 delivery_reports = DeliveryReport.__table__  # type: ignore[attr-defined]
 api_keys = ApiKey.__table__  # type: ignore[attr-defined]
+profiles = Profile.__table__  # type: ignore[attr-defined]
+idempotency_keys = IdempotencyKey.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -140,16 +140,20 @@ class Claimed:
 _CLAIMED = "id, channel, brand, program, phone, body, purpose, from_number, service_id, attempts, url, payload"
 
 
-def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: timedelta) -> list[Claimed]:
-    """Claim up to `limit` due rows for `worker` (SKIP LOCKED on PostgreSQL), leasing them."""
+def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: timedelta,
+          channel: str | None = None) -> list[Claimed]:
+    """Claim up to `limit` due rows for `worker` (SKIP LOCKED on PostgreSQL), leasing them; optionally one channel."""
     raw = Raw(conn)
     # Stop replies first: a stop must leave fast even behind a burst of prompts.
-    pick = ("SELECT id FROM outbox WHERE (status = 'pending' AND next_attempt_at <= :now)"
-            " OR (status = 'sending' AND lease_until < :now)"
-            " ORDER BY CASE WHEN purpose = 'stop' THEN 0 ELSE 1 END, next_attempt_at LIMIT :limit")
+    pick = ("SELECT id FROM outbox WHERE ((status = 'pending' AND next_attempt_at <= :now)"
+            " OR (status = 'sending' AND lease_until < :now))"
+            + (" AND channel = :channel" if channel else "")
+            + " ORDER BY CASE WHEN purpose = 'stop' THEN 0 ELSE 1 END, next_attempt_at LIMIT :limit")
     if raw.pg:
         pick += " FOR UPDATE SKIP LOCKED"
     params: dict[str, Any] = {"now": now, "limit": limit}
+    if channel:
+        params["channel"] = channel
     ids = [row[0] for row in raw.execute(pick, params).fetchall()]
     if not ids:
         return []
@@ -174,7 +178,8 @@ def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, re
                 rules: Rules | None = None) -> None:
     """Record the provider's acceptance (merging a delivery report that may have come first)."""
     raw = Raw(conn)
-    status = OutboxStatus.QUEUED
+    # A brand event is done when the CRM answered 2xx; a text is only queued at the provider.
+    status = OutboxStatus.DELIVERED if result.status == "delivered" else OutboxStatus.QUEUED
     error_code = None
     report = raw.execute("SELECT status, error_code FROM delivery_reports WHERE message_id = :m",
                          {"m": result.message_id}).fetchone()
@@ -236,7 +241,8 @@ def carrier_opt_out(
 
     for program in programs or list(subs):
         sub = subs.get(program) or Sub.blank(brand=brand, program=program, phone=phone, now=now)
-        apply_event(conn, sub, Event.CARRIER_OPT_OUT, now=now, proof=proof)
+        apply_event(conn, sub, Event.CARRIER_OPT_OUT, now=now, proof=proof,
+                    brand=rules.brands.get(brand) if rules is not None else None)
     cancel_queued(conn, now=now, brand=brand, phone=phone, programs=programs)
     return programs or list(subs)
 
@@ -298,34 +304,63 @@ class OutboxSender:
         self.clock = clock
         self.event_poster = event_poster
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="optline-send")
-        self._wake = asyncio.Event()
+        # Brand events get their own, smaller share of threads: a CRM that hangs must never
+        # hold up a stop reply.
+        self.event_concurrency = max(2, concurrency // 2)
+        self._executor = ThreadPoolExecutor(max_workers=concurrency + self.event_concurrency,
+                                            thread_name_prefix="optline-send")
+        self._wakes = {CHANNEL_SMS: asyncio.Event(), CHANNEL_EVENT: asyncio.Event()}
         self._stopping = False
         self.sent = 0
 
     def wake(self) -> None:
-        """Ask the loop to look for due rows now (call from the event loop thread)."""
-        self._wake.set()
+        """Ask the loops to look for due rows now (call from the event loop thread)."""
+        for event in self._wakes.values():
+            event.set()
 
     async def run(self) -> None:
         """Send until `stop()`; finishes the sends in flight before returning."""
+        await asyncio.gather(self._pipeline(CHANNEL_SMS, self.concurrency),
+                             self._pipeline(CHANNEL_EVENT, self.event_concurrency))
+
+    async def _pipeline(self, channel: str, slots: int) -> None:
+        """Keep up to `slots` sends of one channel in flight, claiming more as each finishes."""
+        inflight: set[asyncio.Task[None]] = set()
+        done = asyncio.Event()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            done.set()
+
         while not self._stopping:
-            try:
-                count = await self.run_once()
-            except Exception:  # noqa: BLE001 - a database blip must not kill the sender
-                log.exception("outbox pass failed; retrying")
-                count = 0
-            if count == 0 and not self._stopping:
+            free = slots - len(inflight)
+            rows: list[Claimed] = []
+            if free > 0:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+                    rows = await self.writer.run(lambda conn, now: claim(
+                        conn, now, worker=self.worker_id, limit=free, lease=self.lease, channel=channel))
+                except Exception:  # noqa: BLE001 - a database blip must not kill the sender
+                    log.exception("outbox claim failed; retrying")
+            for row in rows:
+                task = asyncio.create_task(self._deliver(row))
+                inflight.add(task)
+                task.add_done_callback(finished)
+            if rows and len(inflight) < slots:
+                continue  # there may be more due right now
+            wake = self._wakes[channel]
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(done.wait())]
+            await asyncio.wait(waits, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+            done.clear()
+            wake.clear()
+        if inflight:
+            await asyncio.gather(*inflight, return_exceptions=True)
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once the sends in flight are recorded."""
         self._stopping = True
-        self._wake.set()
+        self.wake()
 
     def close(self) -> None:
         """Release the send threads."""

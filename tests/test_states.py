@@ -172,7 +172,8 @@ def test_doi_sweep_expires_without_a_text(gateway: Gateway) -> None:
     now = gateway.clock()
     phones = gateway.state.writer.call(lambda conn, _now: due_for_expiry(conn, now))
     assert phones == [PHONE]
-    assert gateway.state.writer.call(lambda conn, _now: expire_due(conn, now, phones=phones), locks=phones) == 1
+    assert gateway.state.writer.call(lambda conn, _now: expire_due(conn, now, phones=phones, rules=gateway.state.rules),
+                                     locks=phones) == 1
     assert gateway.subs(PHONE) == {"deals": "none"}
 
 

@@ -6,20 +6,23 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.auth import ApiKeyInfo
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.models import consent_events, subscriptions
 from app.phone import to_e164
+from app.schemas import ConsentEventOut, ProfileRef, SubscriptionOut, field_errors
 from app.subscriptions import Status
 from app.web.state import AppState
 
+M = TypeVar("M", bound=BaseModel)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
@@ -76,49 +79,44 @@ def phone_param(request: Request, brand_region: str | None) -> str | None:
 
 
 def subscription_json(row: Any) -> dict[str, Any]:
-    """A subscription as the API shows it."""
+    """A subscription as the API shows it (SubscriptionOut)."""
     status = row.status
-    return {
-        "id": row.id,
-        "program": row.program,
-        "phoneNumber": row.phone,
-        "status": status,
-        "keyword": row.keyword,
-        "consentSource": row.consent_source,
-        "consentedAt": iso(row.consented_at),
-        "subscribedAt": iso(row.subscribed_at) if status == Status.SUBSCRIBED.value else None,
+    return SubscriptionOut(
+        id=row.id, program=row.program, phone_number=row.phone, status=status, keyword=row.keyword,
+        consent_source=row.consent_source, consented_at=row.consented_at,
+        subscribed_at=row.subscribed_at if status == Status.SUBSCRIBED.value else None,
         # A pending re-join or a resubscription clears unsubscribedAt (SPEC §4).
-        "unsubscribedAt": iso(row.unsubscribed_at) if status == Status.UNSUBSCRIBED.value else None,
-        "profile": {"id": row.profile_id, "externalId": None} if row.profile_id else None,
-    }
+        unsubscribed_at=row.unsubscribed_at if status == Status.UNSUBSCRIBED.value else None,
+        profile=ProfileRef(id=row.profile_id, external_id=getattr(row, "profile_external_id", None))
+        if row.profile_id else None,
+    ).model_dump(mode="json")
 
 
 def consent_event_json(row: Any) -> dict[str, Any]:
-    """A consent event as the API shows it."""
-    return {
-        "id": row.id,
-        "subscriptionId": row.subscription_id,
-        "program": row.program,
-        "phoneNumber": row.phone,
-        "event": row.event,
-        "fromStatus": row.from_status,
-        "toStatus": row.to_status,
-        "source": row.source,
-        "keyword": row.keyword,
-        "providerMessageId": row.provider_message_id,
-        "rawText": row.raw_text,
-        "apiKeyId": row.api_key_id,
-        "consentSource": row.consent_source,
-        "consentProof": row.consent_proof,
-        "consentedAt": iso(row.consented_at),
-        "createdAt": iso(row.created_at),
-    }
+    """A consent event as the API shows it (ConsentEventOut)."""
+    return ConsentEventOut(
+        id=row.id, subscription_id=row.subscription_id, program=row.program, phone_number=row.phone,
+        event=row.event, from_status=row.from_status, to_status=row.to_status, source=row.source,
+        keyword=row.keyword, provider_message_id=row.provider_message_id, raw_text=row.raw_text,
+        api_key_id=row.api_key_id, consent_source=row.consent_source, consent_proof=row.consent_proof,
+        consented_at=row.consented_at, created_at=row.created_at,
+    ).model_dump(mode="json")
 
 
-async def _page(request: Request, table: sa.Table, filters: list[Any], to_json: Callable[[Any], dict[str, Any]],
+def subscriptions_with_profile() -> sa.Select[Any]:
+    """Subscriptions joined to their (live) profile's externalId."""
+    from app.models import profiles
+
+    return sa.select(subscriptions, profiles.c.external_id.label("profile_external_id")).select_from(
+        subscriptions.outerjoin(profiles, sa.and_(profiles.c.id == subscriptions.c.profile_id,
+                                                  profiles.c.deleted_at.is_(None)))
+    )
+
+
+async def _page(request: Request, base: sa.Select[Any], filters: list[Any], to_json: Callable[[Any], dict[str, Any]],
                 key: sa.Column[Any]) -> JSONResponse:
     limit, cursor = page_params(request)
-    query = sa.select(table).where(*filters).order_by(key).limit(limit + 1)
+    query = base.where(*filters).order_by(key).limit(limit + 1)
     if cursor is not None:
         query = query.where(key > decode_cursor(cursor))
 
@@ -148,7 +146,7 @@ async def list_subscriptions(request: Request) -> JSONResponse:
         if status not in {s.value for s in Status}:
             raise InvalidInput("status must be one of none, pendingDOI, subscribed, unsubscribed", field="status")
         filters.append(subscriptions.c.status == status)
-    return await _page(request, subscriptions, filters, subscription_json, subscriptions.c.id)
+    return await _page(request, subscriptions_with_profile(), filters, subscription_json, subscriptions.c.id)
 
 
 async def list_consent_events(request: Request) -> JSONResponse:
@@ -171,4 +169,45 @@ async def list_consent_events(request: Request) -> JSONResponse:
         if when.tzinfo is None:
             raise InvalidInput("since must carry a time zone (e.g. Z)", field="since")
         filters.append(consent_events.c.created_at >= when)
-    return await _page(request, consent_events, filters, consent_event_json, consent_events.c.id)
+    return await _page(request, sa.select(consent_events), filters, consent_event_json, consent_events.c.id)
+
+
+MAX_JSON_BYTES = 1024 * 1024
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES) -> Any:
+    """The request's JSON body: 413 over `limit` bytes, 415 not JSON, 400 unparseable."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType("expected application/json")
+    body = bytearray()
+    # Content-Length may be absent (chunked) or lie: count what actually arrives.
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+
+
+async def read_json(request: Request, model: type[M], *, limit: int = MAX_JSON_BYTES) -> M:
+    """The request body validated as `model` (422 naming each bad field)."""
+    return validate(model, await json_body(request, limit=limit))
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate `data` as `model`, turning pydantic's errors into one 422 naming every field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [(field or "body", message) for field, message in field_errors(exc)]
+        raise Unprocessable(errors[0][1] if len(errors) == 1 else "request has invalid fields", errors=errors) from None

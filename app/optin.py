@@ -1,0 +1,128 @@
+"""API opt-in and opt-out (SPEC §4 API rows, §7): the brand's CRM acting with consent proof.
+
+Like app.inbound, these run inside the writer's transaction with the phone locked and never
+commit; replies are outbox rows sent from the program's own sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from app.consent import Proof, Sub, apply_event, load_subs
+from app.errors import Unprocessable
+from app.keywords import Brand, Rules
+from app.outbox import cancel_queued, enqueue_sms
+from app.phone import in_countries
+from app.sql import Raw
+from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status
+
+
+@dataclass(frozen=True)
+class ApiActor:
+    """Who is acting: the API key, for the ledger."""
+
+    api_key_id: int
+
+
+def resolve_program(brand: Brand, program: str | None) -> str:
+    """The program named, or the brand's only one; 422 otherwise."""
+    if program is None:
+        if len(brand.programs) == 1:
+            return next(iter(brand.programs))
+        raise Unprocessable("program is required: this brand has several programs", field="program")
+    if program not in brand.programs:
+        raise Unprocessable(f"unknown program {program!r}", field="program")
+    return program
+
+
+def _route(rules: Rules, brand: str, program: str, sub: Sub) -> tuple[str | None, str | None]:
+    """(from_number, service_id) for a text about this subscription: the sender the phone used, else the program's."""
+    configured = rules.program(brand, program).senders
+    via = sub.sender if sub.sender in configured else rules.sender_of(brand, program, None, None)
+    return (None, via) if via.startswith("MG") else (via, None)
+
+
+def opt_in(
+    conn: Connection, now: datetime, *, rules: Rules, brand: Brand, program: str, phone: str, double_opt_in: bool,
+    actor: ApiActor, consent_source: str, consented_at: datetime, consent_proof: Mapping[str, Any],
+    profile_id: str | None,
+) -> Sub:
+    """Opt `phone` into `program` with consent proof: subscribed at once, or pendingDOI with a prompt."""
+    if brand.allowed_countries is not None and not in_countries(phone, brand.allowed_countries):
+        raise Unprocessable("this brand does not send to that country", field="phoneNumber")
+    settings = rules.program(brand.key, program)
+    subs = load_subs(conn, brand=brand.key, phone=phone, programs=[program])
+    sub = subs.get(program) or Sub.blank(brand=brand.key, program=program, phone=phone, now=now)
+    if profile_id is not None:
+        sub.set(profile_id=profile_id)
+    event = Event.API_OPT_IN_DOI if double_opt_in else Event.API_OPT_IN
+    proof = Proof(source=Source.API, api_key_id=actor.api_key_id, consent_source=consent_source,
+                  consent_proof=consent_proof, consented_at=consented_at)
+    applied = apply_event(conn, sub, event, now=now, proof=proof, brand=brand, doi_expires_after=settings.doi_expires_after,
+                          always_record=True)
+    reply = applied.rule.reply
+    if reply is Reply.WELCOME and not applied.changed:
+        reply = None  # already subscribed: restating consent is recorded, not texted
+    if reply in COOLDOWN_REPLIES:
+        last = sub.last_prompt_at
+        if not applied.changed and last is not None and now - last < settings.prompt_cooldown:
+            reply = None
+        else:
+            sub.set(last_prompt_at=now)
+            sub.flush(conn)
+    if reply is not None:
+        body = rules.render(brand.key, program, reply.value, sub.language)
+        if body is not None:
+            from_number, service_id = _route(rules, brand.key, program, sub)
+            enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body, purpose=reply.value,
+                        from_number=from_number, service_id=service_id)
+    return sub
+
+
+def opt_out(
+    conn: Connection, now: datetime, *, rules: Rules, brand: Brand, programs: list[str], phone: str, notify: bool,
+    actor: ApiActor,
+) -> list[Sub]:
+    """Opt `phone` out of `programs`; a stop reply goes out when asked and something changed."""
+    subs = load_subs(conn, brand=brand.key, phone=phone, programs=programs)
+    proof = Proof(source=Source.API, api_key_id=actor.api_key_id)
+    changed: list[Sub] = []
+    out: list[Sub] = []
+    for program in programs:
+        sub = subs.get(program) or Sub.blank(brand=brand.key, program=program, phone=phone, now=now)
+        applied = apply_event(conn, sub, Event.API_OPT_OUT, now=now, proof=proof, brand=brand)
+        # Only someone who was (or was becoming) a subscriber is told: a stop text to a phone
+        # that never joined this brand would be the first message it ever got from it.
+        if applied.before in (Status.SUBSCRIBED, Status.PENDING):
+            changed.append(sub)
+        out.append(sub)
+    whole_brand = set(programs) == set(brand.programs)
+    cancel_queued(conn, now=now, brand=brand.key, phone=phone, programs=None if whole_brand else programs)
+    if notify and changed:
+        # One stop reply, from the sender the phone knows best: the most recently used one.
+        lead = max(changed, key=lambda s: s.updated_at)
+        program = lead.program if len(programs) == 1 else None
+        body = rules.render(brand.key, program, Reply.STOP.value, lead.language) or \
+            rules.render(brand.key, lead.program, Reply.STOP.value, lead.language)
+        if body is not None:
+            from_number, service_id = _route(rules, brand.key, lead.program, lead)
+            enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body,
+                        purpose=Reply.STOP.value, from_number=from_number, service_id=service_id)
+    return out
+
+
+def profile_ref(conn: Connection, *, brand: str, profile_id: str) -> tuple[str, str | None] | None:
+    """(id, externalId) of a live profile of this brand, or None."""
+    rows = Raw(conn).rows(
+        "SELECT id, external_id FROM profiles WHERE id = :id AND brand = :brand AND deleted_at IS NULL",
+        {"id": profile_id, "brand": brand},
+    )
+    return (rows[0]["id"], rows[0]["external_id"]) if rows else None
+
+
+__all__ = ["ApiActor", "opt_in", "opt_out", "profile_ref", "resolve_program"]

@@ -1,0 +1,218 @@
+"""The brand API's profile routes (/v1/profiles): thin handlers over app.profiles."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app import profiles
+from app.db import Job
+from app.errors import InvalidInput, PayloadTooLarge, Unprocessable
+from app.phone import to_e164
+from app.profiles import BatchResult, Changes, ProfileRow
+from app.schemas import ProfileBatchIn, ProfileOut, field_errors
+from app.subscriptions import Status
+from app.web.api import _state, api_key, decode_cursor, encode_cursor, json_body, page_params
+from app.web.problems import problem
+
+MAX_BODY = 1024 * 1024
+MAX_BATCH_BODY = 5 * 1024 * 1024
+# A batch goes to the writer in slices, so a 1000-item batch never holds the write
+# connection long enough to delay a STOP arriving meanwhile.
+BATCH_SLICE = 100
+
+
+def _region(request: Request, brand: str) -> str | None:
+    found = _state(request).rules.brands.get(brand)
+    return found.default_region if found is not None else None
+
+
+def profile_json(row: ProfileRow) -> dict[str, Any]:
+    """A profile as the API shows it (ProfileOut)."""
+    return ProfileOut(
+        id=row.id, external_id=row.external_id, phone_number=row.phone, email=row.email,
+        first_name=row.first_name, last_name=row.last_name, timezone=row.timezone,
+        attributes=row.attributes, created_at=row.created_at, updated_at=row.updated_at,
+    ).model_dump(mode="json")
+
+
+def _problem_body(exc: InvalidInput) -> dict[str, Any]:
+    # Through the one translator, so a batch item's error reads exactly like a lone request's.
+    return json.loads(problem(exc.status, exc.message, errors=exc.errors).body)  # type: ignore[no-any-return]
+
+
+def _result_json(result: BatchResult) -> dict[str, Any]:
+    item: dict[str, Any] = {"index": result.index, "status": result.status}
+    if result.profile is not None:
+        item["profile"] = profile_json(result.profile)
+    if result.error is not None:
+        item["error"] = _problem_body(result.error)
+    return item
+
+
+def _aware(raw: str, field: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{field} must be an ISO 8601 time", field=field) from None
+    if when.tzinfo is None:
+        raise InvalidInput(f"{field} must carry a time zone (e.g. Z)", field=field)
+    return when
+
+
+def _profile_cursor(raw: str) -> tuple[datetime, str]:
+    position = decode_cursor(raw)
+    if not (isinstance(position, list) and len(position) == 2 and all(isinstance(p, str) for p in position)):
+        raise InvalidInput("cursor is not valid", field="cursor")
+    try:
+        return _aware(position[0], "cursor"), position[1]
+    except InvalidInput:
+        raise InvalidInput("cursor is not valid", field="cursor") from None
+
+
+def _batch_job(brand: str, piece: list[Changes | InvalidInput], region: str | None, start: int) -> Job[list[BatchResult]]:
+    def job(conn: Connection, now: datetime) -> list[BatchResult]:
+        return profiles.batch(conn, now, brand=brand, items=piece, region=region, start=start)
+
+    return job
+
+
+async def upsert_profile(request: Request) -> Response:
+    """POST /v1/profiles: create (201) or update (200) the profile the body matches."""
+    key = api_key(request)
+    region = _region(request, key.brand)
+    changes = profiles.parse(await json_body(request, limit=MAX_BODY), region=region)
+    profiles.require_identifier(changes)
+    row, created = await _state(request).writer.run(
+        lambda conn, now: profiles.upsert(conn, now, brand=key.brand, data=changes, region=region),
+        locks=changes.locks(key.brand),
+    )
+    headers = {"Location": f"/v1/profiles/{row.id}"} if created else None
+    return JSONResponse(profile_json(row), status_code=201 if created else 200, headers=headers)
+
+
+async def list_profiles(request: Request) -> Response:
+    """GET /v1/profiles: cursor pages by last change; filters updatedSince, program, status."""
+    key = api_key(request)
+    limit, raw_cursor = page_params(request)
+    cursor = _profile_cursor(raw_cursor) if raw_cursor is not None else None
+    params = request.query_params
+    since = _aware(params["updatedSince"], "updatedSince") if "updatedSince" in params else None
+    program = params.get("program")
+    brand = _state(request).rules.brands.get(key.brand)
+    if program is not None and (brand is None or program not in brand.programs):
+        raise InvalidInput(f"program {program!r} is not one of this brand's programs", field="program")
+    status = params.get("status")
+    if status is not None and status not in {s.value for s in Status}:
+        raise InvalidInput("status must be one of none, pendingDOI, subscribed, unsubscribed", field="status")
+
+    def run(conn: Connection) -> tuple[list[ProfileRow], bool]:
+        return profiles.list_page(
+            conn, brand=key.brand, limit=limit, cursor=cursor, updated_since=since, program=program, status=status,
+        )
+
+    rows, more = await _state(request).read(run)
+    last = rows[-1] if rows else None
+    next_cursor = encode_cursor([last.updated_at.isoformat(), last.id]) if more and last else None
+    return JSONResponse({"items": [profile_json(r) for r in rows], "nextCursor": next_cursor})
+
+
+async def batch_profiles(request: Request) -> Response:
+    """POST /v1/profiles/batch: up to 1000 upserts, one result per item, in order."""
+    key = api_key(request)
+    region = _region(request, key.brand)
+    body = await json_body(request, limit=MAX_BATCH_BODY)
+    try:
+        envelope = ProfileBatchIn.model_validate(body)
+    except ValidationError as exc:
+        raise Unprocessable("the batch is not valid", errors=field_errors(exc)) from None
+    items: list[Any] = envelope.items
+    # Validating 1000 items (phone parsing included) is CPU work: keep it off the event loop.
+    parsed = await run_in_threadpool(profiles.parse_items, items, region=region)
+    writer = _state(request).writer
+    results: list[BatchResult] = []
+    for start in range(0, len(parsed), BATCH_SLICE):
+        piece = parsed[start:start + BATCH_SLICE]
+        locks = {k for item in piece if isinstance(item, Changes) for k in item.locks(key.brand)}
+        results += await writer.run(_batch_job(key.brand, piece, region, start), locks=locks)
+    return JSONResponse({"items": [_result_json(r) for r in results]})
+
+
+async def get_profile(request: Request) -> Response:
+    """GET /v1/profiles/{ref}: by `prof_` id or externalId."""
+    key = api_key(request)
+    ref = request.path_params["ref"]
+    row = await _state(request).read(lambda conn: profiles.get(conn, brand=key.brand, ref=ref))
+    return JSONResponse(profile_json(row))
+
+
+async def get_profile_by_phone(request: Request) -> Response:
+    """GET /v1/profiles/by-phone/{phone}: by phone number (the brand's default region applies)."""
+    key = api_key(request)
+    try:
+        phone = to_e164(request.path_params["phone"], _region(request, key.brand))
+    except InvalidInput as exc:
+        raise Unprocessable(exc.message, field="phoneNumber") from None
+    row = await _state(request).read(lambda conn: profiles.get_by_phone(conn, brand=key.brand, phone=phone))
+    return JSONResponse(profile_json(row))
+
+
+async def get_profile_by_email(request: Request) -> Response:
+    """GET /v1/profiles/by-email/{email}: by email address (case does not matter)."""
+    key = api_key(request)
+    try:
+        email = profiles.normalize_email(request.path_params["email"])
+    except ValueError as exc:
+        raise Unprocessable(str(exc), field="email") from None
+    row = await _state(request).read(lambda conn: profiles.get_by_email(conn, brand=key.brand, email=email))
+    return JSONResponse(profile_json(row))
+
+
+async def patch_profile(request: Request) -> Response:
+    """PATCH /v1/profiles/{ref}: change only the fields sent."""
+    key = api_key(request)
+    ref = request.path_params["ref"]
+    region = _region(request, key.brand)
+    changes = profiles.parse(await json_body(request, limit=MAX_BODY), region=region)
+    row = await _state(request).writer.run(
+        lambda conn, now: profiles.patch(conn, now, brand=key.brand, ref=ref, data=changes, region=region),
+        locks=changes.locks(key.brand),
+    )
+    return JSONResponse(profile_json(row))
+
+
+async def delete_profile(request: Request) -> Response:
+    """DELETE /v1/profiles/{ref}: erase the personal data; subscriptions and consent events stay."""
+    key = api_key(request)
+    ref = request.path_params["ref"]
+    state = _state(request)
+    # Lock the profile's phone so the erasure serialises with SMS work on that number.
+    phone = await state.read(lambda conn: profiles.phone_of(conn, brand=key.brand, ref=ref))
+    await state.writer.run(
+        lambda conn, now: profiles.delete(conn, now, brand=key.brand, ref=ref), locks=[phone] if phone else [],
+    )
+    return Response(status_code=204)
+
+
+# Order matters: the fixed paths come before /{ref}, which takes any rest of the path
+# (an externalId may contain a slash).
+routes: list[Route] = [
+    Route("/v1/profiles", upsert_profile, methods=["POST"]),
+    Route("/v1/profiles", list_profiles, methods=["GET"]),
+    Route("/v1/profiles/batch", batch_profiles, methods=["POST"]),
+    Route("/v1/profiles/by-phone/{phone}", get_profile_by_phone, methods=["GET"]),
+    Route("/v1/profiles/by-email/{email}", get_profile_by_email, methods=["GET"]),
+    Route("/v1/profiles/{ref:path}", get_profile, methods=["GET"]),
+    Route("/v1/profiles/{ref:path}", patch_profile, methods=["PATCH"]),
+    Route("/v1/profiles/{ref:path}", delete_profile, methods=["DELETE"]),
+]
+
+__all__ = ["profile_json", "routes"]
