@@ -58,6 +58,11 @@ def opt_in(
     settings = rules.program(brand.key, program)
     subs = load_subs(conn, brand=brand.key, phone=phone, programs=[program])
     sub = subs.get(program) or Sub.blank(brand=brand.key, program=program, phone=phone, now=now)
+    if profile_id is None and sub.profile_id is None:
+        # No profile named: attach the brand's profile with this phone, if there is one.
+        profile_id = Raw(conn).scalar(
+            "SELECT id FROM profiles WHERE brand = :brand AND phone = :phone AND deleted_at IS NULL",
+            {"brand": brand.key, "phone": phone})
     if profile_id is not None:
         sub.set(profile_id=profile_id)
     event = Event.API_OPT_IN_DOI if double_opt_in else Event.API_OPT_IN

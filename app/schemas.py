@@ -412,7 +412,7 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(part) for part in error["loc"]) or "body"
-        pairs.append((loc, _MESSAGES.get(error["type"], error["msg"])))
+        pairs.append((loc, _MESSAGES.get(error["type"], str(error["msg"]).removeprefix("Value error, "))))
     return pairs
 
 

@@ -253,3 +253,11 @@ def test_another_brand_cannot_touch_these_subscriptions(gateway: Gateway, api: A
     assert response.status_code == 200
     assert gateway.subs(PHONE)["deals"] == "subscribed"
     assert api.get("/v1/messages", key_=bistro).json()["items"] == []
+
+
+def test_opt_in_attaches_the_profile_with_that_phone(gateway: Gateway, api: Any) -> None:
+    profile = api.post("/v1/profiles", {"externalId": "crm-9", "phoneNumber": PHONE}).json()
+    sub = api.post("/v1/subscriptions/opt-in", opt_in_body()).json()
+    assert sub["profile"] == {"id": profile["id"], "externalId": "crm-9"}
+    listed = api.get("/v1/subscriptions", phoneNumber=PHONE).json()["items"]
+    assert listed[0]["profile"] == {"id": profile["id"], "externalId": "crm-9"}
