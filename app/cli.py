@@ -25,27 +25,25 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the webhooks and the API (and, by default, the outbox sender)."""
     import uvicorn
 
     from app.events import check_event_secrets
     from app.keywords import load_rules
+    from app.logs import setup_logging
     from app.main import check_database
     from app.settings import load_settings
 
     settings = load_settings()
     check_event_secrets(load_rules(settings.keywords))
     check_database(settings)
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level)
+    # log_config=None: uvicorn's loggers propagate to our JSON handler instead of its own.
     uvicorn.run(
         "app.main:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
         loop="uvloop", http="httptools", log_level=settings.log_level.lower(), access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=30, log_config=None,
     )
     return 0
 
@@ -54,6 +52,7 @@ def cmd_worker(_args: argparse.Namespace) -> int:
     """Run the outbox sender and the DOI sweep only."""
     from app.events import check_event_secrets
     from app.keywords import load_rules
+    from app.logs import setup_logging
     from app.main import build_state, check_database, start_background, stop_background
     from app.settings import load_settings
 
@@ -61,7 +60,7 @@ def cmd_worker(_args: argparse.Namespace) -> int:
     rules = load_rules(settings.keywords)
     check_event_secrets(rules)
     check_database(settings)
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level)
 
     async def main() -> None:
         state = build_state(settings, rules=rules)
@@ -74,6 +73,7 @@ def cmd_worker(_args: argparse.Namespace) -> int:
         await stop.wait()
         log.info("worker stopping: finishing sends in flight")
         await stop_background(state)
+        log.info("worker stopped")
 
     asyncio.run(main())
     return 0

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from app.events import SUBSCRIPTION_UPDATED, enqueue_event, subscription_event
 from app.keywords import Brand
+from app.metrics import note_transition
 from app.models import new_id, subscriptions
 from app.sql import Raw, insert_sql, update_sql
 from app.subscriptions import Event, Source, Status, Transition, transition
@@ -171,6 +172,7 @@ def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: S
         "consented_at": proof.consented_at, "created_at": now,
     }
     Raw(conn).execute(insert_sql("consent_events", tuple(values)), values)
+    note_transition(conn, program=sub.program, event=event.value, from_status=before.value, to_status=after.value)
     if brand is not None:
         enqueue_event(conn, now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(
             brand=sub.brand, program=sub.program, phone=sub.phone, subscription_id=sub.id, event=event,

@@ -11,7 +11,9 @@ transaction, so one bad job fails only itself.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import threading
 import time
@@ -102,7 +104,12 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 8) -> Engine
         pool_recycle=1800,
         # Keep connections: a pool that reopens under load makes requests pay for backends.
         pool_timeout=30,
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            # A hung or partitioned server must surface as an error, not a request that never ends.
+            "options": "-c statement_timeout=15000 -c idle_in_transaction_session_timeout=60000",
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+        },
     )
 
 
@@ -140,14 +147,17 @@ class _Item:
 class Writer:
     """One thread that runs write jobs in batched transactions and reports each job's result."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow, max_batch: int = 64):
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow, max_batch: int = 64,
+                 deadline: float = 4.0):
         self.engine = engine
+        self.deadline = deadline
         self.clock = clock
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.jobs = 0
+        self._process_lock = _SqliteWriteLock(engine)
 
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
@@ -161,9 +171,15 @@ class Writer:
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
+        self._process_lock.close()
 
-    async def run(self, fn: Job[T], *, locks: Iterable[str] = ()) -> T:
-        """Run `fn(conn, now)` in the next batch and return its result once the batch has committed."""
+    async def run(self, fn: Job[T], *, locks: Iterable[str] = (), timeout: float | None = None) -> T:
+        """Run `fn(conn, now)` in the next batch and return its result once the batch has committed.
+
+        Waits at most `timeout` seconds (default `self.deadline`), then raises DatabaseUnavailable:
+        a hung database must give Twilio a 503 it retries, not a request it times out on.
+        The job may still commit later; webhooks are deduplicated, so the retry is harmless.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
 
@@ -171,7 +187,12 @@ class Writer:
             loop.call_soon_threadsafe(_settle, fut, item)
 
         self._queue.put(_Item(fn, tuple(locks), done))
-        return await fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout=timeout or self.deadline)
+        except TimeoutError:
+            # The job may still finish; retrieve its outcome so nothing is reported as lost.
+            fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+            raise DatabaseUnavailable(f"the database did not answer within {timeout or self.deadline:g} s") from None
 
     def submit(self, fn: Job[T], *, locks: Iterable[str] = ()) -> Future[T]:
         """Queue `fn` from any thread; the concurrent Future settles after commit."""
@@ -213,6 +234,10 @@ class Writer:
     def _run_batch(self, batch: list[_Item]) -> None:
         self.batches += 1
         self.jobs += len(batch)
+        with self._process_lock:
+            self._run_locked(batch)
+
+    def _run_locked(self, batch: list[_Item]) -> None:
         if len(batch) > 1:
             try:
                 with self.engine.begin() as conn:
@@ -233,6 +258,36 @@ class Writer:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                 item.error = exc
             item.done(item)
+
+
+class _SqliteWriteLock:
+    """A file lock that queues the writer threads of several processes on one SQLite file.
+
+    Without it they meet in SQLite's busy handler, which sleeps and retries with growing
+    back-off (up to 100 ms a sleep) and gives two `optline serve` processes a tail of
+    seconds; a blocked flock() wakes the next writer the moment the lock is free.
+    PostgreSQL needs nothing of the kind.
+    """
+
+    def __init__(self, engine: Engine):
+        self._fd: int | None = None
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        if path and path != ":memory:":
+            self._fd = os.open(path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+    def __enter__(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Release the lock file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def run_in_transaction(

@@ -267,11 +267,11 @@ class EventPoster:
                 status = response.status_code
                 answer = _read_some(response)
         except httpx.TimeoutException:
-            raise SendError(f"no answer from {host} within {self.timeout:g}s", transient=True) from None
+            raise SendError(f"no answer from {host} within {self.timeout:g}s", transient=True, kind="timeout") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise SendError(f"cannot post to {row.url}: {exc}") from None
         except httpx.TransportError as exc:
-            raise SendError(f"cannot reach {host}: {type(exc).__name__}", transient=True) from None
+            raise SendError(f"cannot reach {host}: {type(exc).__name__}", transient=True, kind="connection") from None
         if 200 <= status < 300:
             return
         reason = f"{host} answered {status}" + (f": {answer}" if answer else "")

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from app.auth import KeyCache
 from app.db import Writer, make_engine, utcnow
@@ -22,9 +23,10 @@ from app.errors import DatabaseUnavailable
 from app.events import EventPoster, event_environ
 from app.inbound import due_for_expiry, expire_due
 from app.keywords import Rules, load_rules
+from app.logs import setup_logging
 from app.metrics import Metrics
 from app.migrate import current_revision, head_revision
-from app.outbox import OutboxSender
+from app.outbox import OutboxSender, backlog
 from app.providers.base import Provider
 from app.providers.console import ConsoleProvider
 from app.providers.twilio import TwilioProvider, TwilioSignature
@@ -32,6 +34,7 @@ from app.settings import Settings, load_settings
 from app.web import api, api_profiles, api_subscriptions, openapi, webhooks
 from app.web.idempotency import IdempotencyMiddleware
 from app.web.problems import EXCEPTION_HANDLERS, problem
+from app.web.request_id import RequestIdMiddleware
 from app.web.state import AppState
 
 log = logging.getLogger("optline")
@@ -58,17 +61,19 @@ def build_state(
     writer_engine = make_engine(settings.database_url, writer=True)
     reader = make_engine(settings.database_url) if settings.is_sqlite else writer_engine
     provider = provider or make_provider(settings)
+    metrics = Metrics()
+    metrics.watch(writer_engine)
     state = AppState(
-        settings=settings, rules=rules, writer=Writer(writer_engine, clock=clock), reader=reader, provider=provider,
+        settings=settings, rules=rules, writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds), reader=reader, provider=provider,
         signature=TwilioSignature(settings.twilio_auth_token) if settings.twilio_auth_token else None,
-        keys=KeyCache(reader), metrics=Metrics(), clock=clock,
+        keys=KeyCache(reader), metrics=metrics, clock=clock,
     )
     state.sender = OutboxSender(
         writer=state.writer, reader=reader, provider=provider, rules=rules,
         status_callback=settings.public_url + "/webhooks/twilio/status", lease_seconds=settings.lease_seconds,
         concurrency=settings.send_concurrency, max_attempts=settings.max_attempts,
         retry_base=settings.retry_base_seconds, retry_cap=settings.retry_cap_seconds,
-        poll_seconds=settings.poll_seconds, clock=clock, event_poster=event_poster,
+        poll_seconds=settings.poll_seconds, clock=clock, event_poster=event_poster, metrics=metrics,
     )
     return state
 
@@ -141,9 +146,24 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics; the outbox gauges are read now, with one query."""
     state: AppState = request.app.state.optline
+    now = state.clock()
+    try:
+        rows = await state.read(backlog)
+    except Exception:  # noqa: BLE001 - the counters are still worth serving when the database is not
+        log.warning("outbox gauges unavailable", exc_info=True)
+        rows = None
+    state.metrics.set_outbox(rows, now)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+class _Optline(Starlette):
+    """Starlette with the request id outside everything, so a 500 and its log line carry it too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack (server errors outermost) wrapped in RequestIdMiddleware."""
+        return RequestIdMiddleware(super().build_middleware_stack())
 
 
 def create_app(
@@ -175,7 +195,7 @@ def create_app(
         *api_profiles.routes,
         *api_subscriptions.routes,
     ]
-    app = Starlette(
+    app = _Optline(
         routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
         middleware=[Middleware(IdempotencyMiddleware, state=state)],
     )
@@ -184,8 +204,10 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """The uvicorn factory: settings from the environment."""
-    return create_app(load_settings())
+    """The uvicorn factory: settings from the environment (and JSON logs, also in `--workers` children)."""
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)
 
 
 def check_database(settings: Settings) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from app.consent import Proof, apply_event, load_subs
 from app.db import Writer, is_sqlite
 from app.keywords import Rules
+from app.metrics import Metrics
 from app.models import delivery_reports, outbox
 from app.phone import mask
 from app.providers.base import DeliveryStatus, OutboundSms, Provider, SendError, SendResult
@@ -247,6 +249,15 @@ def carrier_opt_out(
     return programs or list(subs)
 
 
+def backlog(conn: Connection) -> list[tuple[str, str, int, datetime | None]]:
+    """(channel, status, rows, earliest due time) of the rows still to send: one GROUP BY on the due index."""
+    # A pending row is due at next_attempt_at; a claimed one again when its lease runs out.
+    due = sa.case((outbox.c.status == OutboxStatus.PENDING.value, outbox.c.next_attempt_at), else_=outbox.c.lease_until)
+    query = (sa.select(outbox.c.channel, outbox.c.status, sa.func.count(), sa.func.min(due))
+             .where(outbox.c.status.in_(QUEUED_STATES)).group_by(outbox.c.channel, outbox.c.status))
+    return [(row[0], row[1], int(row[2]), row[3]) for row in conn.execute(query)]
+
+
 def record_delivery(conn: Connection, now: datetime, *, message_id: str, status: DeliveryStatus, error_code: int | None) -> bool:
     """Apply a delivery report; reports arrive in any order and never move a row backwards."""
     raw = Raw(conn)
@@ -289,6 +300,7 @@ class OutboxSender:
         poll_seconds: float = 0.5,
         clock: Callable[[], datetime],
         event_poster: Callable[[Claimed], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.writer = writer
         self.reader = reader
@@ -303,6 +315,7 @@ class OutboxSender:
         self.poll_seconds = poll_seconds
         self.clock = clock
         self.event_poster = event_poster
+        self.metrics = metrics or Metrics()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         # Brand events get their own, smaller share of threads: a CRM that hangs must never
         # hold up a stop reply.
@@ -332,10 +345,19 @@ class OutboxSender:
             inflight.discard(task)
             done.set()
 
+        hinted = True  # woken by a webhook, or the last claim found rows: claim without looking first
         while not self._stopping:
             free = slots - len(inflight)
             rows: list[Claimed] = []
-            if free > 0:
+            if free > 0 and not hinted:
+                # A poll: look on a reader connection first, so an idle sender never takes the
+                # write lock (on SQLite it would queue behind the webhooks for nothing).
+                try:
+                    hinted = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._has_due, channel)
+                except Exception:  # noqa: BLE001 - the claim below reports database trouble
+                    hinted = True
+            if free > 0 and hinted:
                 try:
                     rows = await self.writer.run(lambda conn, now: claim(
                         conn, now, worker=self.worker_id, limit=free, lease=self.lease, channel=channel))
@@ -352,10 +374,20 @@ class OutboxSender:
             await asyncio.wait(waits, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waits:
                 waiter.cancel()
+            hinted = wake.is_set() or done.is_set() or bool(rows)
             done.clear()
             wake.clear()
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
+
+    def _has_due(self, channel: str) -> bool:
+        """True when a row of `channel` is due or its lease has run out (a read, no lock)."""
+        with self.reader.connect() as conn:
+            return Raw(conn).scalar(
+                "SELECT 1 FROM outbox WHERE channel = :channel AND ((status = 'pending' AND next_attempt_at <= :now)"
+                " OR (status = 'sending' AND lease_until < :now)) LIMIT 1",
+                {"channel": channel, "now": self.clock()},
+            ) is not None
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once the sends in flight are recorded."""
@@ -389,31 +421,51 @@ class OutboxSender:
             log.exception("send of outbox row %s crashed", row.id)
             outcome = SendError(f"adapter error: {exc!r}"[:200])
         if outcome is None:
+            self.metrics.sent(row.channel, "cancelled")
             return
         if isinstance(outcome, SendResult):
             self.sent += 1
-            await self.writer.run(
-                lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id, result=outcome,
-                                           rules=self.rules),
-                locks=[row.phone] if row.phone else (),
-            )
+            self.metrics.sent(row.channel, "sent")
+            await self._record(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id,
+                                                          result=outcome, rules=self.rules),
+                               row, locks=[row.phone] if row.phone else ())
             return
         retry_at = None
         if outcome.transient and row.attempts < self.max_attempts:
             retry_at = self.clock() + timedelta(seconds=backoff(row.attempts, base=self.retry_base, cap=self.retry_cap))
+        self.metrics.sent(row.channel, "opted_out" if outcome.opted_out else "retry" if retry_at else "failed", outcome)
         log.warning("send of outbox row %s to %s failed: %s%s", row.id, mask(row.phone), outcome,
                     " (will retry)" if retry_at else "")
-        await self.writer.run(
-            lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
-                                          retry_at=retry_at, rules=self.rules),
-            locks=[row.phone] if outcome.opted_out and row.phone else (),
-        )
+        await self._record(lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
+                                                         retry_at=retry_at, rules=self.rules),
+                           row, locks=[row.phone] if outcome.opted_out and row.phone else ())
+
+    async def _record(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...]) -> None:
+        """Record a send's outcome, retrying while the lease lasts: a lost record means a second send."""
+        deadline = time.monotonic() + self.lease.total_seconds() / 2
+        pause = 0.2
+        while True:
+            try:
+                await self.writer.run(job, locks=locks)
+                return
+            except Exception:  # noqa: BLE001 - a database blip; the lease keeps the row ours meanwhile
+                if time.monotonic() + pause > deadline or self._stopping:
+                    log.exception("could not record the outcome of outbox row %s; it is retried after its lease",
+                                  row.id)
+                    return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     def _send(self, row: Claimed) -> SendResult | SendError | None:
         # The cancel rule, checked as late as possible: a stop that landed since the claim wins.
-        with self.reader.connect() as conn:
-            if not still_mine(conn, row.id, self.worker_id):
-                return None
+        try:
+            with self.reader.connect() as conn:
+                if not still_mine(conn, row.id, self.worker_id):
+                    return None
+        except sa.exc.SQLAlchemyError as exc:
+            # Nothing was sent: a database blip here is a reason to retry, never to give up.
+            return SendError(f"database unavailable before sending: {type(exc).__name__}", transient=True)
+        started = time.perf_counter()
         try:
             if row.channel == CHANNEL_EVENT:
                 if self.event_poster is None:
@@ -427,3 +479,5 @@ class OutboxSender:
             )
         except SendError as exc:
             return exc
+        finally:
+            self.metrics.send_seconds.labels(row.channel).observe(time.perf_counter() - started)

@@ -58,6 +58,9 @@ def mask(phone: str | None) -> str:
         return "-"
     if len(phone) <= 8:
         return phone[:2] + "***"
+    if len(phone) < 12:
+        # Short national plans (+299 123456): the usual 4 + 4 digits would show all of them.
+        return phone[:3] + "***" + phone[-2:]
     return phone[:5] + "***" + phone[-4:]
 
 

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(8, ge=1, le=100, validation_alias="OPTLINE_MAX_ATTEMPTS")
     retry_base_seconds: float = Field(2.0, gt=0, validation_alias="OPTLINE_RETRY_BASE_SECONDS")
     retry_cap_seconds: float = Field(600.0, gt=0, validation_alias="OPTLINE_RETRY_CAP_SECONDS")
-    poll_seconds: float = Field(0.5, gt=0, validation_alias="OPTLINE_POLL_SECONDS")
+    poll_seconds: float = Field(0.2, gt=0, validation_alias="OPTLINE_POLL_SECONDS")
+    # How long a request waits for the database before answering 503 (Twilio gives a webhook 15 s).
+    db_deadline_seconds: float = Field(4.0, gt=0, le=60, validation_alias="OPTLINE_DB_DEADLINE_SECONDS")
 
     @field_validator("database_url")
     @classmethod

@@ -19,6 +19,16 @@ import httpx2 as httpx
 
 from tests.fake_twilio import sign_twilio, twilio_inbound_params
 
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "errors": %%d, ' ..
+    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
 LUA_TEMPLATE = r"""
 -- One request per line: path TAB signature TAB body (LuaJIT cannot hold 30k literal constants).
 local reqs = {}
@@ -32,14 +42,8 @@ request = function()
   local r = reqs[((n - 1) %% #reqs) + 1]
   return wrk.format("POST", r[1], r[2], r[3])
 end
-done = function(summary, latency, requests)
-  io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "errors": %%d, ' ..
-    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\n',
-    summary.requests, summary.duration, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
 """
+
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,13 @@ def mix(phones: int, to: str, first_phone: int = 0) -> list[tuple[str, str, str]
     out = []
     for step, body in enumerate(texts):
         for n in range(phones):
-            out.append((f"+1415{(first_phone + n) % 10_000_000:07d}", to, body))
+            out.append((phone_number(first_phone + n), to, body))
     return out
+
+
+def phone_number(n: int) -> str:
+    """The n-th of 8 million valid, distinct US mobile-style numbers (exchanges 200-999 of area 415)."""
+    return f"+1415{200 + (n // 10_000) % 800:03d}{n % 10_000:04d}"
 
 
 def write_script(requests: list[Signed], folder: Path, name: str = "script") -> Path:
@@ -77,7 +86,7 @@ def write_script(requests: list[Signed], folder: Path, name: str = "script") -> 
         for r in requests:
             fh.write(f"{r.path}\t{r.signature}\t{r.body}\n")
     script = folder / f"{name}.lua"
-    script.write_text(LUA_TEMPLATE % {"data": str(data)})
+    script.write_text(LUA_TEMPLATE % {"data": str(data)} + LUA_DONE.replace("%%", "%"))
     return script
 
 

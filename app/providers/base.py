@@ -9,7 +9,9 @@ of optline never sees a provider's field names:
                                └──▶ raises SendError
                                      ├── transient=True   429, 5xx, timeout, connection error:
                                      │                    retry with backoff (the outcome may be
-                                     │                    unknown: the provider may have sent it)
+                                     │                    unknown: the provider may have sent it);
+                                     │                    kind "timeout" / "connection" when no
+                                     │                    answer came back
                                      ├── opted_out=True   the recipient unsubscribed at the
                                      │                    carrier (Twilio 21610): fail the row and
                                      │                    unsubscribe the phone (source `carrier`)
@@ -124,6 +126,7 @@ class SendError(Exception):
         http_status: int | None = None,
         transient: bool = False,
         opted_out: bool = False,
+        kind: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason  # short text for the outbox row and the logs
@@ -131,6 +134,7 @@ class SendError(Exception):
         self.http_status = http_status  # the HTTP status, None when there was no answer
         self.transient = transient  # retry with backoff
         self.opted_out = opted_out  # the recipient unsubscribed at the carrier
+        self.kind = kind  # "timeout" | "connection" when no answer came back, else None
 
     def __str__(self) -> str:
         """The reason with the code and HTTP status when known."""
@@ -143,7 +147,7 @@ class SendError(Exception):
         """Every attribute, for logs and test failures."""
         return (
             f"SendError({self.reason!r}, code={self.code!r}, http_status={self.http_status!r}, "
-            f"transient={self.transient!r}, opted_out={self.opted_out!r})"
+            f"transient={self.transient!r}, opted_out={self.opted_out!r}, kind={self.kind!r})"
         )
 
 

@@ -402,14 +402,14 @@ class TwilioProvider:
         except (TwilioRestException, TwilioServiceException) as exc:
             error = _api_error(exc)
         except requests.Timeout:
-            error = SendError(f"no answer from Twilio within {self.timeout:g}s", transient=True)
+            error = SendError(f"no answer from Twilio within {self.timeout:g}s", transient=True, kind="timeout")
         except requests.ConnectionError as exc:
-            error = SendError(f"cannot reach Twilio: {type(exc).__name__}", transient=True)
+            error = SendError(f"cannot reach Twilio: {type(exc).__name__}", transient=True, kind="connection")
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             error = SendError(f"bad Twilio API URL: {exc}")
         except requests.RequestException as exc:
             # A broken answer mid-stream (ChunkedEncodingError and the like): outcome unknown.
-            error = SendError(f"broken answer from Twilio: {type(exc).__name__}", transient=True)
+            error = SendError(f"broken answer from Twilio: {type(exc).__name__}", transient=True, kind="connection")
         except json.JSONDecodeError:
             # A 2xx that is not JSON (a proxy's page?): the text may have been created, so it
             # is treated like a timeout rather than as a final failure.
