@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -207,6 +208,10 @@ def app_from_env() -> Starlette:
     """The uvicorn factory: settings from the environment (and JSON logs, also in `--workers` children)."""
     settings = load_settings()
     setup_logging(settings.log_level)
+    # The writer and sender threads drop the GIL on every database or socket call and must
+    # wait for it to come back; Python's default 5 ms switch interval turns each of those
+    # waits into a stall while the event loop is busy (a GIL convoy).
+    sys.setswitchinterval(0.0005)
     return create_app(settings)
 
 

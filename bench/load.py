@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -90,21 +91,34 @@ def write_script(requests: list[Signed], folder: Path, name: str = "script") -> 
     return script
 
 
-def wrk(url: str, script: Path, *, connections: int, seconds: float, threads: int = 1) -> dict[str, float]:
-    """Run wrk; returns requests/s and latency percentiles (ms)."""
+def wrk(url: str, script: Path, *, connections: int, seconds: float, threads: int = 1,
+        until: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Run wrk; returns requests/s and latency percentiles (ms).
+
+    With `until`, wrk is interrupted (SIGINT: it stops and still reports) as soon as `until()`
+    is true, polled every 0.2 s; `seconds` is then only the upper bound.
+    """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (make bench does this)")
-    out = subprocess.run(
+    proc = subprocess.Popen(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    if until is not None:
+        while proc.poll() is None and not until():
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=seconds + 60)
+    line = next((line for line in out.splitlines() if line.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {err or out}")
     raw = json.loads(line.removeprefix("WRKJSON "))
     secs = raw["duration_us"] / 1e6
     return {
         "requests": raw["requests"], "rps": round(raw["requests"] / secs, 1), "non2xx": raw["non2xx"],
         "errors": raw["errors"], "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000,
-        "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000, "seconds": secs,
     }
 
 
