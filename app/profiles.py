@@ -198,10 +198,12 @@ _BY = {c: sa.select(profiles).where(*_LIVE, profiles.c[c] == sa.bindparam("value
 # must wait for the first (SQLite ignores it: BEGIN IMMEDIATE already serialises writers).
 _BY_LOCKED = {c: q.with_for_update() for c, q in _BY.items()}
 # Who holds any of these unique values: one query answers both the match and the conflicts.
-_HOLDERS = (
-    sa.select(profiles).where(*_LIVE, sa.or_(*(profiles.c[c] == sa.bindparam(c) for c in MATCH_ORDER)))
-    .with_for_update()
-)
+# One indexed lookup per column given, so each uses its own unique index: with an OR, SQLite
+# scans every profile of the brand and a 1000-item batch grew quadratic.
+_HOLDERS = {
+    column: sa.select(profiles).where(*_LIVE, profiles.c[column] == sa.bindparam("value")).with_for_update()
+    for column in MATCH_ORDER
+}
 _INSERT = profiles.insert()
 _UPDATE = profiles.update().where(profiles.c.id == sa.bindparam("_id"))
 _DETACH = (
@@ -285,11 +287,12 @@ def _holders(conn: Connection, brand: str, values: Mapping[str, str | None]) -> 
     if not any(params.values()):
         return {}
     found: dict[str, ProfileRow] = {}
-    for row in conn.execute(_HOLDERS, {"brand": brand, **params}):
-        holder = ProfileRow.of(row)
-        for column, value in params.items():
-            if value is not None and getattr(holder, column) == value:
-                found[column] = holder
+    for column, value in params.items():
+        if value is None:
+            continue
+        row = conn.execute(_HOLDERS[column], {"brand": brand, "value": value}).first()
+        if row is not None:
+            found[column] = ProfileRow.of(row)
     return found
 
 
