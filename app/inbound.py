@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.consent import Applied, Proof, Sub, apply_event, load_subs
+from app.consent import Proof, Sub, apply_event, load_subs
 from app.events import MESSAGE_RECEIVED, enqueue_event, message_received_event
 from app.keywords import Kind, Match, Program, Rules, SenderRules
 from app.models import subscriptions
@@ -21,7 +21,7 @@ from app.outbox import cancel_queued, enqueue_sms
 from app.phone import in_countries
 from app.providers.base import InboundSms
 from app.sql import Raw
-from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status
+from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status, transition
 
 # CTIA: repeat the stop confirmation to a phone that keeps texting STOP at most once a day.
 STOP_REPLY_INTERVAL = timedelta(days=1)
@@ -54,11 +54,13 @@ def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: R
     sender = rules.for_sender(sms.to, sms.service_id)
     match = sender.match(sms.body, sms.opt_out_type) if sender is not None else None
     kind = (match.kind.value if match and match.kind else UNMATCHED) if sender is not None else UNROUTED
-    inbound_id = _insert_inbound(conn, now, sms=sms, brand=sender.brand.key if sender else None,
-                                 kind=kind, match=match)
-    if inbound_id is None:
+    # The phone's lock (app.db.lock_phones; SQLite's single writer) is held, and one
+    # MessageSid always comes from one phone: no copy can commit between this look and the
+    # insert below, so the text is written once, with its program, after it was applied.
+    if _seen(conn, sms):
         return InboundResult(duplicate=True, kind=kind)
     if sender is None or match is None:
+        _insert_inbound(conn, now, sms=sms, brand=None, kind=kind, match=match, program=None)
         return InboundResult(duplicate=False, kind=kind)
     if kind == UNMATCHED:
         enqueue_event(conn, now, brand=sender.brand, type=MESSAGE_RECEIVED, data=message_received_event(
@@ -85,9 +87,9 @@ def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: R
     else:
         plan = _Plan()
 
-    if plan.program is not None:
-        Raw(conn).execute("UPDATE inbound_messages SET program = :program WHERE id = :id",
-                          {"program": plan.program, "id": inbound_id})
+    inbound_id = _insert_inbound(conn, now, sms=sms, brand=brand.key, kind=kind, match=match, program=plan.program)
+    if inbound_id is None:  # cannot happen under the lock; failing the job makes the writer retry it alone
+        raise RuntimeError(f"MessageSid {sms.message_id} was stored by someone else meanwhile")
     if plan.reply is None:
         return InboundResult(duplicate=False, kind=kind, program=plan.program)
     body = rules.render(brand.key, plan.program, plan.reply.value, plan.language)
@@ -126,13 +128,19 @@ _INSERT_INBOUND = (
 )
 
 
+def _seen(conn: Connection, sms: InboundSms) -> bool:
+    """True when this provider message id was stored before."""
+    return Raw(conn).scalar("SELECT 1 FROM inbound_messages WHERE provider = :provider AND message_id = :m",
+                            {"provider": sms.provider, "m": sms.message_id}) is not None
+
+
 def _insert_inbound(conn: Connection, now: datetime, *, sms: InboundSms, brand: str | None, kind: str,
-                    match: Match | None) -> int | None:
+                    match: Match | None, program: str | None) -> int | None:
     """Insert the text unless its message id was seen; None for a duplicate."""
     return Raw(conn).scalar(_INSERT_INBOUND, {
         "provider": sms.provider, "message_id": sms.message_id, "account_id": sms.account_id,
         "service_id": sms.service_id, "from_phone": sms.from_phone, "to": sms.to, "body": sms.body,
-        "num_media": sms.num_media, "opt_out_type": sms.opt_out_type, "brand": brand, "program": None,
+        "num_media": sms.num_media, "opt_out_type": sms.opt_out_type, "brand": brand, "program": program,
         "kind": kind, "keyword": match.keyword if match else None, "params": dict(sms.params), "received_at": now,
     })
 
@@ -172,24 +180,21 @@ class _Ctx:
         event = Event.CARRIER_OPT_OUT if carrier else Event.STOP
         proof = Proof(source=Source.CARRIER, keyword=self.match.keyword or "STOP", message_id=self.sms.message_id,
                       raw_text=self.sms.body) if carrier else self.proof
-        changed = False
-        for key in scope:
-            applied = apply_event(self.conn, self.sub(key), event, now=self.now, proof=proof, sender=self.via,
-                                  brand=self.sender.brand)
-            changed = changed or applied.changed
+        subs = [self.sub(key) for key in scope]
+        # Decided before the write, so last_stop_reply_at goes out in the same UPDATE.
+        changes = any(sub.status != Status.UNSUBSCRIBED.value for sub in subs)
+        recent = all(sub.last_stop_reply_at is not None and self.now - sub.last_stop_reply_at < STOP_REPLY_INTERVAL
+                     for sub in subs)
+        # Twilio already answered a STOP it classified itself; else at most one repeat a day.
+        reply = not carrier and (changes or not recent)
+        for sub in subs:
+            if reply:
+                sub.set(last_stop_reply_at=self.now)
+            apply_event(self.conn, sub, event, now=self.now, proof=proof, sender=self.via, brand=self.sender.brand)
         cancel_queued(self.conn, now=self.now, brand=self.sender.brand.key, phone=self.sms.from_phone,
                       programs=None if len(scope) == len(self.sender.programs) else scope)
         program = scope[0] if len(scope) == 1 else None
-        if carrier:
-            return _Plan(program=program)  # Twilio already answered the STOP
-        recent = [self.subs[k].last_stop_reply_at for k in scope]
-        if not changed and all(t is not None and self.now - t < STOP_REPLY_INTERVAL for t in recent):
-            return _Plan(program=program)
-        for key in scope:
-            sub = self.subs[key]
-            sub.set(last_stop_reply_at=self.now)
-            sub.flush(self.conn)
-        return _Plan(program=program, reply=Reply.STOP, language=self.match.language)
+        return _Plan(program=program, reply=Reply.STOP if reply else None, language=self.match.language)
 
     def help(self) -> _Plan:
         program = self.match.program or self._last_program()
@@ -225,9 +230,18 @@ class _Ctx:
         sub = self.sub(program.key)
         event = Event.JOIN if program.double_opt_in else Event.JOIN_SINGLE
         language = self.match.language
-        applied = apply_event(self.conn, sub, event, now=self.now, proof=self.proof, brand=self.sender.brand,
-                              doi_expires_after=program.doi_expires_after, language=language, sender=self.via)
-        return self._reply(applied, program, language or sub.language)
+        rule = transition(sub.status, event)
+        reply = rule.reply
+        if reply in COOLDOWN_REPLIES:
+            # Decided before the write, so last_prompt_at goes out in the same UPDATE.
+            last = sub.last_prompt_at
+            if rule.to == sub.status_enum and last is not None and self.now - last < program.prompt_cooldown:
+                reply = None
+            else:
+                sub.set(last_prompt_at=self.now)
+        apply_event(self.conn, sub, event, now=self.now, proof=self.proof, brand=self.sender.brand,
+                    doi_expires_after=program.doi_expires_after, language=language, sender=self.via)
+        return _Plan(program=program.key, reply=reply, language=language or sub.language)
 
     def start(self) -> _Plan:
         left = [s for s in self.subs.values() if s.status == Status.UNSUBSCRIBED.value and s.unsubscribed_at]
@@ -235,17 +249,6 @@ class _Ctx:
             return _Plan()
         latest = max(left, key=lambda s: s.unsubscribed_at)
         return self.join(_program(self.sender, latest.program))
-
-    def _reply(self, applied: Applied, program: Program, language: str | None) -> _Plan:
-        reply = applied.rule.reply
-        sub = self.subs[program.key]
-        if reply in COOLDOWN_REPLIES:
-            last = sub.last_prompt_at
-            if not applied.changed and last is not None and self.now - last < program.prompt_cooldown:
-                return _Plan(program=program.key)
-            sub.set(last_prompt_at=self.now)
-            sub.flush(self.conn)
-        return _Plan(program=program.key, reply=reply, language=language)
 
     def _last_program(self) -> str | None:
         return Raw(self.conn).scalar(  # type: ignore[no-any-return]
