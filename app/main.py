@@ -65,7 +65,8 @@ def build_state(
     metrics = Metrics()
     metrics.watch(writer_engine)
     state = AppState(
-        settings=settings, rules=rules, writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds), reader=reader, provider=provider,
+        settings=settings, rules=rules, reader=reader, provider=provider,
+        writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds),
         signature=TwilioSignature(settings.twilio_auth_token) if settings.twilio_auth_token else None,
         keys=KeyCache(reader), metrics=metrics, clock=clock,
     )

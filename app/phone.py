@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 from app.errors import InvalidPhone
 
 
+# Cached: a subscriber's number arrives with every text they send, and libphonenumber's
+# parse is a tenth of a webhook's CPU. Refused numbers raise and are not cached.
+@lru_cache(maxsize=65536)
 def to_e164(raw: str, region: str | None = None, *, strict: bool = True) -> str:
     """Parse `raw` into E.164, using `region` for numbers written without a country code.
 
