@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import csv
 import logging
-import os
 import secrets
 import signal
 import sys

@@ -31,10 +31,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from app.consent import Proof, apply_event, load_subs
-from app.db import Writer, is_sqlite
+from app.db import Writer
 from app.keywords import Rules
 from app.metrics import Metrics
-from app.models import delivery_reports, outbox
+from app.models import outbox
 from app.phone import mask
 from app.providers.base import DeliveryStatus, OutboundSms, Provider, SendError, SendResult
 from app.providers.twilio import ERROR_UNSUBSCRIBED

@@ -163,15 +163,21 @@ class Gateway:
     def status(self, message_sid: str, status: str, **extra: str | None) -> Any:
         return self.post_signed("/webhooks/twilio/status", twilio_status_params(message_sid, status, **extra))
 
-    def drain(self, timeout: float = 5.0) -> None:
-        """Wait until no outbox row is due or being sent."""
+    def drain(self, timeout: float = 5.0, *, advance: float = 0.0) -> None:
+        """Wait until no outbox row is due or being sent.
+
+        `advance` moves the fake clock that many seconds each poll, so retries waiting out
+        their backoff come due (keep it above the retry cap and far below the lease).
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             left = self.query("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')")[0][0]
             if left == 0:
                 return
+            if advance:
+                self.clock.advance(seconds=advance)
             time.sleep(0.02)
-        raise AssertionError("outbox did not drain")
+        raise AssertionError(f"outbox did not drain: {self.query('SELECT id, status, attempts FROM outbox')}")
 
     def query(self, sql: str, **params: Any) -> list[Any]:
         with self.state.reader.connect() as conn:

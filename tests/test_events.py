@@ -99,15 +99,9 @@ def secret(nbytes: int = 32) -> str:
     return "whsec_" + base64.b64encode(bytes(range(nbytes))).decode()
 
 
-def settle(gateway: Gateway, *, timeout: float = 2.5, step: float = 0.25) -> None:
+def settle(gateway: Gateway, *, timeout: float = 2.5) -> None:
     """Wait until nothing is due or in flight, moving the fake clock past each retry's backoff (cap 0.2 s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gateway.query("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')")[0][0] == 0:
-            return
-        gateway.clock.advance(seconds=step)
-        time.sleep(0.02)
-    raise AssertionError(f"outbox did not settle: {gateway.query('SELECT id, status, attempts FROM outbox')}")
+    gateway.drain(timeout, advance=0.25)
 
 
 def typed(gateway: Gateway, query: sa.Select[Any]) -> list[Any]:

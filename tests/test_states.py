@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.subscriptions import Status
-from tests.conftest import ACME, Gateway
+from tests.conftest import Gateway
 from tests.fake_twilio import SERVICE_SID
 
 PHONE = "+14155550123"

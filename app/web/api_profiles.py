@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from app import profiles
 from app.db import Job
-from app.errors import InvalidInput, PayloadTooLarge, Unprocessable
+from app.errors import InvalidInput, Unprocessable
 from app.phone import to_e164
 from app.profiles import BatchResult, Changes, ProfileRow
 from app.schemas import ProfileBatchIn, ProfileOut, field_errors

@@ -3,9 +3,9 @@ programs and messages."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,7 +36,6 @@ from app.web.api import (
     api_key,
     decode_cursor,
     encode_cursor,
-    iso,
     page_params,
     phone_param,
     read_json,
