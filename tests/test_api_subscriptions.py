@@ -133,7 +133,9 @@ def test_huge_body_is_413(gateway: Gateway, api: Any) -> None:
 
 def test_opt_out_of_one_program_with_notify(gateway: Gateway, api: Any) -> None:
     gateway.text("JOIN", from_=PHONE)
+    gateway.drain()
     gateway.text("YES", from_=PHONE)
+    gateway.drain()
     response = api.post("/v1/subscriptions/opt-out", {"phoneNumber": PHONE, "program": "deals"})
     assert response.status_code == 200
     assert [i["status"] for i in response.json()["items"]] == ["unsubscribed"]
@@ -155,7 +157,9 @@ def test_opt_out_of_every_program_without_notify(gateway: Gateway, api: Any) -> 
 
 def test_opt_out_of_the_whole_brand_sends_the_brand_level_stop(gateway: Gateway, api: Any) -> None:
     gateway.text("JOIN", from_=PHONE)
+    gateway.drain()
     gateway.text("YES", from_=PHONE)
+    gateway.drain()
     api.post("/v1/subscriptions/opt-out", {"phoneNumber": PHONE})
     gateway.drain()
     assert gateway.replies(PHONE)[-1].startswith("ACME: you are unsubscribed from all ACME texts")
@@ -183,7 +187,9 @@ def test_resubscribing_after_an_opt_out_needs_doi_again_by_contacts(gateway: Gat
 
 def test_contact_view_lists_every_program(gateway: Gateway, api: Any) -> None:
     gateway.text("JOIN", from_=PHONE)
+    gateway.drain()
     gateway.text("YES", from_=PHONE)
+    gateway.drain()
     view = api.get("/v1/contacts/4155550123").json()
     sms = view["channels"]["sms"]
     assert sms["address"] == PHONE

@@ -18,10 +18,11 @@ ZEN_KEYWORDS = str(Path(__file__).parent / "data" / "single_opt_in.yaml")
 
 
 def conversation(gateway: Gateway, *texts: str, phone: str = PHONE, **extra: Any) -> list[str]:
-    """Send texts one by one; return the replies the fake Twilio received for this phone."""
+    """Send texts one by one, each after the previous reply went out (as a person answers);
+    return the replies the fake Twilio received for this phone, in order."""
     for text in texts:
         assert gateway.text(text, from_=phone, **extra).status_code == 200
-    gateway.drain()
+        gateway.drain()
     return gateway.replies(phone)
 
 
