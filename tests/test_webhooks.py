@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from app.web.webhooks import parse_form
 from tests.conftest import ACME, PUBLIC_URL, Gateway
 from tests.fake_twilio import sign_twilio, twilio_inbound_params
 
@@ -191,3 +195,27 @@ def test_webhook_without_configured_auth_token_fails_closed(gateway_factory: Any
     gateway = gateway_factory(sqlite_url, twilio_auth_token=None, provider="console")
     params = twilio_inbound_params(Body="JOIN")
     assert gateway.post_signed("/webhooks/twilio", params).status_code == 403
+
+
+_FORM_TEXT = st.text(alphabet=st.sampled_from("ab=&+%20%2Bz%zz%E2%9C%85%FF ;é✅"), max_size=40)
+_PAIRS = st.lists(st.tuples(st.text(max_size=8), st.text(max_size=12)), max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_FORM_TEXT | _PAIRS.map(urlencode))
+def test_form_parser_reads_bodies_as_parse_qsl_does(text: str) -> None:
+    assert parse_form(text) == parse_qsl(text, keep_blank_values=True)
+
+
+def test_repeated_keys_are_all_signed_and_the_last_one_is_used(gateway: Gateway) -> None:
+    params = twilio_inbound_params(Body="JOIN", From="+14155550199", To=ACME)
+    pairs = [*params.items(), ("Body", "STOP")]
+    signature = sign_twilio(PUBLIC_URL + "/webhooks/twilio", pairs)
+    forged = sign_twilio(PUBLIC_URL + "/webhooks/twilio", params)  # signs one Body only
+    body = urlencode(pairs)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert gateway.client.post("/webhooks/twilio", content=body,
+                               headers={**headers, "X-Twilio-Signature": forged}).status_code == 403
+    assert gateway.client.post("/webhooks/twilio", content=body,
+                               headers={**headers, "X-Twilio-Signature": signature}).status_code == 200
+    assert gateway.query("SELECT body FROM inbound_messages") == [("STOP",)]

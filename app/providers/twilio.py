@@ -124,17 +124,28 @@ class MultiDict(Protocol):
 FormParams = MultiDict | Mapping[str, str] | Mapping[str, Sequence[str]] | Iterable[tuple[str, str]]
 
 
-class _Pairs:
-    """A multi-dict over (key, value) pairs, the shape RequestValidator reads repeated keys from."""
+class FormPairs:
+    """A multi-dict over (key, value) pairs, the shape RequestValidator reads repeated keys from.
+
+    `getall` is what RequestValidator tries first; starlette's multi-dict has only `getlist`
+    (a scan of every pair), so the validator paid an AttributeError and a scan per key.
+    """
+
+    __slots__ = ("_values",)
 
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
         self._values: dict[str, list[str]] = {}
         for key, value in pairs:
-            self._values.setdefault(key, []).append(value)
+            if key in self._values:
+                self._values[key].append(value)
+            else:
+                self._values[key] = [value]
 
-    def getlist(self, key: str) -> list[str]:
+    def getall(self, key: str) -> list[str]:
         """Every value for `key`."""
         return self._values.get(key, [])
+
+    getlist = getall
 
     def __iter__(self) -> Any:
         """The distinct keys."""
@@ -156,8 +167,8 @@ def _as_multidict(params: FormParams) -> MultiDict:
                 pairs.append((key, value))
             else:
                 pairs.extend((key, item) for item in value)
-        return _Pairs(pairs)
-    return _Pairs(params)
+        return FormPairs(pairs)
+    return FormPairs(params)
 
 
 class TwilioSignature:
