@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.errors import DatabaseUnavailable, OptlineError
@@ -221,12 +221,12 @@ class Writer:
                 loop.call_soon(self._flush, loop)
         else:
             self._queue.put(_Item(fn, tuple(locks), lambda item: loop.call_soon_threadsafe(_settle, fut, item)))
+        # The job may still commit after the deadline; its late outcome is then dropped.
+        timer = loop.call_later(timeout or self.deadline, _expire, fut, timeout or self.deadline)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout=timeout or self.deadline)
-        except TimeoutError:
-            # The job may still finish; retrieve its outcome so nothing is reported as lost.
-            fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-            raise DatabaseUnavailable(f"the database did not answer within {timeout or self.deadline:g} s") from None
+            return await fut
+        finally:
+            timer.cancel()
 
     def call(self, fn: Job[T], *, locks: Iterable[str] = ()) -> T:
         """Run `fn` and wait for it, from a thread that is not the event loop (CLI, tests, senders)."""
@@ -250,31 +250,58 @@ class Writer:
     # --- inline (SQLite): batches on the event loop -------------------------------------------
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the pending jobs' statements now; their COMMIT (an fsync) goes to the helper thread.
+
+        While it syncs, the loop reads and verifies the next webhooks, whose jobs form the next
+        batch. Only one batch is in flight: `_busy` holds the rest back until it has committed.
+        """
         while self._pending and not self._busy:
             batch = self._pending[:self.max_batch]
             del self._pending[:self.max_batch]
+            self._busy = True
             if not self._process_lock.acquire(blocking=False):
-                # Another process holds the database: wait for it on a thread, not on the loop.
-                self._busy = True
-                if self._helper is None:
-                    self._helper = ThreadPoolExecutor(1, thread_name_prefix="optline-writer")
-                self._helper.submit(self._run_on_helper, loop, batch)
+                # Another process holds the database: wait for it on the helper, not on the loop.
+                self._helper_pool().submit(self._run_on_helper, loop, batch)
                 return
+            self._conn_lock.acquire()
             try:
-                with self._conn_lock:
-                    self._run_batch(batch)
-            finally:
-                self._process_lock.release()
+                trans = self._execute(batch)
+            except BaseException:
+                self._release()
+                raise
+            if trans is None:  # failed, and each job was run again alone: nothing left to commit
+                self._release()
+                self._busy = False
+                _finish(batch)
+                continue
+            self._helper_pool().submit(self._commit_on_helper, loop, trans, batch)
+
+    def _helper_pool(self) -> ThreadPoolExecutor:
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="optline-writer")
+        return self._helper
+
+    def _commit_on_helper(self, loop: asyncio.AbstractEventLoop, trans: RootTransaction, batch: list[_Item]) -> None:
+        try:
+            self._commit(trans, batch)
+        finally:
+            self._release()
+            loop.call_soon_threadsafe(self._resume, loop, batch)
 
     def _run_on_helper(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         try:
             with self._conn_lock, self._process_lock:
-                self._run_batch(batch)
+                self._run_batch(batch, settle=False)
         finally:
-            loop.call_soon_threadsafe(self._resume, loop)
+            loop.call_soon_threadsafe(self._resume, loop, batch)
 
-    def _resume(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _release(self) -> None:
+        self._conn_lock.release()
+        self._process_lock.release()
+
+    def _resume(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         self._busy = False
+        _finish(batch)
         self._flush(loop)
 
     # --- threaded (PostgreSQL) ----------------------------------------------------------------
@@ -300,10 +327,13 @@ class Writer:
 
     # --- both ---------------------------------------------------------------------------------
 
-    def _run_batch(self, batch: list[_Item]) -> None:
-        self.batches += 1
-        self.jobs += len(batch)
-        self._run_locked(batch)
+    def _run_batch(self, batch: list[_Item], *, settle: bool = True) -> None:
+        """Execute and commit a batch on this thread, then (unless told not to) report each job."""
+        trans = self._execute(batch)
+        if trans is not None:
+            self._commit(trans, batch)
+        if settle:
+            _finish(batch)
 
     def _connection(self) -> Connection:
         if self._conn is not None and (self._conn.invalidated or self._conn.closed):
@@ -313,30 +343,52 @@ class Writer:
             self._conn = self.engine.connect()
         return self._conn
 
-    def _run_locked(self, batch: list[_Item]) -> None:
+    def _execute(self, batch: list[_Item]) -> RootTransaction | None:
+        """Run the batch's jobs in one open transaction and return it, uncommitted.
+
+        If any job fails, the batch is rolled back and each job runs again in its own
+        transaction (its result or error recorded on the item); then None is returned.
+        """
+        self.batches += 1
+        self.jobs += len(batch)
+        trans: RootTransaction | None = None
         try:
             conn = self._connection()
-            with conn.begin():
-                lock_phones(conn, (k for item in batch for k in item.locks))
-                for item in batch:
-                    item.result = item.fn(conn, self.clock())
+            trans = conn.begin()
+            lock_phones(conn, (k for item in batch for k in item.locks))
+            for item in batch:
+                item.result = item.fn(conn, self.clock())
+            return trans
         except BaseException:  # noqa: BLE001 - any failure: retry each job alone, with reconnects
             log.debug("batch of %d failed; retrying jobs one by one", len(batch), exc_info=True)
-            if self._conn is not None and self._conn.invalidated:
-                self._conn.close()
-                self._conn = None
-            for item in batch:
-                item.result = None
-        else:
-            for item in batch:
-                item.done(item)
-            return
+            self._abandon(trans)
+            self._run_each(batch)
+            return None
+
+    def _commit(self, trans: RootTransaction, batch: list[_Item]) -> None:
+        """Commit `trans`; if the commit fails, nothing of the batch happened: run each job alone."""
+        try:
+            trans.commit()
+        except BaseException:  # noqa: BLE001
+            log.debug("commit of a batch of %d failed; retrying jobs one by one", len(batch), exc_info=True)
+            self._abandon(trans)
+            self._run_each(batch)
+
+    def _abandon(self, trans: RootTransaction | None) -> None:
+        if trans is not None and trans.is_active:
+            with contextlib.suppress(Exception):
+                trans.rollback()
+        if self._conn is not None and self._conn.invalidated:
+            self._conn.close()
+            self._conn = None
+
+    def _run_each(self, batch: list[_Item]) -> None:
         for item in batch:
+            item.result = None
             try:
                 item.result = self._run_one(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                 item.error = exc
-            item.done(item)
 
     def _run_one(self, item: _Item, attempts: int = 3) -> Any:
         """One job in its own transaction on the writer's connection, reconnecting after a drop."""
@@ -422,6 +474,16 @@ def run_in_transaction(
                 raise
             time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _expire(fut: asyncio.Future[Any], seconds: float) -> None:
+    if not fut.done():
+        fut.set_exception(DatabaseUnavailable(f"the database did not answer within {seconds:g} s"))
+
+
+def _finish(batch: list[_Item]) -> None:
+    for item in batch:
+        item.done(item)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

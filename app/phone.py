@@ -9,6 +9,12 @@ import phonenumbers
 from app.errors import InvalidPhone
 
 
+@lru_cache(maxsize=65536)
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber:
+    """libphonenumber's parse, remembered: a webhook parses the sender's number, then checks its country."""
+    return phonenumbers.parse(text, region)
+
+
 # Cached: a subscriber's number arrives with every text they send, and libphonenumber's
 # parse is a tenth of a webhook's CPU. Refused numbers raise and are not cached.
 @lru_cache(maxsize=65536)
@@ -37,7 +43,7 @@ def to_e164(raw: str, region: str | None = None, *, strict: bool = True) -> str:
             candidates.append(("+" + digits, None))
     for candidate, reg in candidates:
         try:
-            number = phonenumbers.parse(candidate, reg)
+            number = _parse(candidate, reg)
         except phonenumbers.NumberParseException:
             continue
         ok = phonenumbers.is_valid_number(number) if strict else phonenumbers.is_possible_number(number)
@@ -69,6 +75,7 @@ def mask(phone: str | None) -> str:
     return phone[:5] + "***" + phone[-4:]
 
 
+@lru_cache(maxsize=65536)
 def in_countries(e164: str, allowed: frozenset[str]) -> bool:
     """True when the number belongs to one of `allowed` (ISO regions).
 
@@ -76,7 +83,7 @@ def in_countries(e164: str, allowed: frozenset[str]) -> bool:
     the allowed regions that share the number's code are tried.
     """
     try:
-        number = phonenumbers.parse(e164, None)
+        number = _parse(e164, None)
     except phonenumbers.NumberParseException:
         return False
     candidates = [r for r in allowed if phonenumbers.country_code_for_region(r) == number.country_code]

@@ -24,11 +24,11 @@ from sqlalchemy.engine import Connection
 from app.db import UtcDateTime
 from app.models import metadata
 
+_CURSOR = "optline.cursor"
 _NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # Columns whose values need converting on SQLite, found from the models once.
 DATETIME_COLUMNS = frozenset(c.name for t in metadata.tables.values() for c in t.columns if isinstance(c.type, UtcDateTime))
 JSON_COLUMNS = frozenset(c.name for t in metadata.tables.values() for c in t.columns if c.type.__class__.__name__ == "JSON")
-_SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 @lru_cache(maxsize=512)
@@ -40,7 +40,8 @@ def _pg(sql: str) -> str:
 def _sqlite_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the database")
-    return value.astimezone(UTC).strftime(_SQLITE_FORMAT)
+    # The text SQLAlchemy's SQLite DateTime writes ("%Y-%m-%d %H:%M:%S.%f"), five times cheaper than strftime.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 # Let sqlite3 adapt parameters in C instead of a Python pass over every value. SQLAlchemy is
@@ -61,9 +62,13 @@ class Raw:
 
     def __init__(self, conn: Connection):
         self.pg = conn.dialect.name == "postgresql"
-        # Make sure the transaction has begun on the DBAPI connection before we use it directly.
-        conn.connection  # noqa: B018 - checks the connection out
-        self.cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        # `conn.connection` checks the connection out, so the transaction has begun on it. Its
+        # cursor is kept with the DBAPI connection: every statement consumes its rows at once.
+        dbapi = conn.connection
+        cur = dbapi.info.get(_CURSOR)
+        if cur is None:
+            cur = dbapi.info[_CURSOR] = dbapi.driver_connection.cursor()  # type: ignore[union-attr]
+        self.cur = cur
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Run one statement; returns the cursor."""

@@ -79,7 +79,9 @@ async def _verified_form(request: Request, state: AppState) -> dict[str, str] | 
         pairs = parse_form(body.decode("utf-8"))
     except UnicodeDecodeError:
         return problem(400, "body is not UTF-8")
-    url = state.settings.public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # The route's own path (never a proxy's Host); starlette's request.url costs a URL parse.
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    url = state.settings.public_url + request.scope["path"] + (f"?{query}" if query else "")
     if state.signature is None or not state.signature.valid(url, FormPairs(pairs),
                                                             request.headers.get("x-twilio-signature")):
         return problem(403, "missing or invalid X-Twilio-Signature")
