@@ -18,17 +18,16 @@ or through the `event_receiver` fixture; `close()` joins every thread and closes
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+
+from tests.loopback import LoopbackHandler, LoopbackServer
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks spec's example secret (24 bytes)
 PATH = "/hooks/optline"
@@ -76,102 +75,31 @@ class Received:
         return json.loads(self.body)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the poster's pooled connections are exercised
+class _Handler(LoopbackHandler):
+    """Takes POSTs only, like a brand's endpoint (other methods get the standard 501)."""
+
     server_version = "EventReceiver/1.0"
-    sys_version = ""
-    timeout = 30
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.receiver._track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass
-        finally:
-            self.server.receiver._track(self.connection, False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read `EventReceiver.requests`."""
-
-    def do_POST(self) -> None:
-        self.server.receiver._handle(self)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # server_close() joins the handler threads
-    receiver: EventReceiver
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up (its timeout) mid-answer is expected."""
-
-
-class EventReceiver:
+class EventReceiver(LoopbackServer):
     """A brand's webhook endpoint on 127.0.0.1 for one test."""
 
+    handler_class = _Handler
+    thread_name = "event-receiver"
+
     def __init__(self, secret: str = SECRET, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.secret = secret
         self._webhook = Webhook(secret)
-        self._address = (host, port)
-        self._cond = threading.Condition()
         self._scripts: list[Script] = []
         self._requests: list[Received] = []
-        self._connections: set[socket.socket] = set()
-        self._stop = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- life cycle -------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """The events.url to configure."""
-        if self._server is None:
-            raise RuntimeError("EventReceiver is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{PATH}"
-
-    def start(self) -> EventReceiver:
-        """Listen on an ephemeral port and serve from a background thread."""
-        if self._server is not None:
-            raise RuntimeError("EventReceiver is already started")
-        self._stop.clear()
-        self._server = _Server(self._address, _Handler)
-        self._server.receiver = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="event-receiver", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Stop serving, wake scripted delays, cut idle keep-alive connections, join every thread; idempotent."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stop.set()
-        server.shutdown()
-        with self._cond:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> EventReceiver:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return super().url + PATH
 
     # --- scripting --------------------------------------------------------------------------
 
@@ -232,11 +160,7 @@ class EventReceiver:
 
     # --- serving ----------------------------------------------------------------------------
 
-    def _track(self, conn: socket.socket, alive: bool) -> None:
-        with self._cond:
-            (self._connections.add if alive else self._connections.discard)(conn)
-
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: LoopbackHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length > 0 else b""
         headers = {name.lower(): value for name, value in handler.headers.items()}

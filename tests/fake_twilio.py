@@ -32,13 +32,12 @@ import math
 import re
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -46,6 +45,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from app.phone import country_of
+from tests.loopback import LoopbackHandler, LoopbackHTTPServer, LoopbackServer
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2  # the fake's default account
 AUTH_TOKEN = "5c1f0d2e9a7b4c3d8e6f1a2b3c4d5e6f"  # its auth token, also what signs webhooks
@@ -207,56 +207,29 @@ class _Dropped(Exception):
     """The scripted answer is no answer."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Hands every request to the FakeTwilio that owns the server."""
+class _Handler(LoopbackHandler):
+    """Hands every request, whatever its method, to the FakeTwilio that owns the server."""
 
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real API, so pooled connections are exercised
     server_version = "FakeTwilio/1.0"
-    sys_version = ""
-    timeout = 30  # an idle keep-alive connection is closed by FakeTwilio.close() long before
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle and the
     # client's delayed ACK add 40 ms to every answer.
     disable_nagle_algorithm = True
-    server: _Server
 
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass
-        finally:
-            self.server.fake._track(self.connection, False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read `FakeTwilio.requests` instead."""
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_POST(self) -> None:
-        self.server.fake._handle(self)
-
-    do_PUT = do_DELETE = do_PATCH = do_POST
+    do_GET = do_PUT = do_DELETE = do_PATCH = LoopbackHandler.do_POST
 
 
-class _Server(ThreadingHTTPServer):
-    """Joins its handler threads on close so no thread or socket outlives a test."""
+class _Server(LoopbackHTTPServer):
+    """A deeper listen backlog than the default five."""
 
-    daemon_threads = False
-    block_on_close = True
     request_queue_size = 128  # bursts of concurrent senders must not wait on SYN retries
-    fake: FakeTwilio
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer (after its timeout) is expected: stay quiet."""
 
 
-class FakeTwilio:
+class FakeTwilio(LoopbackServer):
     """A Twilio REST API on 127.0.0.1 for one test: scriptable faults, recorded requests."""
+
+    server_class = _Server
+    handler_class = _Handler
+    thread_name = "fake-twilio"
 
     def __init__(
         self,
@@ -266,65 +239,13 @@ class FakeTwilio:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)  # url (OPTLINE_TWILIO_API_URL), start(), close()
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self._address = (host, port)
-        self._cond = threading.Condition()
         self._rules: list[Rule] = []
         self._requests: list[ReceivedRequest] = []
         self._messages: list[SentMessage] = []
         self._by_sid: dict[str, SentMessage] = {}
-        self._connections: set[socket.socket] = set()
-        self._stop = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- life cycle ---------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The API base URL to configure (OPTLINE_TWILIO_API_URL), e.g. http://127.0.0.1:53211."""
-        if self._server is None:
-            raise RuntimeError("FakeTwilio is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeTwilio:
-        """Listen on an ephemeral port and serve from a background thread."""
-        if self._server is not None:
-            raise RuntimeError("FakeTwilio is already started")
-        self._stop.clear()
-        self._server = _Server(self._address, _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-twilio", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Stop serving, cut open connections, join every thread; idempotent."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stop.set()  # wakes scripted delays
-        server.shutdown()
-        with self._cond:
-            connections = list(self._connections)
-        for conn in connections:  # idle keep-alive handlers are blocked reading: wake them
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()  # joins the handler threads
-        thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeTwilio:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # --- scripting ----------------------------------------------------------------------
 
@@ -415,14 +336,7 @@ class FakeTwilio:
 
     # --- serving ------------------------------------------------------------------------
 
-    def _track(self, conn: socket.socket, alive: bool) -> None:
-        with self._cond:
-            if alive:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: LoopbackHandler) -> None:
         """Read, record, route and answer one request."""
         received_at = time.time()
         parts = urlsplit(handler.path)
@@ -545,7 +459,7 @@ def _basic_auth(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def _answer(handler: _Handler, status: int, body: dict[str, Any] | str, headers: Mapping[str, str]) -> None:
+def _answer(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | str, headers: Mapping[str, str]) -> None:
     """Write one HTTP answer with a Content-Length, keeping the connection open."""
     if isinstance(body, str):
         data, content_type = body.encode("utf-8"), "text/html; charset=utf-8"

@@ -130,17 +130,23 @@ async def _page(request: Request, base: sa.Select[Any], filters: list[Any], to_j
     return JSONResponse({"items": [to_json(r) for r in rows], "nextCursor": next_cursor})
 
 
-async def list_subscriptions(request: Request) -> JSONResponse:
-    """GET /v1/subscriptions: filters phoneNumber, program, status; cursor pages."""
+def list_filters(request: Request, table: sa.Table) -> list[Any]:
+    """The caller's key, then the WHERE of a list route on `table`: its brand, `phoneNumber` and `program`."""
     key = api_key(request)
     brand = _state(request).rules.brand(key.brand)
-    filters: list[Any] = [subscriptions.c.brand == key.brand]
+    filters: list[Any] = [table.c.brand == key.brand]
     phone = phone_param(request, brand.default_region)
     if phone:
-        filters.append(subscriptions.c.phone == phone)
+        filters.append(table.c.phone == phone)
     program = request.query_params.get("program")
     if program is not None:
-        filters.append(subscriptions.c.program == program)
+        filters.append(table.c.program == program)
+    return filters
+
+
+async def list_subscriptions(request: Request) -> JSONResponse:
+    """GET /v1/subscriptions: filters phoneNumber, program, status; cursor pages."""
+    filters = list_filters(request, subscriptions)
     status = request.query_params.get("status")
     if status is not None:
         if status not in {s.value for s in Status}:
@@ -151,15 +157,7 @@ async def list_subscriptions(request: Request) -> JSONResponse:
 
 async def list_consent_events(request: Request) -> JSONResponse:
     """GET /v1/consent-events: the ledger; filters phoneNumber, program, since; cursor pages."""
-    key = api_key(request)
-    brand = _state(request).rules.brand(key.brand)
-    filters: list[Any] = [consent_events.c.brand == key.brand]
-    phone = phone_param(request, brand.default_region)
-    if phone:
-        filters.append(consent_events.c.phone == phone)
-    program = request.query_params.get("program")
-    if program is not None:
-        filters.append(consent_events.c.program == program)
+    filters = list_filters(request, consent_events)
     since = request.query_params.get("since")
     if since is not None:
         try:
