@@ -173,7 +173,7 @@ def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: S
     }
     Raw(conn).execute(insert_sql("consent_events", tuple(values)), values)
     note_transition(conn, program=sub.program, event=event.value, from_status=before.value, to_status=after.value)
-    if brand is not None:
+    if brand is not None and brand.events_url is not None:
         enqueue_event(conn, now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(
             brand=sub.brand, program=sub.program, phone=sub.phone, subscription_id=sub.id, event=event,
             from_status=before, to_status=after, source=proof.source, occurred_at=now,

@@ -52,7 +52,8 @@ from standardwebhooks import Webhook
 
 from app.errors import ConfigError
 from app.keywords import Brand, Rules
-from app.models import new_id, outbox
+from app.models import new_id
+from app.sql import Raw, insert_sql
 from app.providers.base import SendError
 
 if TYPE_CHECKING:
@@ -140,14 +141,13 @@ def enqueue_event(conn: Connection, now: datetime, *, brand: Brand, type: str, d
     """Queue one event to `brand` in the caller's transaction; the outbox id, or None when the brand has no events.url."""
     if brand.events_url is None:
         return None
-    payload = {"id": new_id("evt_"), "type": type, "timestamp": iso(now), "data": data}
-    result = conn.execute(
-        outbox.insert().values(
-            channel=CHANNEL, brand=brand.key, purpose=type, url=brand.events_url, payload=payload, body="",
-            status=_PENDING, attempts=0, next_attempt_at=now, created_at=now, updated_at=now,
-        )
-    )
-    return int(result.inserted_primary_key[0])
+    values = {
+        "channel": CHANNEL, "brand": brand.key, "purpose": type, "url": brand.events_url,
+        "payload": {"id": new_id("evt_"), "type": type, "timestamp": iso(now), "data": data}, "body": "",
+        "status": _PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
+    }
+    # Plain SQL: it rides on every consent event of a brand with events, inside the webhook's job.
+    return int(Raw(conn).scalar(insert_sql("outbox", tuple(values), "id"), values))
 
 
 # --- secrets -------------------------------------------------------------------------------

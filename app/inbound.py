@@ -62,7 +62,7 @@ def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: R
     if sender is None or match is None:
         _insert_inbound(conn, now, sms=sms, brand=None, kind=kind, match=match, program=None)
         return InboundResult(duplicate=False, kind=kind)
-    if kind == UNMATCHED:
+    if kind == UNMATCHED and sender.brand.events_url is not None:
         enqueue_event(conn, now, brand=sender.brand, type=MESSAGE_RECEIVED, data=message_received_event(
             brand=sender.brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
             provider_message_id=sms.message_id, received_at=now))

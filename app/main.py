@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -213,7 +214,15 @@ def app_from_env() -> Starlette:
     # wait for it to come back; Python's default 5 ms switch interval turns each of those
     # waits into a stall while the event loop is busy (a GIL convoy).
     sys.setswitchinterval(0.0005)
-    return create_app(settings)
+    app = create_app(settings)
+    # What start-up built (rules, models, routes, libraries) lives as long as the process:
+    # move it out of the collector's sight, and collect the young generation less often.
+    # The webhooks' objects are freed by reference counting; the full collections that
+    # walked everything were the 99th percentile (50 ms at 16 connections, 18 ms without).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+    return app
 
 
 def check_database(settings: Settings) -> None:
