@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.consent import Proof, Sub, apply_event, load_subs
+from app.consent import Proof, Sub, apply_event
 from app.events import MESSAGE_RECEIVED, enqueue_event, message_received_event
 from app.keywords import Kind, Match, Program, Rules, SenderRules
 from app.models import subscriptions
@@ -57,19 +57,20 @@ def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: R
     # The phone's lock (app.db.lock_phones; SQLite's single writer) is held, and one
     # MessageSid always comes from one phone: no copy can commit between this look and the
     # insert below, so the text is written once, with its program, after it was applied.
-    if _seen(conn, sms):
-        return InboundResult(duplicate=True, kind=kind)
     if sender is None or match is None:
+        if _seen(conn, sms):
+            return InboundResult(duplicate=True, kind=kind)
         _insert_inbound(conn, now, sms=sms, brand=None, kind=kind, match=match, program=None)
         return InboundResult(duplicate=False, kind=kind)
+    brand = sender.brand
+    seen, subs = _seen_and_subs(conn, sms, brand=brand.key, programs={p.key for p in sender.programs})
+    if seen:
+        return InboundResult(duplicate=True, kind=kind)
     if kind == UNMATCHED and sender.brand.events_url is not None:
         enqueue_event(conn, now, brand=sender.brand, type=MESSAGE_RECEIVED, data=message_received_event(
             brand=sender.brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
             provider_message_id=sms.message_id, received_at=now))
 
-    brand = sender.brand
-    programs = [p.key for p in sender.programs]
-    subs = load_subs(conn, brand=brand.key, phone=sms.from_phone, programs=programs)
     _expire_due(conn, now, subs=subs, sender=sender, sms=sms)
     proof = Proof(source=Source.SMS, keyword=match.keyword, message_id=sms.message_id, raw_text=sms.body)
     ctx = _Ctx(conn=conn, now=now, sms=sms, rules=rules, sender=sender, subs=subs, proof=proof, match=match)
@@ -132,6 +133,21 @@ def _seen(conn: Connection, sms: InboundSms) -> bool:
     """True when this provider message id was stored before."""
     return Raw(conn).scalar("SELECT 1 FROM inbound_messages WHERE provider = :provider AND message_id = :m",
                             {"provider": sms.provider, "m": sms.message_id}) is not None
+
+
+def _seen_and_subs(conn: Connection, sms: InboundSms, *, brand: str, programs: set[str]) -> tuple[bool, dict[str, Sub]]:
+    """Whether this message id was stored before, and the phone's subscriptions to these programs: one query."""
+    rows = Raw(conn).rows(
+        "SELECT seen.hit, s.* FROM (SELECT (SELECT 1 FROM inbound_messages WHERE provider = :provider"
+        " AND message_id = :m) AS hit) seen LEFT JOIN subscriptions s ON s.brand = :brand AND s.phone = :phone",
+        {"provider": sms.provider, "m": sms.message_id, "brand": brand, "phone": sms.from_phone})
+    seen = rows[0]["hit"] is not None  # the LEFT JOIN gives at least one row
+    subs = {}
+    for row in rows:
+        del row["hit"]
+        if row["id"] is not None and row["program"] in programs:
+            subs[row["program"]] = Sub(values=row)
+    return seen, subs
 
 
 def _insert_inbound(conn: Connection, now: datetime, *, sms: InboundSms, brand: str | None, kind: str,

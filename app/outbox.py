@@ -146,11 +146,16 @@ def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: ti
           channel: str | None = None) -> list[Claimed]:
     """Claim up to `limit` due rows for `worker` (SKIP LOCKED on PostgreSQL), leasing them; optionally one channel."""
     raw = Raw(conn)
-    # Stop replies first: a stop must leave fast even behind a burst of prompts.
+    # Stop replies first: a stop must leave fast even behind a burst of prompts. Other texts
+    # leave one at a time per phone, oldest first: a welcome queued behind its confirmation
+    # prompt (a YES typed before the prompt went out) must not overtake it.
     pick = ("SELECT id FROM outbox WHERE ((status = 'pending' AND next_attempt_at <= :now)"
             " OR (status = 'sending' AND lease_until < :now))"
             + (" AND channel = :channel" if channel else "")
-            + " ORDER BY CASE WHEN purpose = 'stop' THEN 0 ELSE 1 END, next_attempt_at LIMIT :limit")
+            + " AND (channel <> 'sms' OR purpose = 'stop' OR NOT EXISTS (SELECT 1 FROM outbox earlier"
+            " WHERE earlier.brand = outbox.brand AND earlier.phone = outbox.phone AND earlier.channel = 'sms'"
+            " AND earlier.status IN ('pending', 'sending') AND earlier.id < outbox.id))"
+            " ORDER BY CASE WHEN purpose = 'stop' THEN 0 ELSE 1 END, next_attempt_at LIMIT :limit")
     if raw.pg:
         pick += " FOR UPDATE SKIP LOCKED"
     params: dict[str, Any] = {"now": now, "limit": limit}

@@ -509,6 +509,44 @@ def test_stop_replies_are_claimed_before_older_due_rows(quiet_gateway: Gateway) 
     assert [r.id for r in rest] == prompts[2:]
 
 
+def test_one_phone_gets_its_texts_in_order_one_at_a_time(quiet_gateway: Gateway) -> None:
+    gateway = quiet_gateway
+    writer = gateway.state.writer
+    prompt = _enqueue(gateway, PHONE, "doi_prompt")
+    welcome = _enqueue(gateway, PHONE, "welcome")
+    other = _enqueue(gateway, "+14155550100", "doi_prompt")
+    lease = timedelta(seconds=30)
+    first = writer.call(lambda c, now: claim(c, now, worker="a", limit=10, lease=lease))
+    assert [r.id for r in first] == [prompt, other], "the welcome waits while its prompt is being sent"
+    assert writer.call(lambda c, now: claim(c, now, worker="b", limit=10, lease=lease)) == []
+    writer.call(lambda c, now: record_sent(c, now, row_id=prompt, worker="a",
+                                           result=SendResult(message_id=fake_sid(1), status="queued")))
+    second = writer.call(lambda c, now: claim(c, now, worker="b", limit=10, lease=lease))
+    assert [r.id for r in second] == [welcome]
+
+
+def test_a_stop_reply_does_not_wait_for_the_phones_earlier_texts(quiet_gateway: Gateway) -> None:
+    gateway = quiet_gateway
+    writer = gateway.state.writer
+    prompt = _enqueue(gateway, PHONE, "doi_prompt")
+    writer.call(lambda c, now: claim(c, now, worker="a", limit=10, lease=timedelta(seconds=30)))  # in flight
+    stop = _enqueue(gateway, PHONE, "stop")
+    claimed = writer.call(lambda c, now: claim(c, now, worker="b", limit=10, lease=timedelta(seconds=30)))
+    assert [r.id for r in claimed] == [stop]
+    assert prompt != stop
+
+
+def test_a_yes_before_the_prompt_went_out_still_gets_prompt_then_welcome(
+        gateway_factory: Callable[..., Gateway], database_url: str) -> None:
+    gateway = gateway_factory(database_url, inprocess_worker=False, send_concurrency=4)
+    assert gateway.text("JOIN", from_=PHONE).status_code == 200
+    assert gateway.text("YES", from_=PHONE).status_code == 200  # the prompt is still queued
+    while asyncio.run(gateway.state.sender.run_once()):
+        pass
+    bodies = [m.body for m in gateway.fake.messages(to=PHONE)]
+    assert len(bodies) == 2 and "YES" in bodies[0] and "YES" not in bodies[1], bodies
+
+
 def test_a_stop_reply_not_yet_due_does_not_jump_the_queue(quiet_gateway: Gateway) -> None:
     gateway = quiet_gateway
     prompt = _enqueue(gateway, "+14155550100", "doi_prompt")
