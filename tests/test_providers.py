@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -506,3 +507,20 @@ def test_fake_closes_promptly_with_a_request_in_flight() -> None:
 def test_fake_wait_for_reports_what_it_got() -> None:
     with FakeTwilio() as fake, pytest.raises(AssertionError, match="expected 1 messages to \\+14155550100"):
         fake.wait_for(1, timeout=0.05, to=TO)
+
+
+def test_proxy_settings_from_the_environment_still_apply(fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The session no longer reads the environment per request; what it held at start-up still counts."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with TwilioProvider(ACCOUNT_SID, AUTH_TOKEN, api_url=fake_twilio.url, timeout=0.5) as proxied:
+        error = send_refused(proxied)
+        assert error.kind == "connection" and error.transient
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with TwilioProvider(ACCOUNT_SID, AUTH_TOKEN, api_url=fake_twilio.url, timeout=0.5) as bypassing:
+        assert bypassing.send(sms()).message_id.startswith("SM")
+    assert len(fake_twilio.messages()) == 1
