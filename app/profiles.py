@@ -14,22 +14,31 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import json
+import logging
+import operator
 import re
+import sqlite3
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.json import Json
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from app.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from app.models import new_id, profiles, subscriptions
 from app.phone import to_e164
 from app.schemas import ProfileIn, field_errors
+from app.sql import Raw, insert_sql, update_sql
+
+log = logging.getLogger("optline.profiles")
 
 ID_PREFIX = "prof_"
 
@@ -43,6 +52,7 @@ API_NAMES: Mapping[str, str] = {
     "timezone": "timezone",
 }
 MATCH_ORDER = ("external_id", "phone", "email")
+_NORMALIZED = frozenset({"phone", "email", "timezone"})  # columns parse() normalises
 
 # The WHATWG (HTML) email grammar, plus a dot in the domain: what browsers accept, with
 # no network lookups; a mailbox's existence is the brand's problem, not ours.
@@ -151,16 +161,19 @@ def parse(data: Any, *, region: str | None) -> Changes:
         raise Unprocessable("the profile is not valid", errors=field_errors(exc)) from None
     fields: dict[str, str | None] = {}
     errors: list[tuple[str, str]] = []
-    for name in model.model_fields_set - {"attributes"}:
+    sent = model.model_fields_set
+    for name in sent:
+        if name == "attributes":
+            continue
         column = "phone" if name == "phone_number" else name
         value = getattr(model, name)
-        if value is not None:
+        if value is not None and column in _NORMALIZED:
             try:
                 if column == "phone":
                     value = normalize_phone(value, region)
                 elif column == "email":
                     value = normalize_email(value)
-                elif column == "timezone":
+                else:
                     value = normalize_timezone(value)
             except InvalidInput as exc:
                 errors.append((API_NAMES[column], exc.message))
@@ -172,17 +185,15 @@ def parse(data: Any, *, region: str | None) -> Changes:
     if errors:
         errors.sort(key=lambda e: list(API_NAMES.values()).index(e[0]))
         raise Unprocessable("the profile is not valid", errors=errors)
-    sent = "attributes" in model.model_fields_set
-    return Changes(
-        fields=fields,
-        attributes=model.attributes if sent and model.attributes is not None else None,
-        clear_attributes=sent and model.attributes is None,
-    )
+    if "attributes" not in sent:
+        return Changes(fields=fields)
+    return Changes(fields=fields, attributes=model.attributes, clear_attributes=model.attributes is None)
 
 
 def require_identifier(changes: Changes) -> None:
     """Unprocessable unless an upsert carries externalId, phoneNumber or email."""
-    if not any(changes.fields.get(c) is not None for c in MATCH_ORDER):
+    fields = changes.fields
+    if fields.get("external_id") is None and fields.get("phone") is None and fields.get("email") is None:
         message = "one of externalId, phoneNumber or email is required to match or create a profile"
         raise Unprocessable(message, errors=[(API_NAMES[c], message) for c in MATCH_ORDER])
 
@@ -329,32 +340,47 @@ def _merged_attributes(current: Mapping[str, Any], changes: Changes) -> dict[str
     return merged
 
 
+def _plan(
+    now: datetime, brand: str, target: ProfileRow | None, changes: Changes, holders: Mapping[str, ProfileRow],
+) -> tuple[ProfileRow, dict[str, Any] | None]:
+    """The row after `changes` (target None: a new profile) and the values to write, None when nothing changed.
+
+    Pure: Conflict when a unique value belongs to another holder; the caller writes.
+    """
+    _check_unique(target, changes.fields, holders)
+    attributes = _merged_attributes(target.attributes if target else {}, changes)
+    if target is None:
+        values: dict[str, Any] = {c: None for c in API_NAMES}
+        values.update(changes.fields)
+        values.update(id=new_id(ID_PREFIX), brand=brand, attributes=attributes, created_at=now, updated_at=now)
+        return ProfileRow(**values), values
+    updates: dict[str, Any] = {c: v for c, v in changes.fields.items() if getattr(target, c) != v}
+    if attributes != target.attributes:
+        updates["attributes"] = attributes
+    if not updates:
+        # Nothing changed: updatedAt stays, so `updatedSince` syncs skip no-op writes.
+        return target, None
+    updates["updated_at"] = now
+    return dataclasses.replace(target, **updates), updates
+
+
 def _apply(
     conn: Connection, now: datetime, brand: str, target: ProfileRow | None, changes: Changes,
     holders: Mapping[str, ProfileRow],
 ) -> ProfileRow:
     """Create (target None) or update `target` with `changes`; the row as it now is."""
-    _check_unique(target, changes.fields, holders)
-    attributes = _merged_attributes(target.attributes if target else {}, changes)
+    row, write = _plan(now, brand, target, changes, holders)
+    if write is None:
+        return row
     try:
         if target is None:
-            values: dict[str, Any] = {c: None for c in API_NAMES}
-            values.update(changes.fields)
-            values.update(id=new_id(ID_PREFIX), brand=brand, attributes=attributes, created_at=now, updated_at=now)
-            conn.execute(_INSERT, values)
-            return ProfileRow(**values)
-        updates: dict[str, Any] = {c: v for c, v in changes.fields.items() if getattr(target, c) != v}
-        if attributes != target.attributes:
-            updates["attributes"] = attributes
-        if not updates:
-            # Nothing changed: updatedAt stays, so `updatedSince` syncs skip no-op writes.
-            return target
-        updates["updated_at"] = now
-        conn.execute(_UPDATE, {"_id": target.id, **updates})
+            conn.execute(_INSERT, write)
+        else:
+            conn.execute(_UPDATE, {"_id": target.id, **write})
     except IntegrityError as exc:
         # Another process took the value between our read and our write.
         raise Conflict("the profile collides with another profile written at the same time") from exc
-    return dataclasses.replace(target, **updates)
+    return row
 
 
 def upsert(conn: Connection, now: datetime, *, brand: str, data: Changes | Any, region: str | None) -> tuple[ProfileRow, bool]:
@@ -403,14 +429,172 @@ def parse_items(items: Iterable[Any], *, region: str | None) -> list[Changes | I
     return parsed
 
 
-class _Replay(Exception):
-    """The database refused an item on the fast path: redo the slice item by item."""
+# --- batches -----------------------------------------------------------------------------
+#
+# A batch slice is one lookup per column for every identifier its items name, the items
+# applied in order to that in-memory picture, and the writes in a few statements, all in
+# plain SQL (app.sql.Raw). Item by item through SQLAlchemy (up to three lookups and a write,
+# each a built statement) it cost ~300 µs an item, ten times what SQLite needs for the work.
+
+# The columns of a ProfileRow, in the order the batch's plain SQL reads and writes them.
+_ROW_COLUMNS = tuple(f.name for f in dataclasses.fields(ProfileRow))
+assert _ROW_COLUMNS[-3:] == ("attributes", "created_at", "updated_at"), "_rows converts these three by position"
+_SELECT_LIVE = f"SELECT {', '.join(_ROW_COLUMNS)} FROM profiles WHERE brand = :brand AND deleted_at IS NULL"
+_INSERT_ONE = insert_sql("profiles", _ROW_COLUMNS)
+_INSERT_INTO = f"INSERT INTO profiles ({', '.join(_ROW_COLUMNS)})"
+_INSERT_ROWS = 500  # rows per SQLite INSERT: 5,500 parameters, far below its limit of 32,766
+_PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+Index = dict[str, dict[str, ProfileRow]]  # column -> value -> the live profile holding it
+
+
+def _rows(raw: Raw, records: Iterable[Sequence[Any]]) -> list[ProfileRow]:
+    """ProfileRows from records of _ROW_COLUMNS, converting what each engine stores its own way."""
+    if raw.pg:
+        # psycopg answers JSON parsed and timestamps in the session's time zone; the API speaks UTC.
+        return [ProfileRow(*r[:-3], dict(r[-3] or {}), r[-2].astimezone(UTC), r[-1].astimezone(UTC))
+                for r in records]
+    # SQLite holds JSON text and naive UTC text (see app.db.UtcDateTime).
+    parse_time = datetime.fromisoformat
+    return [
+        ProfileRow(*r[:-3], json.loads(r[-3]) if r[-3] else {}, parse_time(r[-2]).replace(tzinfo=UTC),
+                   parse_time(r[-1]).replace(tzinfo=UTC))
+        for r in records
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def _lookup_sql(column: str, pg: bool) -> str:
+    # The values go as one array (a JSON array on SQLite), so the text stays the same for any
+    # number of them and each engine probes the column's unique index once per value.
+    # FOR UPDATE as in _HOLDERS (SQLite has no such clause: BEGIN IMMEDIATE serialises writers).
+    if pg:
+        return _pg_sql(f"{_SELECT_LIVE} AND {column} = ANY(:values) FOR UPDATE")
+    return f"{_SELECT_LIVE} AND {column} IN (SELECT value FROM json_each(:values))"
+
+
+def _holders_many(raw: Raw, brand: str, wanted: Mapping[str, Iterable[str]]) -> Index:
+    """The live profiles holding any of the `wanted` values, locked: at most one query per column."""
+    index: Index = {column: {} for column in MATCH_ORDER}
+    found: dict[str, ProfileRow] = {}
+    for column in MATCH_ORDER:
+        # A value held by a profile already found needs no second look (the value is unique).
+        values = sorted(set(wanted.get(column, ())) - {getattr(r, column) for r in found.values()})
+        if values:
+            # One query per column rather than an OR across them: each walks its own index.
+            params = {"brand": brand, "values": values if raw.pg else json.dumps(values)}
+            records = raw.cur.execute(_lookup_sql(column, raw.pg), params).fetchall()
+            found.update((row.id, row) for row in _rows(raw, records))
+    for row in found.values():
+        _reindex(index, None, row)
+    return index
+
+
+def _reindex(index: Index, before: ProfileRow | None, after: ProfileRow) -> None:
+    """Point the index at `after`, the new state of `before` (None: a new profile)."""
+    for column in MATCH_ORDER:
+        held = index[column]
+        old = getattr(before, column) if before is not None else None
+        if old is not None and (holder := held.get(old)) is not None and holder.id == after.id:
+            del held[old]
+        new = getattr(after, column)
+        if new is not None:
+            held[new] = after
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_sql(sql: str) -> str:
+    # `:name` -> psycopg's `%(name)s`, as Raw does; the batch calls the cursor itself to pass
+    # arrays and many parameter sets, which Raw.execute does not.
+    return _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def _pg_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    # psycopg needs JSON marked as such (the attributes); sqlite3 adapts dicts itself (app.sql).
+    return {k: Json(v) if isinstance(v, dict) else v for k, v in row.items()}
+
+
+def _insert(raw: Raw, rows: list[dict[str, Any]]) -> None:
+    """Insert new profiles: pipelined by psycopg on PostgreSQL, many to a statement on SQLite.
+
+    On SQLite a multi-row VALUES costs a third less than executemany; on PostgreSQL the
+    pipelined executemany costs half of the multi-row statement.
+    """
+    if raw.pg:
+        raw.cur.executemany(_pg_sql(_INSERT_ONE), [_pg_params(row) for row in rows])
+        return
+    one = "(" + ", ".join("?" * len(_ROW_COLUMNS)) + ")"
+    for first in range(0, len(rows), _INSERT_ROWS):
+        chunk = rows[first:first + _INSERT_ROWS]
+        values = [row[c] for row in chunk for c in _ROW_COLUMNS]
+        raw.cur.execute(f"{_INSERT_INTO} VALUES {', '.join([one] * len(chunk))}", values)
+
+
+def _update(raw: Raw, sql: str, rows: list[dict[str, Any]]) -> None:
+    """One UPDATE over many parameter sets (psycopg pipelines them; sqlite3 loops in C)."""
+    if raw.pg:
+        raw.cur.executemany(_pg_sql(sql), [_pg_params(row) for row in rows])
+    else:
+        raw.cur.executemany(sql, rows)
+
+
+def _batch_slice(
+    conn: Connection, now: datetime, brand: str, items: Sequence[Changes | InvalidInput | Any], region: str | None,
+    start: int,
+) -> list[BatchResult]:
+    """Upsert the items in order against one lookup of every identifier they name; DBAPI errors propagate."""
+    parsed: list[Changes | InvalidInput] = []
+    for item in items:
+        if isinstance(item, (Changes, InvalidInput)):
+            parsed.append(item)
+        else:
+            parsed += parse_items([item], region=region)
+    raw = Raw(conn)
+    wanted = {c: [v for ch in parsed if isinstance(ch, Changes) and (v := ch.fields.get(c)) is not None]
+              for c in MATCH_ORDER}
+    index = _holders_many(raw, brand, wanted)
+    # Every write of the slice stamps the same time: convert it for SQLite once, not per row.
+    stamp = now if raw.pg else sqlite3.adapt(now)
+    results: list[BatchResult] = []
+    # (sql, params) in item order: a value one item frees may be taken by a later one, so
+    # the writes keep the items' order (a run of inserts, or of alike updates, goes at once).
+    writes: list[tuple[str, dict[str, Any]]] = []
+    for offset, changes in enumerate(parsed, start):
+        if isinstance(changes, InvalidInput):
+            results.append(BatchResult(offset, changes.status, error=changes))
+            continue
+        # The index holds every value the slice names, kept current as items apply, so
+        # an item sees the items before it exactly as if each had been written alone.
+        holders = {c: row for c in MATCH_ORDER
+                   if (v := changes.fields.get(c)) is not None and (row := index[c].get(v)) is not None}
+        try:
+            require_identifier(changes)
+            target = _match(holders, changes)
+            row, write = _plan(now, brand, target, changes, holders)
+        except InvalidInput as exc:
+            results.append(BatchResult(offset, exc.status, error=exc))
+            continue
+        if write is not None:
+            if target is None:
+                writes.append((_INSERT_INTO, {**write, "created_at": stamp, "updated_at": stamp}))
+            else:
+                writes.append((update_sql("profiles", tuple(write)), {**write, "updated_at": stamp, "id": target.id}))
+            _reindex(index, target, row)
+        results.append(BatchResult(offset, 201 if target is None else 200, profile=row))
+    for sql, run in itertools.groupby(writes, key=operator.itemgetter(0)):
+        rows = [params for _sql, params in run]
+        if sql is _INSERT_INTO:
+            _insert(raw, rows)
+        else:
+            _update(raw, sql, rows)
+    return results
 
 
 def _batch_items(
     conn: Connection, now: datetime, brand: str, items: Sequence[Changes | InvalidInput | Any], region: str | None,
-    start: int, *, savepoints: bool,
+    start: int,
 ) -> list[BatchResult]:
+    """The slow path: each item alone under its own savepoint, so the database refusing one fails only it."""
     results: list[BatchResult] = []
     for offset, item in enumerate(items):
         index = start + offset
@@ -418,18 +602,11 @@ def _batch_items(
             if isinstance(item, InvalidInput):
                 raise item
             changes = item if isinstance(item, Changes) else parse(item, region=region)
-            if savepoints:
-                with conn.begin_nested():
-                    row, created = upsert(conn, now, brand=brand, data=changes, region=region)
-            else:
+            with conn.begin_nested():
                 row, created = upsert(conn, now, brand=brand, data=changes, region=region)
         except InvalidInput as exc:
-            if not savepoints and isinstance(exc.__cause__, DBAPIError):
-                raise _Replay from exc
             results.append(BatchResult(index, exc.status, error=exc))
         except DataError as exc:
-            if not savepoints:
-                raise _Replay from exc
             results.append(BatchResult(index, 422, error=Unprocessable(f"the database refused the item: {exc.orig}")))
         else:
             results.append(BatchResult(index, 201 if created else 200, profile=row))
@@ -440,16 +617,19 @@ def batch(
     conn: Connection, now: datetime, *, brand: str, items: Sequence[Changes | InvalidInput | Any], region: str | None,
     start: int = 0,
 ) -> list[BatchResult]:
-    """Upsert each item on its own; one bad item fails only itself. `start` is the first item's index."""
+    """Upsert each item in order; one bad item fails only itself. `start` is the first item's index."""
     # Refusals found by our own checks never touch the database, so the usual slice runs
-    # under one savepoint. When the database itself refuses an item (a unique index raced
+    # under one savepoint. When the database itself refuses a write (a unique index raced
     # by another process; PostgreSQL then aborts the whole transaction), the slice is
     # rolled back and replayed with a savepoint per item, so that item fails alone.
+    dbapi = conn.dialect.loaded_dbapi
     try:
         with conn.begin_nested():
-            return _batch_items(conn, now, brand, items, region, start, savepoints=False)
-    except (_Replay, DataError, IntegrityError):
-        return _batch_items(conn, now, brand, items, region, start, savepoints=True)
+            return _batch_slice(conn, now, brand, items, region, start)
+    except (dbapi.IntegrityError, dbapi.DataError, DataError, IntegrityError):
+        log.info("the database refused a write of a batch slice of %d items; replayed item by item", len(items),
+                 exc_info=True)
+        return _batch_items(conn, now, brand, items, region, start)
 
 
 __all__ = [

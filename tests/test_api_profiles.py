@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from app import profiles
+from app.profiles import ProfileRow
+from app.schemas import ProfileOut
+from app.web import api_profiles
 from tests.conftest import Gateway
 from tests.test_api_read import make_key
 
@@ -38,6 +44,13 @@ def upsert(gateway: Gateway, key: str, body: Any, status: int | None = None) -> 
     if status is not None:
         assert response.status_code == status, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def replays(caplog: pytest.LogCaptureFixture) -> Callable[[], int]:
+    """How many batch slices the database refused and were replayed item by item (the slow path)."""
+    caplog.set_level(logging.INFO, logger="optline.profiles")
+    return lambda: sum(1 for r in caplog.records if r.name == "optline.profiles" and "replayed" in r.getMessage())
 
 
 def fields_named(response: Any) -> list[str | None]:
@@ -407,7 +420,9 @@ def test_bad_list_filters_are_4xx_naming_the_field(gateway: Gateway, acme_key: s
 # --- batch ---------------------------------------------------------------------------------
 
 
-def test_batch_of_1000_applies_the_good_items_and_reports_each_bad_one(gateway: Gateway, acme_key: str) -> None:
+def test_batch_of_1000_applies_the_good_items_and_reports_each_bad_one(
+    gateway: Gateway, acme_key: str, replays: Callable[[], int],
+) -> None:
     existing = upsert(gateway, acme_key, {"externalId": "crm-0", "email": "taken@example.com"}, 201)
     items: list[Any] = [{"externalId": f"crm-{n}", "phoneNumber": f"+1415555{n:04d}", "attributes": {"n": n}}
                         for n in range(1000)]
@@ -443,9 +458,10 @@ def test_batch_of_1000_applies_the_good_items_and_reports_each_bad_one(gateway: 
     assert results[0]["profile"]["email"] == "taken@example.com"
     assert gateway.query("SELECT count(*) FROM profiles")[0][0] == 1000 - len(bad)  # crm-0 existed, item 0 updated it
     assert call(gateway, "GET", "/v1/profiles/crm-5", acme_key).json()["phoneNumber"] == "+14155550005"
+    assert replays() == 0  # all of it on the fast path
 
 
-def test_batch_items_apply_in_order(gateway: Gateway, acme_key: str) -> None:
+def test_batch_items_apply_in_order(gateway: Gateway, acme_key: str, replays: Callable[[], int]) -> None:
     results = call(gateway, "POST", "/v1/profiles/batch", acme_key, {"items": [
         {"externalId": "crm-1", "attributes": {"a": 1}},
         {"externalId": "crm-1", "attributes": {"b": 2}},
@@ -455,6 +471,7 @@ def test_batch_items_apply_in_order(gateway: Gateway, acme_key: str) -> None:
     assert [r["status"] for r in results] == [201, 200, 201, 200]
     assert results[1]["profile"]["attributes"] == {"a": 1, "b": 2}
     assert results[3]["profile"]["id"] == results[2]["profile"]["id"]
+    assert replays() == 0  # all of it on the fast path
 
 
 @pytest.mark.parametrize("body,field", [
@@ -472,7 +489,9 @@ def test_a_bad_batch_envelope_is_422(gateway: Gateway, acme_key: str, body: Any,
     assert gateway.query("SELECT count(*) FROM profiles")[0][0] == 0
 
 
-def test_a_unique_index_race_fails_only_its_item(gateway: Gateway, acme_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_unique_index_race_fails_only_its_item(
+    gateway: Gateway, acme_key: str, monkeypatch: pytest.MonkeyPatch, replays: Callable[[], int],
+) -> None:
     taken = upsert(gateway, acme_key, {"externalId": "crm-0", "phoneNumber": PHONE}, 201)
     real = profiles._holders
 
@@ -481,7 +500,14 @@ def test_a_unique_index_race_fails_only_its_item(gateway: Gateway, acme_key: str
         # database's unique index can refuse the write now.
         return {c: h for c, h in real(*args).items() if h.phone != PHONE}
 
+    real_many = profiles._holders_many
+
+    def blind_many(*args: Any) -> dict[str, dict[str, Any]]:
+        # The batch's one lookup per slice, blinded the same way.
+        return {c: {v: h for v, h in held.items() if h.phone != PHONE} for c, held in real_many(*args).items()}
+
     monkeypatch.setattr(profiles, "_holders", blind)
+    monkeypatch.setattr(profiles, "_holders_many", blind_many)
     single = call(gateway, "POST", "/v1/profiles", acme_key, {"externalId": "crm-9", "phoneNumber": PHONE})
     assert single.status_code == 409
     results = call(gateway, "POST", "/v1/profiles/batch", acme_key, {"items": [
@@ -490,6 +516,189 @@ def test_a_unique_index_race_fails_only_its_item(gateway: Gateway, acme_key: str
         {"externalId": "crm-3"},
     ]}).json()["items"]
     assert [r["status"] for r in results] == [201, 409, 201]
+    assert replays() == 1  # the slice was refused by the index and replayed
     rows = {r.external_id: r.phone for r in gateway.query("SELECT external_id, phone FROM profiles")}
     assert rows == {"crm-0": PHONE, "crm-1": OTHER_PHONE, "crm-3": None}
     assert call(gateway, "GET", f"/v1/profiles/{taken['id']}", acme_key).json() == taken
+
+
+def batch(gateway: Gateway, key: str, items: list[Any]) -> list[dict[str, Any]]:
+    response = call(gateway, "POST", "/v1/profiles/batch", key, {"items": items})
+    assert response.status_code == 200, response.text
+    results: list[dict[str, Any]] = response.json()["items"]
+    assert [r["index"] for r in results] == list(range(len(items)))
+    return results
+
+
+_ID = re.compile(r"prof_[0-9A-Z]{26}")
+
+
+class Ids:
+    """Names profile ids by first appearance and drops timestamps, so two brands' answers compare."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items() if k not in ("createdAt", "updatedAt")}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if isinstance(value, str):
+            return _ID.sub(lambda m: self.names.setdefault(m.group(), f"p{len(self.names)}"), value)
+        return value
+
+
+P1, P2, P3, P8, P9 = "+14155550001", "+14155550002", "+14155550003", "+14155550008", "+14155550009"
+SEED = [
+    {"externalId": "crm-a", "phoneNumber": P1, "email": "a@example.com", "attributes": {"plan": "gold"}},
+    {"phoneNumber": P2, "firstName": "Bea"},
+    {"email": "c@example.com"},
+]
+# Items that depend on the ones before them: values freed and taken again, matches made by
+# earlier items, conflicts with earlier items, no-ops, refusals.
+MIXED: list[Any] = [
+    {"externalId": "crm-a", "phoneNumber": P9},  # A frees P1
+    {"externalId": "crm-d", "phoneNumber": P1},  # ...which a new profile D takes
+    {"phoneNumber": P2, "email": "b@example.com"},  # B found by phone
+    {"phoneNumber": P2, "email": "c@example.com"},  # C's email: 409
+    {"externalId": "crm-a", "phoneNumber": P2},  # B's phone: 409
+    {"email": "C@Example.com", "lastName": "Sea"},  # C found by email
+    {"externalId": "crm-b", "phoneNumber": P2},  # adopts phone-only B
+    {"externalId": "crm-z", "phoneNumber": P2},  # B is crm-b's now: 409
+    {"externalId": "crm-a", "attributes": {"plan": None, "n": 1}},
+    {"externalId": "crm-a", "attributes": {"plan": None, "n": 1}},  # changes nothing
+    {"externalId": "crm-a", "email": None},  # frees a@example.com
+    {"email": "a@example.com"},  # ...which a new profile E takes
+    {"phoneNumber": "banana"},
+    {"externalId": "crm-d", "firstName": ""},
+    "not an object",
+    {"externalId": "crm-a", "phoneNumber": P8},  # A and D swap P9 and P1 through P8: the writes
+    {"externalId": "crm-d", "phoneNumber": P9},  # must keep the items' order
+    {"externalId": "crm-a", "phoneNumber": P1},
+    {"externalId": None, "phoneNumber": P3, "attributes": {"x": [1, {"y": None}]}},  # new F
+    {"externalId": "crm-f", "phoneNumber": P3, "attributes": None},  # adopts F, clears its attributes
+    {"externalId": "crm-a", "timezone": "europe/paris", "firstName": "Ada"},
+    {"externalId": "crm-d", "phoneNumber": None, "email": "D@example.com"},
+    {"email": "d@example.com", "phoneNumber": P9},  # D found by email; P9 is free again
+]
+
+
+def test_a_batch_answers_exactly_as_the_same_upserts_one_by_one(
+    gateway: Gateway, acme_key: str, replays: Callable[[], int],
+) -> None:
+    # Two brands, the same data: acme gets one batch, bistro the items as single upserts
+    # (the reference). Numbers carry their country code, so the brands' regions do not matter.
+    bistro_key = make_key(gateway, "bistro")
+    seeded = {key: [upsert(gateway, key, item, 201) for item in SEED] for key in (acme_key, bistro_key)}
+
+    batched = batch(gateway, acme_key, MIXED)
+    singles = []
+    for index, item in enumerate(MIXED):
+        response = call(gateway, "POST", "/v1/profiles", bistro_key, item)
+        body = response.json()
+        singles.append({"index": index, "status": response.status_code,
+                        **({"error": body} if response.status_code >= 400 else {"profile": body})})
+
+    statuses = [r["status"] for r in batched]
+    assert statuses == [200, 201, 200, 409, 409, 200, 200, 409, 200, 200, 200, 201, 422, 422, 422,
+                        200, 200, 200, 201, 200, 200, 200, 200]
+    assert statuses == [r["status"] for r in singles]
+    acme_ids, bistro_ids = Ids(), Ids()
+    acme_ids(seeded[acme_key])
+    bistro_ids(seeded[bistro_key])
+    assert acme_ids(batched) == bistro_ids(singles)
+    acme_all, bistro_all = walk(gateway, acme_key, limit="1000"), walk(gateway, bistro_key, limit="1000")
+    assert sorted(map(json.dumps, acme_ids(acme_all))) == sorted(map(json.dumps, bistro_ids(bistro_all)))
+    assert len(acme_all) == 6  # A, B, C seeded; D, E, F made by the batch
+
+    # The no-op leaves the profile, updatedAt included, as the change before it left it.
+    a_changed, a_same = batched[8]["profile"], batched[9]["profile"]
+    assert a_same == a_changed and a_changed["attributes"] == {"n": 1}
+    assert batched[3]["error"]["errors"][0]["field"] == "email"
+    assert seeded[acme_key][2]["id"] in batched[3]["error"]["errors"][0]["message"]
+    assert replays() == 0  # all of it on the fast path
+
+
+def test_a_batch_larger_than_a_slice_sees_its_own_earlier_items(
+    gateway: Gateway, acme_key: str, replays: Callable[[], int],
+) -> None:
+    # The batch is written in slices, each its own job: a later slice must find what an
+    # earlier one wrote, whether matching it or conflicting with it.
+    n = api_profiles.BATCH_SLICE + 10
+    items: list[Any] = [{"externalId": f"crm-{i}"} for i in range(n)]
+    items[0] = {"externalId": "crm-0", "phoneNumber": PHONE}
+    items[api_profiles.BATCH_SLICE + 1] = {"phoneNumber": PHONE, "email": "ada@example.com"}
+    items[api_profiles.BATCH_SLICE + 2] = {"externalId": "crm-other", "phoneNumber": PHONE}
+    items[-1] = {"externalId": "crm-1", "email": "ADA@example.com"}
+    results = batch(gateway, acme_key, items)
+
+    first = results[0]["profile"]
+    assert results[0]["status"] == 201
+    again = results[api_profiles.BATCH_SLICE + 1]
+    assert again["status"] == 200 and again["profile"]["id"] == first["id"]
+    assert again["profile"]["email"] == "ada@example.com"
+    taken = results[api_profiles.BATCH_SLICE + 2]
+    assert taken["status"] == 409 and taken["error"]["errors"][0]["field"] == "phoneNumber"
+    assert first["id"] in taken["error"]["errors"][0]["message"]
+    assert results[-1]["status"] == 409 and results[-1]["error"]["errors"][0]["field"] == "email"
+    assert gateway.query("SELECT count(*) FROM profiles")[0][0] == n - 3
+    assert replays() == 0  # all of it on the fast path
+
+
+def test_a_batch_item_naming_two_profiles_created_in_the_same_batch(
+    gateway: Gateway, acme_key: str, replays: Callable[[], int],
+) -> None:
+    results = batch(gateway, acme_key, [
+        {"externalId": "crm-1"},
+        {"phoneNumber": PHONE},
+        {"email": "ada@example.com"},
+        # crm-1 is the target; the phone and the email belong to the other two profiles.
+        {"externalId": "crm-1", "phoneNumber": PHONE, "email": "ada@example.com"},
+        {"phoneNumber": PHONE, "email": "ada@example.com"},
+        {"phoneNumber": OTHER_PHONE, "externalId": "crm-1"},
+        # Still the phone-only profile's number, though an item above matched that profile.
+        {"phoneNumber": PHONE, "externalId": "crm-1"},
+    ])
+    assert [r["status"] for r in results] == [201, 201, 201, 409, 409, 200, 409]
+    assert [e["field"] for e in results[3]["error"]["errors"]] == ["phoneNumber", "email"]
+    assert results[5]["profile"]["id"] == results[0]["profile"]["id"]
+    assert gateway.query("SELECT count(*) FROM profiles")[0][0] == 3
+    assert replays() == 0  # all of it on the fast path
+
+
+@pytest.mark.parametrize("row", [
+    ProfileRow(id="prof_01JC0000000000000000000000", brand="acme", external_id="crm-1", phone=PHONE,
+               email="ada@example.com", first_name="Ada", last_name="Lovelace", timezone="Europe/London",
+               attributes={"plan": "gold", "n": 3, "tags": ["a", {"b": None}], "ratio": 0.5, "ok": True},
+               created_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+               updated_at=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC)),
+    ProfileRow(id="prof_01JC0000000000000000000001", brand="acme", external_id=None, phone=None, email=None,
+               first_name=None, last_name=None, timezone=None, attributes={},
+               created_at=datetime(2026, 12, 31, 23, 59, 59, 1000, tzinfo=UTC),
+               updated_at=datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+], ids=["full", "empty"])
+def test_profile_json_is_profileout(row: ProfileRow) -> None:
+    # profile_json is built by hand for speed; it must stay what ProfileOut would say.
+    expected = ProfileOut(
+        id=row.id, external_id=row.external_id, phone_number=row.phone, email=row.email, first_name=row.first_name,
+        last_name=row.last_name, timezone=row.timezone, attributes=row.attributes, created_at=row.created_at,
+        updated_at=row.updated_at,
+    ).model_dump(mode="json")
+    got = api_profiles.profile_json(row)
+    assert got == expected and list(got) == list(expected)
+
+
+def test_an_item_the_database_refuses_fails_only_itself(gateway: Gateway, acme_key: str,
+                                                        replays: Callable[[], int]) -> None:
+    # PostgreSQL text cannot hold NUL; SQLite stores it. Either way the other items stand.
+    results = batch(gateway, acme_key, [
+        {"externalId": "crm-1"}, {"externalId": "crm-2", "firstName": "A\u0000da"}, {"externalId": "crm-3"},
+    ])
+    postgresql = gateway.settings.database_url.startswith("postgresql")
+    assert [r["status"] for r in results] == [201, 422 if postgresql else 201, 201]
+    if postgresql:
+        assert results[1]["error"]["detail"].startswith("the database refused the item")
+        assert replays() == 1
+    stored = {r.external_id for r in gateway.query("SELECT external_id FROM profiles")}
+    assert stored == ({"crm-1", "crm-3"} if postgresql else {"crm-1", "crm-2", "crm-3"})

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,7 +19,7 @@ from app.db import Job
 from app.errors import InvalidInput, Unprocessable
 from app.phone import to_e164
 from app.profiles import BatchResult, Changes, ProfileRow
-from app.schemas import ProfileBatchIn, ProfileOut, field_errors
+from app.schemas import ProfileBatchIn, field_errors
 from app.subscriptions import Status
 from app.web.api import _state, api_key, decode_cursor, encode_cursor, json_body, page_params
 from app.web.problems import problem
@@ -26,8 +27,10 @@ from app.web.problems import problem
 MAX_BODY = 1024 * 1024
 MAX_BATCH_BODY = 5 * 1024 * 1024
 # A batch goes to the writer in slices, so a 1000-item batch never holds the write
-# connection long enough to delay a STOP arriving meanwhile.
-BATCH_SLICE = 100
+# connection long enough to delay a STOP arriving meanwhile: a slice of 250 is a job of
+# about 7 ms (creates; 4 ms for updates) on SQLite, and each slice costs a commit.
+BATCH_SLICE = 250
+PARSE_SLICE = 100  # items validated between two turns of the event loop: ~5 ms with unseen numbers
 
 
 def _region(request: Request, brand: str) -> str | None:
@@ -35,13 +38,25 @@ def _region(request: Request, brand: str) -> str | None:
     return found.default_region if found is not None else None
 
 
+# Cached: the profiles one batch slice writes share their timestamps, and isoformat costs
+# ten times the lookup.
+@functools.lru_cache(maxsize=4096)
+def _utc(when: datetime) -> str:
+    # RFC 3339 in UTC with a Z, as pydantic writes ProfileOut's datetimes.
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def profile_json(row: ProfileRow) -> dict[str, Any]:
-    """A profile as the API shows it (ProfileOut)."""
-    return ProfileOut(
-        id=row.id, external_id=row.external_id, phone_number=row.phone, email=row.email,
-        first_name=row.first_name, last_name=row.last_name, timezone=row.timezone,
-        attributes=row.attributes, created_at=row.created_at, updated_at=row.updated_at,
-    ).model_dump(mode="json")
+    """A profile as the API shows it (ProfileOut's JSON).
+
+    Built by hand: a ProfileOut validated and dumped per profile cost ~6 µs, a tenth of a
+    1000-item batch. tests/test_api_profiles.py checks that both say the same.
+    """
+    return {
+        "id": row.id, "externalId": row.external_id, "phoneNumber": row.phone, "email": row.email,
+        "firstName": row.first_name, "lastName": row.last_name, "timezone": row.timezone,
+        "attributes": row.attributes, "createdAt": _utc(row.created_at), "updatedAt": _utc(row.updated_at),
+    }
 
 
 def _problem_body(exc: InvalidInput) -> dict[str, Any]:
@@ -135,8 +150,14 @@ async def batch_profiles(request: Request) -> Response:
     except ValidationError as exc:
         raise Unprocessable("the batch is not valid", errors=field_errors(exc)) from None
     items: list[Any] = envelope.items
-    # Validating 1000 items (phone parsing included) is CPU work: keep it off the event loop.
-    parsed = await run_in_threadpool(profiles.parse_items, items, region=region)
+    # Validating 1000 items is CPU work (~50 µs an unseen phone number): done on the loop in
+    # slices, with other requests let in between. On a thread it competed with the loop for
+    # the GIL, and each time the loop let go of it (a socket write, an sqlite3 call) it waited
+    # out the switch interval: a fifth fewer batches a second, and erratic.
+    parsed: list[Changes | InvalidInput] = []
+    for start in range(0, len(items), PARSE_SLICE):
+        parsed += profiles.parse_items(items[start:start + PARSE_SLICE], region=region)
+        await asyncio.sleep(0)
     writer = _state(request).writer
     results: list[BatchResult] = []
     for start in range(0, len(parsed), BATCH_SLICE):
