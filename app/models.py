@@ -132,6 +132,8 @@ class Outbox(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (
         sa.Index("ix_outbox_due", "status", "next_attempt_at"),
+        # The claim's first look: due stop replies, however many prompts are queued.
+        sa.Index("ix_outbox_purpose_due", "purpose", "status", "next_attempt_at"),
         sa.Index("ix_outbox_brand_phone_status", "brand", "phone", "status"),
         sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
     )

@@ -146,22 +146,7 @@ def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: ti
           channel: str | None = None) -> list[Claimed]:
     """Claim up to `limit` due rows for `worker` (SKIP LOCKED on PostgreSQL), leasing them; optionally one channel."""
     raw = Raw(conn)
-    # Stop replies first: a stop must leave fast even behind a burst of prompts. Other texts
-    # leave one at a time per phone, oldest first: a welcome queued behind its confirmation
-    # prompt (a YES typed before the prompt went out) must not overtake it.
-    pick = ("SELECT id FROM outbox WHERE ((status = 'pending' AND next_attempt_at <= :now)"
-            " OR (status = 'sending' AND lease_until < :now))"
-            + (" AND channel = :channel" if channel else "")
-            + " AND (channel <> 'sms' OR purpose = 'stop' OR NOT EXISTS (SELECT 1 FROM outbox earlier"
-            " WHERE earlier.brand = outbox.brand AND earlier.phone = outbox.phone AND earlier.channel = 'sms'"
-            " AND earlier.status IN ('pending', 'sending') AND earlier.id < outbox.id))"
-            " ORDER BY CASE WHEN purpose = 'stop' THEN 0 ELSE 1 END, next_attempt_at LIMIT :limit")
-    if raw.pg:
-        pick += " FOR UPDATE SKIP LOCKED"
-    params: dict[str, Any] = {"now": now, "limit": limit}
-    if channel:
-        params["channel"] = channel
-    ids = [row[0] for row in raw.execute(pick, params).fetchall()]
+    ids = _pick(raw, now, limit=limit, channel=channel)
     if not ids:
         return []
     params = {"worker": worker, "lease": now + lease, "now": now, "sending": OutboxStatus.SENDING.value}
@@ -171,6 +156,45 @@ def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: ti
         params,
     )
     return sorted((Claimed(**row) for row in rows), key=lambda c: (c.purpose != "stop", c.id))
+
+
+# Other texts leave one at a time per phone, oldest first: a welcome queued behind its
+# confirmation prompt (a YES typed before the prompt went out) must not overtake it.
+_IN_TURN = ("(channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM outbox earlier WHERE earlier.brand = outbox.brand"
+            " AND earlier.phone = outbox.phone AND earlier.channel = 'sms' AND earlier.status IN ('pending', 'sending')"
+            " AND earlier.id < outbox.id))")
+
+
+def _pick(raw: Raw, now: datetime, *, limit: int, channel: str | None) -> list[int]:
+    """The ids to claim: due stop replies first, then the other due rows (and expired leases) by due time.
+
+    Three queries that each walk an index and stop at `limit`, rather than one that sorts the
+    whole backlog: with 20,000 prompts queued, that sort held SQLite's write lock 40 ms a claim.
+    """
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    where_channel = ""
+    if channel:
+        params["channel"] = channel
+        where_channel = " AND channel = :channel"
+    lock = " FOR UPDATE SKIP LOCKED" if raw.pg else ""
+    # A stop must leave fast even behind a burst of prompts, and waits for no earlier text.
+    stops = [row[0] for row in raw.execute(
+        "SELECT id FROM outbox WHERE purpose = 'stop' AND status = 'pending' AND next_attempt_at <= :now"
+        f"{where_channel} ORDER BY next_attempt_at LIMIT :limit{lock}", params).fetchall()]
+    if len(stops) >= limit:
+        return stops
+    params["limit"] = limit - len(stops)
+    due = raw.execute(
+        "SELECT id, next_attempt_at FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now"
+        f" AND purpose <> 'stop'{where_channel} AND {_IN_TURN} ORDER BY next_attempt_at LIMIT :limit{lock}",
+        params).fetchall()
+    # Rows whose sender died mid-send (few: at most what the senders had in flight).
+    expired = raw.execute(
+        f"SELECT id, next_attempt_at FROM outbox WHERE status = 'sending' AND lease_until < :now{where_channel}"
+        f" AND (purpose = 'stop' OR {_IN_TURN}) ORDER BY next_attempt_at LIMIT :limit{lock}",
+        params).fetchall()
+    rest = sorted([*due, *expired], key=lambda row: (row[1], row[0]))
+    return stops + [row[0] for row in rest[:params["limit"]]]
 
 
 def still_mine(conn: Connection, row_id: int, worker: str) -> bool:

@@ -4,6 +4,7 @@ Every inbound figure is measured against the bare endpoint in the same run and r
 a ratio too. optline runs as it would in production: `optline serve` (N processes, the
 in-process sender off) plus one `optline worker` at a lower CPU priority, so on a 2-core
 machine the webhooks are not starved by the sender; replies queue in the outbox and drain.
+The inbound mix is measured with and without that worker running (see `inbound`).
 """
 
 from __future__ import annotations
@@ -162,6 +163,12 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def inbound(engine_name: str, processes: int, args: argparse.Namespace, fake: FakeTwilio, folder: Path) -> None:
+    """The mix twice: webhooks alone (the worker not running), then with the worker sending every reply.
+
+    On a 2-core machine the second shares the CPU with the sends (the `twilio` library and the
+    fake's HTTP server cost about as much per reply as optline does per text), so it is the
+    first that measures the webhook path; the reply latencies come from the second.
+    """
     port = free_port()
     bare = uvicorn_bare(port, processes, folder / "bare.log")
     try:
@@ -169,25 +176,30 @@ def inbound(engine_name: str, processes: int, args: argparse.Namespace, fake: Fa
         base = wrk(f"http://127.0.0.1:{port}", script, connections=args.connections, seconds=args.seconds)
     finally:
         bare.stop()
-    with database(engine_name, folder, f"in{processes}") as url:
-        if url is None:
-            return
-        app = Optline(database_url=url, workers=processes, fake=fake, folder=folder)
-        try:
-            script = write_script(signed_requests(app.url, mix(args.phones, ACME)), folder, "optline")
-            probe = Probe(app.url, fake, first_phone=7_000_000 + processes * 100_000)
-            probe.start()
-            got = wrk(app.url, script, connections=args.connections, seconds=args.seconds)
-            latencies = probe.finish()
-        finally:
-            app.stop()
-    emit(figure="inbound_mix", engine=engine_name, processes=processes, connections=args.connections,
-         rps=got["rps"], p50_ms=got["p50_ms"], p99_ms=got["p99_ms"], non2xx=got["non2xx"], errors=got["errors"],
-         bare_rps=base["rps"], bare_p99_ms=base["p99_ms"], ratio=round(got["rps"] / base["rps"], 3))
-    for kind in ("STOP", "YES"):
-        emit(figure="reply_latency", trigger=kind, engine=engine_name, processes=processes,
-             p50_ms=pct(latencies[kind], 0.5), p99_ms=pct(latencies[kind], 0.99), samples=len(latencies[kind]),
-             lost=int(latencies["lost"][0]))
+    for sender in (False, True):
+        with database(engine_name, folder, f"in{processes}{'s' if sender else 'w'}") as url:
+            if url is None:
+                return
+            app = Optline(database_url=url, workers=processes, fake=fake, folder=folder, sender=sender)
+            try:
+                script = write_script(signed_requests(app.url, mix(args.phones, ACME)), folder, "optline")
+                probe = Probe(app.url, fake, first_phone=7_000_000 + processes * 100_000) if sender else None
+                if probe is not None:
+                    probe.start()
+                got = wrk(app.url, script, connections=args.connections, seconds=args.seconds)
+                latencies = probe.finish() if probe is not None else None
+            finally:
+                app.stop()
+        emit(figure="inbound_mix", engine=engine_name, processes=processes, sending=sender,
+             connections=args.connections, rps=got["rps"], p50_ms=got["p50_ms"], p99_ms=got["p99_ms"],
+             non2xx=got["non2xx"], errors=got["errors"], bare_rps=base["rps"], bare_p99_ms=base["p99_ms"],
+             ratio=round(got["rps"] / base["rps"], 3))
+        if latencies is None:
+            continue
+        for kind in ("STOP", "YES"):
+            emit(figure="reply_latency", trigger=kind, engine=engine_name, processes=processes,
+                 p50_ms=pct(latencies[kind], 0.5), p99_ms=pct(latencies[kind], 0.99), samples=len(latencies[kind]),
+                 lost=int(latencies["lost"][0]))
 
 
 def burst(args: argparse.Namespace, fake: FakeTwilio, folder: Path) -> None:
