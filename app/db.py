@@ -167,7 +167,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._pending: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._busy = False  # an inline batch is waiting for another process's lock on a helper thread
+        self._busy = False  # an inline batch is on the helper thread (its commit, or waiting for another process)
         self._helper: ThreadPoolExecutor | None = None
         # One user of the connection at a time: the loop's batches, or call() with no loop running.
         self._conn_lock = threading.Lock()
