@@ -60,6 +60,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.inbound_total = Counter("optline_inbound_total", "Inbound texts by class", ["kind"], registry=r)
+        self._inbound_by_kind: dict[str, Any] = {}
         self.duplicates_total = Counter("optline_inbound_duplicates_total", "Inbound texts already seen", registry=r)
         self.replies_total = Counter("optline_replies_queued_total", "Replies queued", registry=r)
         self.transitions_total = Counter(
@@ -81,7 +82,10 @@ class Metrics:
         if result.duplicate:
             self.duplicates_total.inc()
             return
-        self.inbound_total.labels(kind=result.kind).inc()
+        counter = self._inbound_by_kind.get(result.kind)
+        if counter is None:  # labels() costs more than the increment: keep each kind's child
+            counter = self._inbound_by_kind[result.kind] = self.inbound_total.labels(kind=result.kind)
+        counter.inc()
         if result.outbox_id is not None:
             self.replies_total.inc()
 

@@ -36,9 +36,15 @@ def stored(url: str) -> list[int]:
 @pytest.fixture
 def writer(database_url: str) -> Any:
     w = Writer(make_engine(database_url, writer=True))
-    w.call(lambda conn, _now: conn.exec_driver_sql("DROP TABLE IF EXISTS writer_probe"))
+    drop = "DROP TABLE IF EXISTS writer_probe"
+    w.call(lambda conn, _now: conn.exec_driver_sql(drop))
     yield w
     w.stop()
+    # The PostgreSQL database is shared by the session: leave it with the migrated schema only.
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(drop)
+    engine.dispose()
     w.engine.dispose()
 
 

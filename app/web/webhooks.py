@@ -100,8 +100,9 @@ async def twilio_inbound(request: Request) -> Response:
     except InvalidPayload as exc:
         return problem(400, exc.message, errors=exc.errors)
     result = await state.writer.run(partial(record_inbound, sms=sms, rules=state.rules), locks=[sms.from_phone])
-    log.info("inbound %s from %s: %s%s", sms.message_id, mask(sms.from_phone), result.kind,
-             " (duplicate)" if result.duplicate else "")
+    if log.isEnabledFor(logging.INFO):
+        log.info("inbound %s from %s: %s%s", sms.message_id, mask(sms.from_phone), result.kind,
+                 " (duplicate)" if result.duplicate else "")
     state.metrics.inbound(result)
     if result.outbox_id is not None:
         state.wake_sender()
