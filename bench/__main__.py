@@ -138,7 +138,8 @@ class Probe:
                         self.sent[phone] = (body, started)
                 self._halt.wait(0.1)
 
-    def finish(self, timeout: float = 60.0) -> dict[str, list[float]]:
+    def finish(self, timeout: float = 180.0) -> dict[str, list[float]]:
+        """Each probe's reply latency; `unanswered`: replies still queued when `timeout` ran out after the load."""
         self._halt.set()
         self.thread.join()
         deadline = time.monotonic() + timeout
@@ -151,7 +152,7 @@ class Probe:
                     latencies[body].append(replies[0].received_at - started)
                     del pending[phone]
             time.sleep(0.05)
-        latencies["lost"] = [float(len(pending))]
+        latencies["unanswered"] = [float(len(pending))]
         return latencies
 
 
@@ -199,7 +200,7 @@ def inbound(engine_name: str, processes: int, args: argparse.Namespace, fake: Fa
         for kind in ("STOP", "YES"):
             emit(figure="reply_latency", trigger=kind, engine=engine_name, processes=processes,
                  p50_ms=pct(latencies[kind], 0.5), p99_ms=pct(latencies[kind], 0.99), samples=len(latencies[kind]),
-                 lost=int(latencies["lost"][0]))
+                 unanswered=int(latencies["unanswered"][0]))
 
 
 def burst(args: argparse.Namespace, fake: FakeTwilio, folder: Path) -> None:
