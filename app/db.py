@@ -414,9 +414,7 @@ class Writer:
         if trans is not None and trans.is_active:
             with contextlib.suppress(Exception):
                 trans.rollback()
-        if self._conn is not None and self._conn.invalidated:
-            self._conn.close()
-            self._conn = None
+        self._drop_invalidated()
 
     def _run_each(self, batch: list[_Item]) -> None:
         for item in batch:
@@ -426,26 +424,21 @@ class Writer:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                 item.error = exc
 
-    def _run_one(self, item: _Item, attempts: int = 3) -> Any:
+    def _run_one(self, item: _Item) -> Any:
         """One job in its own transaction on the writer's connection, reconnecting after a drop."""
-        for attempt in range(attempts):
-            try:
-                conn = self._connection()
-                with conn.begin():
-                    lock_phones(conn, item.locks)
-                    return item.fn(conn, self.clock())
-            except OptlineError:
-                raise
-            except DBAPIError as exc:
-                if self._conn is not None and self._conn.invalidated:
-                    self._conn.close()
-                    self._conn = None
-                if attempt == attempts - 1 or not _is_disconnect(exc):
-                    if _is_disconnect(exc):
-                        raise DatabaseUnavailable(str(exc.orig).splitlines()[0] if exc.orig else "database unavailable") from exc
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+
+        def once() -> Any:
+            conn = self._connection()
+            with conn.begin():
+                lock_phones(conn, item.locks)
+                return item.fn(conn, self.clock())
+
+        return _with_retries(once, on_error=self._drop_invalidated)
+
+    def _drop_invalidated(self) -> None:
+        if self._conn is not None and self._conn.invalidated:
+            self._conn.close()
+            self._conn = None
 
 
 class _SqliteWriteLock:
@@ -492,22 +485,36 @@ class _SqliteWriteLock:
 
 
 def run_in_transaction(
-    engine: Engine, fn: Job[T], *, locks: Iterable[str] = (), clock: Callable[[], datetime] = utcnow, attempts: int = 3
+    engine: Engine, fn: Job[T], *, locks: Iterable[str] = (), clock: Callable[[], datetime] = utcnow
 ) -> T:
-    """Run one job in its own transaction, retrying deadlocks and dropped connections a few times."""
+    """Run one job in its own transaction, retrying dropped connections a few times."""
     locks = tuple(locks)
+
+    def once() -> T:
+        with engine.begin() as conn:
+            lock_phones(conn, locks)
+            return fn(conn, clock())
+
+    return _with_retries(once)
+
+
+def _with_retries(once: Callable[[], T], *, attempts: int = 3, on_error: Callable[[], None] = lambda: None) -> T:
+    """`once()`, again after a dropped connection (`on_error` runs after any database error first).
+
+    Our own refusals (OptlineError) and other database errors are raised at once; a
+    connection still dropped after the last attempt becomes DatabaseUnavailable (503).
+    """
     for attempt in range(attempts):
         try:
-            with engine.begin() as conn:
-                lock_phones(conn, locks)
-                return fn(conn, clock())
+            return once()
         except OptlineError:
             raise
         except DBAPIError as exc:
-            if attempt == attempts - 1 or not _is_disconnect(exc):
-                if _is_disconnect(exc):
-                    raise DatabaseUnavailable(str(exc.orig).splitlines()[0] if exc.orig else "database unavailable") from exc
+            on_error()
+            if not _is_disconnect(exc):
                 raise
+            if attempt == attempts - 1:
+                raise DatabaseUnavailable(str(exc.orig).splitlines()[0] if exc.orig else "database unavailable") from exc
             time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
 

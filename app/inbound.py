@@ -66,9 +66,9 @@ def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: R
     seen, subs = _seen_and_subs(conn, sms, brand=brand.key, programs={p.key for p in sender.programs})
     if seen:
         return InboundResult(duplicate=True, kind=kind)
-    if kind == UNMATCHED and sender.brand.events_url is not None:
-        enqueue_event(conn, now, brand=sender.brand, type=MESSAGE_RECEIVED, data=message_received_event(
-            brand=sender.brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
+    if kind == UNMATCHED and brand.events_url is not None:
+        enqueue_event(conn, now, brand=brand, type=MESSAGE_RECEIVED, data=message_received_event(
+            brand=brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
             provider_message_id=sms.message_id, received_at=now))
 
     _expire_due(conn, now, subs=subs, sender=sender, sms=sms)

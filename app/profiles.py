@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg.types.json import Json
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError
@@ -36,7 +35,7 @@ from app.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from app.models import new_id, profiles, subscriptions
 from app.phone import to_e164
 from app.schemas import ProfileIn, field_errors
-from app.sql import Raw, insert_sql, update_sql
+from app.sql import Raw, insert_sql, pg_sql, update_sql
 
 log = logging.getLogger("optline.profiles")
 
@@ -443,7 +442,6 @@ _SELECT_LIVE = f"SELECT {', '.join(_ROW_COLUMNS)} FROM profiles WHERE brand = :b
 _INSERT_ONE = insert_sql("profiles", _ROW_COLUMNS)
 _INSERT_INTO = f"INSERT INTO profiles ({', '.join(_ROW_COLUMNS)})"
 _INSERT_ROWS = 500  # rows per SQLite INSERT: 5,500 parameters, far below its limit of 32,766
-_PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 Index = dict[str, dict[str, ProfileRow]]  # column -> value -> the live profile holding it
 
@@ -469,7 +467,7 @@ def _lookup_sql(column: str, pg: bool) -> str:
     # number of them and each engine probes the column's unique index once per value.
     # FOR UPDATE as in _HOLDERS (SQLite has no such clause: BEGIN IMMEDIATE serialises writers).
     if pg:
-        return _pg_sql(f"{_SELECT_LIVE} AND {column} = ANY(:values) FOR UPDATE")
+        return pg_sql(f"{_SELECT_LIVE} AND {column} = ANY(:values) FOR UPDATE")
     return f"{_SELECT_LIVE} AND {column} IN (SELECT value FROM json_each(:values))"
 
 
@@ -502,18 +500,6 @@ def _reindex(index: Index, before: ProfileRow | None, after: ProfileRow) -> None
             held[new] = after
 
 
-@functools.lru_cache(maxsize=64)
-def _pg_sql(sql: str) -> str:
-    # `:name` -> psycopg's `%(name)s`, as Raw does; the batch calls the cursor itself to pass
-    # arrays and many parameter sets, which Raw.execute does not.
-    return _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-def _pg_params(row: Mapping[str, Any]) -> dict[str, Any]:
-    # psycopg needs JSON marked as such (the attributes); sqlite3 adapts dicts itself (app.sql).
-    return {k: Json(v) if isinstance(v, dict) else v for k, v in row.items()}
-
-
 def _insert(raw: Raw, rows: list[dict[str, Any]]) -> None:
     """Insert new profiles: pipelined by psycopg on PostgreSQL, many to a statement on SQLite.
 
@@ -521,21 +507,13 @@ def _insert(raw: Raw, rows: list[dict[str, Any]]) -> None:
     pipelined executemany costs half of the multi-row statement.
     """
     if raw.pg:
-        raw.cur.executemany(_pg_sql(_INSERT_ONE), [_pg_params(row) for row in rows])
+        raw.executemany(_INSERT_ONE, rows)
         return
     one = "(" + ", ".join("?" * len(_ROW_COLUMNS)) + ")"
     for first in range(0, len(rows), _INSERT_ROWS):
         chunk = rows[first:first + _INSERT_ROWS]
         values = [row[c] for row in chunk for c in _ROW_COLUMNS]
         raw.cur.execute(f"{_INSERT_INTO} VALUES {', '.join([one] * len(chunk))}", values)
-
-
-def _update(raw: Raw, sql: str, rows: list[dict[str, Any]]) -> None:
-    """One UPDATE over many parameter sets (psycopg pipelines them; sqlite3 loops in C)."""
-    if raw.pg:
-        raw.cur.executemany(_pg_sql(sql), [_pg_params(row) for row in rows])
-    else:
-        raw.cur.executemany(sql, rows)
 
 
 def _batch_slice(
@@ -586,7 +564,7 @@ def _batch_slice(
         if sql is _INSERT_INTO:
             _insert(raw, rows)
         else:
-            _update(raw, sql, rows)
+            raw.executemany(sql, rows)
     return results
 
 

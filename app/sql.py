@@ -32,7 +32,7 @@ JSON_COLUMNS = frozenset(c.name for t in metadata.tables.values() for c in t.col
 
 
 @lru_cache(maxsize=512)
-def _pg(sql: str) -> str:
+def pg_sql(sql: str) -> str:
     """`:name` placeholders → psycopg's `%(name)s` (and literal % doubled)."""
     return _NAME.sub(r"%(\1)s", sql.replace("%", "%%"))
 
@@ -73,10 +73,17 @@ class Raw:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Run one statement; returns the cursor."""
         if self.pg:
-            self.cur.execute(_pg(sql), {k: _pg_value(v) for k, v in (params or {}).items()})
+            self.cur.execute(pg_sql(sql), {k: _pg_value(v) for k, v in (params or {}).items()})
         else:
             self.cur.execute(sql, params or {})
         return self.cur
+
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run one statement over many parameter sets (psycopg pipelines them; sqlite3 loops in C)."""
+        if self.pg:
+            self.cur.executemany(pg_sql(sql), [{k: _pg_value(v) for k, v in row.items()} for row in rows])
+        else:
+            self.cur.executemany(sql, rows)
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every row as a dict, timestamps and JSON converted."""

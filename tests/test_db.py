@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -153,9 +152,7 @@ def test_a_busy_loop_gathers_many_jobs_into_few_commits(sqlite_url: str) -> None
 
     async def main() -> None:
         writer.start()
-        started = time.perf_counter()
         await asyncio.gather(*(writer.run(insert(n)) for n in range(500)))
-        assert time.perf_counter() - started < 30
 
     try:
         asyncio.run(main())

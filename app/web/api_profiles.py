@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +17,7 @@ from starlette.routing import Route
 from app import profiles
 from app.db import Job
 from app.errors import InvalidInput, Unprocessable
+from app.events import iso
 from app.phone import to_e164
 from app.profiles import BatchResult, Changes, ProfileRow
 from app.schemas import ProfileBatchIn, field_errors
@@ -38,12 +39,9 @@ def _region(request: Request, brand: str) -> str | None:
     return found.default_region if found is not None else None
 
 
-# Cached: the profiles one batch slice writes share their timestamps, and isoformat costs
-# ten times the lookup.
-@functools.lru_cache(maxsize=4096)
-def _utc(when: datetime) -> str:
-    # RFC 3339 in UTC with a Z, as pydantic writes ProfileOut's datetimes.
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+# RFC 3339 in UTC with a Z, as pydantic writes ProfileOut's datetimes; cached, because the
+# profiles one batch slice writes share their timestamps and isoformat costs ten lookups.
+_utc = functools.lru_cache(maxsize=4096)(iso)
 
 
 def profile_json(row: ProfileRow) -> dict[str, Any]:
