@@ -111,9 +111,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one inbound text through the real pipeline (with the console provider) and print the reply."""
-    from functools import partial
 
-    from app.inbound import record_inbound
+    from app.inbound import InboundJob
     from app.main import build_state, check_database
     from app.phone import to_e164
     from app.providers.base import InboundSms
@@ -133,7 +132,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         to=args.to, service_id=None, body=args.text, num_media=0, opt_out_type=None,
         params={"From": phone, "To": args.to, "Body": args.text},
     )
-    result = state.writer.call(partial(record_inbound, sms=sms, rules=state.rules), locks=[phone])
+    result = state.writer.call(InboundJob(sms, state.rules), locks=[phone])
 
     async def deliver() -> None:
         assert state.sender is not None

@@ -1,7 +1,9 @@
 """Stored subscriptions and the consent ledger: apply a transition, write its proof.
 
 Callers own the transaction (and hold the phone's lock, see app.db.lock_phones); nothing
-here commits.
+here commits. `apply_event` writes at once when handed a connection; handed a `Writes`, it
+only records the rows, and `Writes.flush` writes everything recorded in a few statements
+(the inbound webhook applies a whole batch of texts that way).
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from app.events import SUBSCRIPTION_UPDATED, enqueue_event, subscription_event
+from app.events import EVENT_COLUMNS, SUBSCRIPTION_UPDATED, event_row, subscription_event
 from app.keywords import Brand
 from app.metrics import note_transition
 from app.models import new_id, subscriptions
-from app.sql import Raw, insert_sql, update_sql
+from app.sql import Raw, update_sql
 from app.subscriptions import Event, Source, Status, Transition, transition
 
 _COLUMNS = tuple(c.name for c in subscriptions.columns)
+_CONSENT_COLUMNS = ("subscription_id", "brand", "program", "phone", "event", "from_status", "to_status", "source",
+                    "keyword", "provider_message_id", "raw_text", "api_key_id", "consent_source", "consent_proof",
+                    "consented_at", "created_at")
 
 
 @dataclass
@@ -59,15 +64,61 @@ class Sub:
                 self.values[key] = value
                 self.changes[key] = value
 
+
+
+class Writes:
+    """Subscription rows, consent events and brand events recorded now and written together by `flush`.
+
+    A subscription is written once, with its final values: inserted if it was new, else
+    updated in the columns that changed. Events keep the order they were recorded in.
+    """
+
+    def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        self._subs: dict[int, Sub] = {}  # by identity, in the order first touched
+        self._consents: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self._transitions: list[tuple[str, str, str, str]] = []
+
+    def sub(self, sub: Sub) -> None:
+        """Write `sub` (if it is new or has changed) at the flush."""
+        self._subs.setdefault(id(sub), sub)
+
+    def consent(self, row: dict[str, Any]) -> None:
+        """Append one consent event row (columns _CONSENT_COLUMNS) to the ledger."""
+        self._consents.append(row)
+        self._transitions.append((row["program"], row["event"], row["from_status"], row["to_status"]))
+
+    def event(self, row: dict[str, Any] | None) -> None:
+        """Queue one brand event row (app.events.event_row; None for a brand without events)."""
+        if row is not None:
+            self._events.append(row)
+
     def flush(self, conn: Connection) -> None:
-        """Write the row (insert when new, update the changed columns otherwise)."""
-        if self.new:
-            Raw(conn).execute(insert_sql("subscriptions", _COLUMNS), self.values)
-            self.new = False
-        elif self.changes:
-            columns = tuple(sorted(self.changes))
-            Raw(conn).execute(update_sql("subscriptions", columns), {**self.changes, "id": self.values["id"]})
-        self.changes = {}
+        """Write what was recorded, in the caller's transaction, and forget it."""
+        raw = Raw(conn)
+        subs = list(self._subs.values())
+        new = [sub.values for sub in subs if sub.new]
+        if new:
+            raw.insert_rows("subscriptions", _COLUMNS, new)
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for sub in subs:
+            if not sub.new and sub.changes:
+                updates.setdefault(tuple(sorted(sub.changes)), []).append({**sub.changes, "id": sub.values["id"]})
+        for columns, rows in updates.items():
+            raw.executemany(update_sql("subscriptions", columns), rows)
+        for sub in subs:
+            sub.new = False
+            sub.changes = {}
+        if self._consents:
+            raw.insert_rows("consent_events", _CONSENT_COLUMNS, self._consents)
+        if self._events:
+            raw.insert_rows("outbox", EVENT_COLUMNS, self._events)
+        for program, event, before, after in self._transitions:
+            note_transition(conn, program=program, event=event, from_status=before, to_status=after)
+        self._clear()
 
 
 def load_subs(conn: Connection, *, brand: str, phone: str, programs: Iterable[str] | None = None) -> dict[str, Sub]:
@@ -107,7 +158,7 @@ class Applied:
 
 
 def apply_event(
-    conn: Connection,
+    out: Connection | Writes,
     sub: Sub,
     event: Event,
     *,
@@ -119,7 +170,9 @@ def apply_event(
     sender: str | None = None,
     always_record: bool = False,
 ) -> Applied:
-    """Move `sub` by the transition table, flush it, and write a consent event when the status changed.
+    """Move `sub` by the transition table, write it, and write a consent event when the status changed.
+
+    `out` is the connection to write to now, or the `Writes` to record the rows in.
 
     `brand` is where `subscription.updated` goes (None only where the brand is unknown).
     `always_record` writes the event even without a change (an API opt-in re-stating consent
@@ -153,28 +206,29 @@ def apply_event(
     if proof.source is Source.API and event in (Event.API_OPT_IN, Event.API_OPT_IN_DOI):
         updates.update(consent_source=proof.consent_source, consented_at=proof.consented_at)
     sub.set(**updates)
-    sub.flush(conn)
+    writes = out if isinstance(out, Writes) else Writes()
+    writes.sub(sub)
     applied = Applied(before=before, after=after, rule=rule)
     if applied.changed or always_record:
-        record(conn, sub, event, before=before, after=after, now=now, proof=proof, brand=brand)
+        record(writes, sub, event, before=before, after=after, now=now, proof=proof, brand=brand)
+    if writes is not out:
+        writes.flush(out)  # type: ignore[arg-type]
     return applied
 
 
-def record(conn: Connection, sub: Sub, event: Event, *, before: Status, after: Status, now: datetime, proof: Proof,
+def record(writes: Writes, sub: Sub, event: Event, *, before: Status, after: Status, now: datetime, proof: Proof,
            brand: Brand | None) -> None:
     """Append one consent event (the ledger is never updated or deleted) and tell the brand's CRM."""
-    values = {
+    writes.consent({
         "subscription_id": sub.id, "brand": sub.brand, "program": sub.program, "phone": sub.phone,
         "event": event.value, "from_status": before.value, "to_status": after.value, "source": proof.source.value,
         "keyword": proof.keyword, "provider_message_id": proof.message_id, "raw_text": proof.raw_text,
         "api_key_id": proof.api_key_id, "consent_source": proof.consent_source,
         "consent_proof": dict(proof.consent_proof) if proof.consent_proof is not None else None,
         "consented_at": proof.consented_at, "created_at": now,
-    }
-    Raw(conn).execute(insert_sql("consent_events", tuple(values)), values)
-    note_transition(conn, program=sub.program, event=event.value, from_status=before.value, to_status=after.value)
-    if brand is not None and brand.events_url is not None:
-        enqueue_event(conn, now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(
+    })
+    if brand is not None:
+        writes.event(event_row(now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(
             brand=sub.brand, program=sub.program, phone=sub.phone, subscription_id=sub.id, event=event,
             from_status=before, to_status=after, source=proof.source, occurred_at=now,
-            keyword=proof.keyword, provider_message_id=proof.message_id))
+            keyword=proof.keyword, provider_message_id=proof.message_id)))

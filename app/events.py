@@ -139,15 +139,26 @@ def message_received_event(
 
 def enqueue_event(conn: Connection, now: datetime, *, brand: Brand, type: str, data: dict[str, Any]) -> int | None:
     """Queue one event to `brand` in the caller's transaction; the outbox id, or None when the brand has no events.url."""
+    values = event_row(now, brand=brand, type=type, data=data)
+    if values is None:
+        return None
+    # Plain SQL: it rides on every consent event of a brand with events, inside the webhook's job.
+    return int(Raw(conn).scalar(insert_sql("outbox", tuple(values), "id"), values))
+
+
+def event_row(now: datetime, *, brand: Brand, type: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The outbox row of one event to `brand` (columns EVENT_COLUMNS), or None when the brand has no events.url."""
     if brand.events_url is None:
         return None
-    values = {
+    return {
         "channel": CHANNEL, "brand": brand.key, "purpose": type, "url": brand.events_url,
         "payload": {"id": new_id("evt_"), "type": type, "timestamp": iso(now), "data": data}, "body": "",
         "status": _PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
     }
-    # Plain SQL: it rides on every consent event of a brand with events, inside the webhook's job.
-    return int(Raw(conn).scalar(insert_sql("outbox", tuple(values), "id"), values))
+
+
+EVENT_COLUMNS = ("channel", "brand", "purpose", "url", "payload", "body", "status", "attempts", "next_attempt_at",
+                 "created_at", "updated_at")
 
 
 # --- secrets -------------------------------------------------------------------------------

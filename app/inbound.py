@@ -1,26 +1,36 @@
-"""One inbound text, in one transaction: match → dedupe → transition → consent event → outbox.
+"""Inbound texts, applied in order: match → dedupe → transition → consent event → outbox.
 
-`record_inbound` runs inside the writer's transaction (app.db.Writer) with the phone locked,
+`record_texts` runs inside the writer's transaction (app.db.Writer) with the phones locked,
 so concurrent texts from one phone are applied one after another, in arrival order, in every
 process. It never commits and never sends: replies are outbox rows.
+
+The writer hands it every text of a batch at once (`InboundJob.run_many`). The texts are
+applied one after another in memory, each seeing what the texts before it did, and then
+written together: one query loads what the batch needs to know (which message ids were seen,
+the phones' subscriptions, the program a HELP refers to), and each table gets one statement
+for the whole batch. Five statements a text became a handful a batch; that is what lets one
+PostgreSQL connection keep up (each statement costs about 100 µs in psycopg).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from itertools import groupby
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.consent import Proof, Sub, apply_event
-from app.events import MESSAGE_RECEIVED, enqueue_event, message_received_event
+from app.consent import Proof, Sub, Writes, apply_event
+from app.events import MESSAGE_RECEIVED, event_row, message_received_event
 from app.keywords import Kind, Match, Program, Rules, SenderRules
 from app.models import subscriptions
-from app.outbox import cancel_queued, enqueue_sms
+from app.outbox import CANCELLED_BY_OPT_OUT, SMS_COLUMNS, OutboxStatus, cancel_queued, sms_row
 from app.phone import in_countries
 from app.providers.base import InboundSms
-from app.sql import Raw
+from app.sql import Array, Raw
 from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status, transition
 
 # CTIA: repeat the stop confirmation to a phone that keeps texting STOP at most once a day.
@@ -40,6 +50,37 @@ class InboundResult:
     outbox_id: int | None = None
 
 
+@dataclass(frozen=True)
+class InboundJob:
+    """One inbound text as a writer job; the writer runs consecutive ones together through `run_many`."""
+
+    sms: InboundSms
+    rules: Rules
+
+    def __call__(self, conn: Connection, now: datetime) -> InboundResult:
+        return record_texts(conn, [(now, self)])[0]
+
+    @staticmethod
+    def run_many(conn: Connection, jobs: Sequence[tuple[datetime, InboundJob]]) -> list[InboundResult]:
+        """Apply the texts in order, as one after another would; their results in the same order."""
+        return record_texts(conn, jobs)
+
+
+def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: Rules) -> InboundResult:
+    """Apply one inbound text; a MessageSid already seen changes nothing."""
+    return record_texts(conn, [(now, InboundJob(sms, rules))])[0]
+
+
+def record_texts(conn: Connection, texts: Sequence[tuple[datetime, InboundJob]]) -> list[InboundResult]:
+    """Apply inbound texts in order and write them; a MessageSid already seen changes nothing."""
+    batch = _Batch(conn, texts)
+    results = [batch.apply(i, now, job.sms, job.rules, sender, match)
+               for i, ((now, job), (sender, match)) in enumerate(zip(texts, batch.routes, strict=True))]
+    outbox_ids = batch.write()
+    return [replace(result, outbox_id=outbox_ids.get(i)) if i in outbox_ids else result
+            for i, result in enumerate(results)]
+
+
 @dataclass
 class _Plan:
     """The reply a text earns; at most one per inbound text, ever."""
@@ -49,58 +90,174 @@ class _Plan:
     language: str | None = None
 
 
-def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: Rules) -> InboundResult:
-    """Apply one inbound text; a MessageSid already seen changes nothing."""
-    sender = rules.for_sender(sms.to, sms.service_id)
-    match = sender.match(sms.body, sms.opt_out_type) if sender is not None else None
-    kind = (match.kind.value if match and match.kind else UNMATCHED) if sender is not None else UNROUTED
-    # The phone's lock (app.db.lock_phones; SQLite's single writer) is held, and one
-    # MessageSid always comes from one phone: no copy can commit between this look and the
-    # insert below, so the text is written once, with its program, after it was applied.
-    if sender is None or match is None:
-        if _seen(conn, sms):
+class _Batch:
+    """The texts of one job batch: what they read, loaded at once, and what they write, written at once.
+
+    The phones' locks (app.db.lock_phones; SQLite's single writer) are held, and one
+    MessageSid always comes from one phone: nothing can store these texts, or change these
+    phones' subscriptions, between the loads and the writes.
+    """
+
+    def __init__(self, conn: Connection, texts: Sequence[tuple[datetime, InboundJob]]):
+        self.conn = conn
+        self.raw = Raw(conn)
+        self.routes: list[tuple[SenderRules | None, Match | None]] = []
+        for _now, job in texts:
+            sender = job.rules.for_sender(job.sms.to, job.sms.service_id)
+            self.routes.append((sender, sender.match(job.sms.body, job.sms.opt_out_type) if sender else None))
+        smses = [job.sms for _now, job in texts]
+        self.seen = self._load_seen(smses)
+        self.subs = self._load_subs([(sender.brand.key, sms.from_phone)
+                                     for sms, (sender, match) in zip(smses, self.routes, strict=True) if match])
+        self.last_programs = self._load_last_programs(
+            [(sms.from_phone, sms.to) for sms, (_sender, match) in zip(smses, self.routes, strict=True)
+             if match and match.kind is Kind.HELP and match.program is None])
+        self.writes = Writes()
+        self.inbound: list[dict[str, object]] = []  # rows of inbound_messages, in order
+        self.replies: list[tuple[int, int, dict[str, object]]] = []  # (text, inbound row, outbox row), in order
+        self.cancels: list[tuple[tuple[str, ...] | None, dict[str, object]]] = []  # (programs, parameters), in order
+
+    # --- reads, one query each for the whole batch --------------------------------------------
+
+    def _load_seen(self, smses: list[InboundSms]) -> set[tuple[str, str]]:
+        seen: set[tuple[str, str]] = set()
+        for provider in {sms.provider for sms in smses}:
+            params: dict[str, object] = {"provider": provider}
+            ids = self.raw.each("ids", {sms.message_id for sms in smses if sms.provider == provider}, params)
+            rows = self.raw.execute(
+                "SELECT ids.value, (SELECT 1 FROM inbound_messages WHERE provider = :provider AND message_id = ids.value)"
+                f" FROM {ids}", params).fetchall()
+            seen.update((provider, message_id) for message_id, hit in rows if hit is not None)
+        return seen
+
+    def _load_subs(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Sub]]:
+        """Every subscription of these (brand, phone) pairs, by pair and program."""
+        subs: dict[tuple[str, str], dict[str, Sub]] = {key: {} for key in keys}
+        for brand in {brand for brand, _phone in keys}:
+            params: dict[str, object] = {"brand": brand}
+            phones = self.raw.each("phones", {phone for b, phone in keys if b == brand}, params)
+            if self.raw.pg:  # a lateral subquery that cannot be flattened: one index probe a phone (see Raw.each)
+                sql = (f"SELECT s.* FROM {phones} CROSS JOIN LATERAL (SELECT * FROM subscriptions"
+                       " WHERE brand = :brand AND phone = phones.value OFFSET 0) s")
+            else:
+                sql = f"SELECT * FROM subscriptions WHERE brand = :brand AND phone IN (SELECT value FROM {phones})"
+            for row in self.raw.rows(sql, params):
+                subs[(brand, row["phone"])][row["program"]] = Sub(values=row)
+        return subs
+
+    def _load_last_programs(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """The program of the latest text from each phone to each number that had one (a HELP's context)."""
+        if not pairs:
+            return {}
+        keys = sorted(set(pairs))
+        if self.raw.pg:
+            params: dict[str, object] = {"f": Array(k[0] for k in keys), "t": Array(k[1] for k in keys)}
+            source = "SELECT * FROM unnest(CAST(:f AS text[]), CAST(:t AS text[])) AS k(f, t)"
+        else:
+            params = {"pairs": json.dumps(keys)}
+            source = "SELECT json_extract(value, '$[0]') AS f, json_extract(value, '$[1]') AS t FROM json_each(:pairs)"
+        # One index walk a pair, stopping at its latest row (a phone's history may be long).
+        rows = self.raw.execute(
+            'SELECT k.f, k.t, (SELECT program FROM inbound_messages WHERE from_phone = k.f AND "to" = k.t'
+            f" AND program IS NOT NULL ORDER BY id DESC LIMIT 1) FROM ({source}) k", params).fetchall()
+        return {(phone, to): program for phone, to, program in rows}
+
+    def last_program(self, phone: str, to: str) -> str | None:
+        """The program of the latest text from `phone` to `to` that had one, this batch's texts included."""
+        for row in reversed(self.inbound):
+            if row["from_phone"] == phone and row["to"] == to and row["program"] is not None:
+                return row["program"]  # type: ignore[return-value]
+        return self.last_programs.get((phone, to))
+
+    # --- one text -------------------------------------------------------------------------------
+
+    def apply(self, position: int, now: datetime, sms: InboundSms, rules: Rules, sender: SenderRules | None,
+              match: Match | None) -> InboundResult:
+        kind = (match.kind.value if match and match.kind else UNMATCHED) if sender is not None else UNROUTED
+        key = (sms.provider, sms.message_id)
+        if key in self.seen:
             return InboundResult(duplicate=True, kind=kind)
-        _insert_inbound(conn, now, sms=sms, brand=None, kind=kind, match=match, program=None)
-        return InboundResult(duplicate=False, kind=kind)
-    brand = sender.brand
-    seen, subs = _seen_and_subs(conn, sms, brand=brand.key, programs={p.key for p in sender.programs})
-    if seen:
-        return InboundResult(duplicate=True, kind=kind)
-    if kind == UNMATCHED and brand.events_url is not None:
-        enqueue_event(conn, now, brand=brand, type=MESSAGE_RECEIVED, data=message_received_event(
-            brand=brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
-            provider_message_id=sms.message_id, received_at=now))
+        self.seen.add(key)
+        if sender is None or match is None:
+            self._inbound(now, sms, brand=None, kind=kind, match=match, program=None)
+            return InboundResult(duplicate=False, kind=kind)
+        brand = sender.brand
+        if kind == UNMATCHED:
+            self.writes.event(event_row(now, brand=brand, type=MESSAGE_RECEIVED, data=message_received_event(
+                brand=brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
+                provider_message_id=sms.message_id, received_at=now)))
+        stored = self.subs[(brand.key, sms.from_phone)]
+        keys = {p.key for p in sender.programs}
+        subs = {program: sub for program, sub in stored.items() if program in keys}
+        _expire_due(self.writes, now, subs=subs, sender=sender)
+        proof = Proof(source=Source.SMS, keyword=match.keyword, message_id=sms.message_id, raw_text=sms.body)
+        ctx = _Ctx(batch=self, now=now, sms=sms, sender=sender, stored=stored, subs=subs, proof=proof, match=match)
+        if match.kind is Kind.STOP:
+            plan = ctx.stop()
+        elif match.kind is Kind.HELP:
+            plan = ctx.help()
+        elif match.kind is Kind.CONFIRM:
+            plan = ctx.confirm()
+        elif match.kind is Kind.JOIN:
+            plan = ctx.join(_program(sender, match.program))
+        elif match.kind is Kind.START:
+            plan = ctx.start()
+        else:
+            plan = _Plan()
+        index = self._inbound(now, sms, brand=brand.key, kind=kind, match=match, program=plan.program)
+        if plan.reply is None:
+            return InboundResult(duplicate=False, kind=kind, program=plan.program)
+        body = rules.render(brand.key, plan.program, plan.reply.value, plan.language)
+        if body is None:  # an optional message the brand did not configure
+            return InboundResult(duplicate=False, kind=kind, program=plan.program)
+        from_number, service_id = reply_route(rules, sender, plan.program, sms)
+        self.replies.append((position, index, sms_row(now=now, brand=brand.key, program=plan.program, phone=sms.from_phone,
+                                            body=body, purpose=plan.reply.value, from_number=from_number,
+                                            service_id=service_id)))
+        return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body)
 
-    _expire_due(conn, now, subs=subs, sender=sender, sms=sms)
-    proof = Proof(source=Source.SMS, keyword=match.keyword, message_id=sms.message_id, raw_text=sms.body)
-    ctx = _Ctx(conn=conn, now=now, sms=sms, rules=rules, sender=sender, subs=subs, proof=proof, match=match)
+    def _inbound(self, now: datetime, sms: InboundSms, *, brand: str | None, kind: str, match: Match | None,
+                 program: str | None) -> int:
+        self.inbound.append({
+            "provider": sms.provider, "message_id": sms.message_id, "account_id": sms.account_id,
+            "service_id": sms.service_id, "from_phone": sms.from_phone, "to": sms.to, "body": sms.body,
+            "num_media": sms.num_media, "opt_out_type": sms.opt_out_type, "brand": brand, "program": program,
+            "kind": kind, "keyword": match.keyword if match else None, "params": dict(sms.params), "received_at": now,
+        })
+        return len(self.inbound) - 1
 
-    if match.kind is Kind.STOP:
-        plan = ctx.stop()
-    elif match.kind is Kind.HELP:
-        plan = ctx.help()
-    elif match.kind is Kind.CONFIRM:
-        plan = ctx.confirm()
-    elif match.kind is Kind.JOIN:
-        plan = ctx.join(_program(sender, match.program))
-    elif match.kind is Kind.START:
-        plan = ctx.start()
-    else:
-        plan = _Plan()
+    def cancel(self, now: datetime, *, brand: str, phone: str, programs: list[str] | None) -> None:
+        """Cancel the texts still queued to `phone`, but stop replies: this batch's now, the stored ones at the write."""
+        for _position, _index, row in self.replies:
+            if (row["brand"] == brand and row["phone"] == phone and row["status"] == OutboxStatus.PENDING.value
+                    and row["purpose"] != Reply.STOP.value and (programs is None or row["program"] in programs)):
+                row.update(status=OutboxStatus.CANCELLED.value, error_reason=CANCELLED_BY_OPT_OUT, updated_at=now)
+        self.cancels.append((None if programs is None else tuple(programs), {"brand": brand, "phone": phone, "now": now}))
 
-    inbound_id = _insert_inbound(conn, now, sms=sms, brand=brand.key, kind=kind, match=match, program=plan.program)
-    if inbound_id is None:  # cannot happen under the lock; failing the job makes the writer retry it alone
-        raise RuntimeError(f"MessageSid {sms.message_id} was stored by someone else meanwhile")
-    if plan.reply is None:
-        return InboundResult(duplicate=False, kind=kind, program=plan.program)
-    body = rules.render(brand.key, plan.program, plan.reply.value, plan.language)
-    if body is None:  # an optional message the brand did not configure
-        return InboundResult(duplicate=False, kind=kind, program=plan.program)
-    from_number, service_id = reply_route(rules, sender, plan.program, sms)
-    outbox_id = enqueue_sms(conn, now=now, brand=brand.key, program=plan.program, phone=sms.from_phone, body=body,
-                            purpose=plan.reply.value, from_number=from_number, service_id=service_id,
-                            inbound_id=inbound_id)
-    return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body, outbox_id=outbox_id)
+    # --- the writes, one statement a table ------------------------------------------------------
+
+    def write(self) -> dict[int, int]:
+        """Write the batch; the outbox id of each text that queued a reply, by the text's index."""
+        self.writes.flush(self.conn)
+        # Texts queued before this batch: none of this batch's rows is written yet, so none is touched.
+        for programs, group in groupby(self.cancels, key=lambda cancel: cancel[0]):
+            cancel_queued(self.conn, [params for _programs, params in group], programs=programs)
+        if not self.inbound:
+            return {}
+        ids = self.raw.insert_rows("inbound_messages", _INBOUND_COLUMNS, self.inbound,
+                                   on_conflict="(provider, message_id) DO NOTHING", ids=True)
+        if len(ids) != len(self.inbound):  # cannot happen under the lock; failing makes the writer retry alone
+            raise RuntimeError("an inbound MessageSid was stored by someone else meanwhile")
+        if not self.replies:
+            return {}
+        for _position, index, row in self.replies:
+            row["inbound_id"] = ids[index]
+        queued = self.raw.insert_rows("outbox", SMS_COLUMNS, [row for _p, _i, row in self.replies], ids=True)
+        return {position: outbox_id for (position, _index, _row), outbox_id in zip(self.replies, queued, strict=True)}
+
+
+_INBOUND_COLUMNS = ("provider", "message_id", "account_id", "service_id", "from_phone", "to", "body", "num_media",
+                    "opt_out_type", "brand", "program", "kind", "keyword", "params", "received_at")
 
 
 def reply_route(rules: Rules, sender: SenderRules, program: str | None, sms: InboundSms) -> tuple[str | None, str | None]:
@@ -121,68 +278,30 @@ def _program(sender: SenderRules, key: str | None) -> Program:
     raise KeyError(key)
 
 
-_INSERT_INBOUND = (
-    "INSERT INTO inbound_messages (provider, message_id, account_id, service_id, from_phone, \"to\", body, num_media,"
-    " opt_out_type, brand, program, kind, keyword, params, received_at) VALUES (:provider, :message_id, :account_id,"
-    " :service_id, :from_phone, :to, :body, :num_media, :opt_out_type, :brand, :program, :kind, :keyword, :params,"
-    " :received_at) ON CONFLICT (provider, message_id) DO NOTHING RETURNING id"
-)
-
-
-def _seen(conn: Connection, sms: InboundSms) -> bool:
-    """True when this provider message id was stored before."""
-    return Raw(conn).scalar("SELECT 1 FROM inbound_messages WHERE provider = :provider AND message_id = :m",
-                            {"provider": sms.provider, "m": sms.message_id}) is not None
-
-
-def _seen_and_subs(conn: Connection, sms: InboundSms, *, brand: str, programs: set[str]) -> tuple[bool, dict[str, Sub]]:
-    """Whether this message id was stored before, and the phone's subscriptions to these programs: one query."""
-    rows = Raw(conn).rows(
-        "SELECT seen.hit, s.* FROM (SELECT (SELECT 1 FROM inbound_messages WHERE provider = :provider"
-        " AND message_id = :m) AS hit) seen LEFT JOIN subscriptions s ON s.brand = :brand AND s.phone = :phone",
-        {"provider": sms.provider, "m": sms.message_id, "brand": brand, "phone": sms.from_phone})
-    seen = rows[0]["hit"] is not None  # the LEFT JOIN gives at least one row
-    subs = {}
-    for row in rows:
-        del row["hit"]
-        if row["id"] is not None and row["program"] in programs:
-            subs[row["program"]] = Sub(values=row)
-    return seen, subs
-
-
-def _insert_inbound(conn: Connection, now: datetime, *, sms: InboundSms, brand: str | None, kind: str,
-                    match: Match | None, program: str | None) -> int | None:
-    """Insert the text unless its message id was seen; None for a duplicate."""
-    return Raw(conn).scalar(_INSERT_INBOUND, {
-        "provider": sms.provider, "message_id": sms.message_id, "account_id": sms.account_id,
-        "service_id": sms.service_id, "from_phone": sms.from_phone, "to": sms.to, "body": sms.body,
-        "num_media": sms.num_media, "opt_out_type": sms.opt_out_type, "brand": brand, "program": program,
-        "kind": kind, "keyword": match.keyword if match else None, "params": dict(sms.params), "received_at": now,
-    })
-
-
-def _expire_due(conn: Connection, now: datetime, *, subs: dict[str, Sub], sender: SenderRules, sms: InboundSms) -> None:
+def _expire_due(writes: Writes, now: datetime, *, subs: dict[str, Sub], sender: SenderRules) -> None:
     """Lazy DOI expiry: a pending DOI past its deadline goes back before this text is applied."""
-    for sub in subs.values():
+    for _program, sub in sorted(subs.items()):  # in one order, whatever order the rows were read in
         if sub.status == Status.PENDING.value and sub.doi_expires_at is not None and sub.doi_expires_at <= now:
-            apply_event(conn, sub, Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM), brand=sender.brand)
+            apply_event(writes, sub, Event.EXPIRE, now=now, proof=Proof(source=Source.SYSTEM), brand=sender.brand)
 
 
 @dataclass
 class _Ctx:
-    conn: Connection
+    """One text being applied: its phone's subscriptions to the programs on the number it reached."""
+
+    batch: _Batch
     now: datetime
     sms: InboundSms
-    rules: Rules
     sender: SenderRules
-    subs: dict[str, Sub]
+    stored: dict[str, Sub]  # the phone's subscriptions in the brand, shared by the batch's texts
+    subs: dict[str, Sub]  # those to this sender's programs
     proof: Proof
     match: Match
 
     def sub(self, program: str) -> Sub:
         if program not in self.subs:
-            self.subs[program] = Sub.blank(brand=self.sender.brand.key, program=program,
-                                           phone=self.sms.from_phone, now=self.now)
+            self.subs[program] = self.stored[program] = Sub.blank(
+                brand=self.sender.brand.key, program=program, phone=self.sms.from_phone, now=self.now)
         return self.subs[program]
 
     @property
@@ -206,14 +325,15 @@ class _Ctx:
         for sub in subs:
             if reply:
                 sub.set(last_stop_reply_at=self.now)
-            apply_event(self.conn, sub, event, now=self.now, proof=proof, sender=self.via, brand=self.sender.brand)
-        cancel_queued(self.conn, now=self.now, brand=self.sender.brand.key, phone=self.sms.from_phone,
-                      programs=None if len(scope) == len(self.sender.programs) else scope)
+            apply_event(self.batch.writes, sub, event, now=self.now, proof=proof, sender=self.via,
+                        brand=self.sender.brand)
+        self.batch.cancel(self.now, brand=self.sender.brand.key, phone=self.sms.from_phone,
+                          programs=None if len(scope) == len(self.sender.programs) else scope)
         program = scope[0] if len(scope) == 1 else None
         return _Plan(program=program, reply=Reply.STOP if reply else None, language=self.match.language)
 
     def help(self) -> _Plan:
-        program = self.match.program or self._last_program()
+        program = self.match.program or self.batch.last_program(self.sms.from_phone, self.sms.to)
         if program is None and len(self.sender.programs) == 1:
             program = self.sender.programs[0].key
         if self.sms.opt_out_type == "HELP":
@@ -228,13 +348,13 @@ class _Ctx:
             expired = [s for s in self.subs.values() if s.doi_expired_at is not None
                        and s.status != Status.SUBSCRIBED.value]
             if expired:
-                latest = max(expired, key=lambda s: s.doi_expired_at)
+                latest = max(expired, key=lambda s: (s.doi_expired_at, s.program))
                 return _Plan(program=latest.program, reply=Reply.DOI_EXPIRED,
                              language=self.match.language or latest.language)
             return _Plan()
         # A confirm answers the phone's most recent pending DOI on this sender.
-        sub = max(pending, key=lambda s: s.doi_requested_at)
-        applied = apply_event(self.conn, sub, Event.CONFIRM, now=self.now, proof=self.proof, sender=self.via,
+        sub = max(pending, key=lambda s: (s.doi_requested_at, s.program))
+        applied = apply_event(self.batch.writes, sub, Event.CONFIRM, now=self.now, proof=self.proof, sender=self.via,
                               brand=self.sender.brand)
         return _Plan(program=sub.program, reply=applied.rule.reply, language=self.match.language or sub.language)
 
@@ -255,7 +375,7 @@ class _Ctx:
                 reply = None
             else:
                 sub.set(last_prompt_at=self.now)
-        apply_event(self.conn, sub, event, now=self.now, proof=self.proof, brand=self.sender.brand,
+        apply_event(self.batch.writes, sub, event, now=self.now, proof=self.proof, brand=self.sender.brand,
                     doi_expires_after=program.doi_expires_after, language=language, sender=self.via)
         return _Plan(program=program.key, reply=reply, language=language or sub.language)
 
@@ -263,15 +383,8 @@ class _Ctx:
         left = [s for s in self.subs.values() if s.status == Status.UNSUBSCRIBED.value and s.unsubscribed_at]
         if not left:
             return _Plan()
-        latest = max(left, key=lambda s: s.unsubscribed_at)
+        latest = max(left, key=lambda s: (s.unsubscribed_at, s.program))
         return self.join(_program(self.sender, latest.program))
-
-    def _last_program(self) -> str | None:
-        return Raw(self.conn).scalar(  # type: ignore[no-any-return]
-            'SELECT program FROM inbound_messages WHERE from_phone = :phone AND "to" = :to AND program IS NOT NULL'
-            " ORDER BY id DESC LIMIT 1",
-            {"phone": self.sms.from_phone, "to": self.sms.to},
-        )
 
 
 def due_for_expiry(conn: Connection, now: datetime, *, limit: int = 500) -> list[str]:

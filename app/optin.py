@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from app.consent import Proof, Sub, apply_event, load_subs
+from app.consent import Proof, Sub, Writes, apply_event, load_subs
 from app.errors import Unprocessable
 from app.keywords import Brand, Rules
 from app.outbox import cancel_queued, enqueue_sms
@@ -68,8 +68,9 @@ def opt_in(
     event = Event.API_OPT_IN_DOI if double_opt_in else Event.API_OPT_IN
     proof = Proof(source=Source.API, api_key_id=actor.api_key_id, consent_source=consent_source,
                   consent_proof=consent_proof, consented_at=consented_at)
-    applied = apply_event(conn, sub, event, now=now, proof=proof, brand=brand, doi_expires_after=settings.doi_expires_after,
-                          always_record=True)
+    writes = Writes()
+    applied = apply_event(writes, sub, event, now=now, proof=proof, brand=brand,
+                          doi_expires_after=settings.doi_expires_after, always_record=True)
     reply = applied.rule.reply
     if reply is Reply.WELCOME and not applied.changed:
         reply = None  # already subscribed: restating consent is recorded, not texted
@@ -79,7 +80,7 @@ def opt_in(
             reply = None
         else:
             sub.set(last_prompt_at=now)
-            sub.flush(conn)
+    writes.flush(conn)
     if reply is not None:
         body = rules.render(brand.key, program, reply.value, sub.language)
         if body is not None:
@@ -107,7 +108,8 @@ def opt_out(
             changed.append(sub)
         out.append(sub)
     whole_brand = set(programs) == set(brand.programs)
-    cancel_queued(conn, now=now, brand=brand.key, phone=phone, programs=None if whole_brand else programs)
+    cancel_queued(conn, [{"brand": brand.key, "phone": phone, "now": now}],
+                  programs=None if whole_brand else programs)
     if notify and changed:
         # One stop reply, from the sender the phone knows best: the most recently used one.
         lead = max(changed, key=lambda s: s.updated_at)

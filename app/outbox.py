@@ -20,7 +20,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,8 +74,9 @@ CHANNEL_SMS = "sms"
 CHANNEL_EVENT = "event"
 
 
-_ENQUEUE_COLUMNS = ("channel", "brand", "program", "phone", "body", "purpose", "from_number", "service_id", "status",
-                    "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at")
+CANCELLED_BY_OPT_OUT = "cancelled by opt-out"
+SMS_COLUMNS = ("channel", "brand", "program", "phone", "body", "purpose", "from_number", "service_id", "status",
+               "error_reason", "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at")
 
 
 def enqueue_sms(
@@ -92,28 +93,37 @@ def enqueue_sms(
     inbound_id: int | None = None,
 ) -> int:
     """Queue one text in the caller's transaction; returns the outbox id."""
-    values = {
+    values = sms_row(now=now, brand=brand, program=program, phone=phone, body=body, purpose=purpose,
+                     from_number=from_number, service_id=service_id, inbound_id=inbound_id)
+    return int(Raw(conn).scalar(insert_sql("outbox", SMS_COLUMNS, "id"), values))
+
+
+def sms_row(*, now: datetime, brand: str, program: str | None, phone: str, body: str, purpose: str,
+            from_number: str | None, service_id: str | None, inbound_id: Any = None) -> dict[str, Any]:
+    """The outbox row (columns SMS_COLUMNS) of one text, due now."""
+    return {
         "channel": CHANNEL_SMS, "brand": brand, "program": program, "phone": phone, "body": body, "purpose": purpose,
-        "from_number": from_number, "service_id": service_id, "status": OutboxStatus.PENDING.value, "attempts": 0,
-        "next_attempt_at": now, "inbound_id": inbound_id, "created_at": now, "updated_at": now,
+        "from_number": from_number, "service_id": service_id, "status": OutboxStatus.PENDING.value,
+        "error_reason": None, "attempts": 0, "next_attempt_at": now, "inbound_id": inbound_id, "created_at": now,
+        "updated_at": now,
     }
-    return int(Raw(conn).scalar(insert_sql("outbox", _ENQUEUE_COLUMNS, "id"), values))
 
 
-def cancel_queued(conn: Connection, *, now: datetime, brand: str, phone: str, programs: Iterable[str] | None) -> int:
-    """Cancel texts still queued to `phone` (all but stop replies): after a stop only the stop reply goes out.
+def cancel_queued(conn: Connection, stops: Sequence[Mapping[str, Any]], *, programs: Iterable[str] | None) -> int:
+    """Cancel texts still queued to each stop's phone (all but stop replies): after a stop only the stop reply goes out.
 
-    `programs=None` means every program of the brand, and brand-level texts too.
+    Each of `stops` names a `brand`, a `phone` and the time (`now`) it was cancelled at.
+    `programs=None` means every program of the brand, and brand-level texts too. Returns how
+    many texts it cancelled.
     """
-    params: dict[str, Any] = {"brand": brand, "phone": phone, "channel": CHANNEL_SMS, "pending": QUEUED_STATES[0],
-                              "sending": QUEUED_STATES[1], "cancelled": OutboxStatus.CANCELLED.value,
-                              "reason": "cancelled by opt-out", "now": now}
+    params: dict[str, Any] = {"channel": CHANNEL_SMS, "pending": QUEUED_STATES[0], "sending": QUEUED_STATES[1],
+                              "cancelled": OutboxStatus.CANCELLED.value, "reason": CANCELLED_BY_OPT_OUT}
     sql = ("UPDATE outbox SET status = :cancelled, error_reason = :reason, updated_at = :now"
            " WHERE brand = :brand AND phone = :phone AND channel = :channel AND status IN (:pending, :sending)"
            " AND purpose <> 'stop'")
     if programs is not None:
         sql += " AND program IN " + in_list("p", list(programs), params)
-    return Raw(conn).rowcount(sql, params)
+    return Raw(conn).executemany(sql, [{**params, **stop} for stop in stops])
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
@@ -274,7 +284,7 @@ def carrier_opt_out(
         sub = subs.get(program) or Sub.blank(brand=brand, program=program, phone=phone, now=now)
         apply_event(conn, sub, Event.CARRIER_OPT_OUT, now=now, proof=proof,
                     brand=rules.brands.get(brand) if rules is not None else None)
-    cancel_queued(conn, now=now, brand=brand, phone=phone, programs=programs)
+    cancel_queued(conn, [{"brand": brand, "phone": phone, "now": now}], programs=programs)
     return programs or list(subs)
 
 

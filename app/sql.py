@@ -51,8 +51,20 @@ sqlite3.register_adapter(dict, json.dumps)
 sqlite3.register_adapter(list, json.dumps)
 
 
+class Array(list):  # type: ignore[type-arg]
+    """Values to bind as one PostgreSQL array (a plain list binds as JSON, for JSON columns)."""
+
+
 def _pg_value(value: Any) -> Any:
-    return Json(value) if isinstance(value, (dict, list)) else value
+    return Json(value) if isinstance(value, (dict, list)) and type(value) is not Array else value
+
+
+def _pg_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class Raw:
@@ -78,12 +90,53 @@ class Raw:
             self.cur.execute(sql, params or {})
         return self.cur
 
-    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run one statement over many parameter sets (psycopg pipelines them; sqlite3 loops in C)."""
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run one statement over many parameter sets (psycopg pipelines them; sqlite3 loops in C); rows touched."""
         if self.pg:
             self.cur.executemany(pg_sql(sql), [{k: _pg_value(v) for k, v in row.items()} for row in rows])
         else:
             self.cur.executemany(sql, rows)
+        return int(self.cur.rowcount)
+
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]], *,
+                    on_conflict: str = "", ids: bool = False) -> list[int]:
+        """Insert `rows` (each holding at least `columns`) in their order, with one statement; their new ids if asked.
+
+        `on_conflict` (e.g. "(provider, message_id) DO NOTHING") may skip rows: then fewer ids
+        come back, and the caller must not guess which rows they belong to.
+        - PostgreSQL: the rows travel as one JSON parameter, so the statement's text is the same
+          however many there are, and is prepared once (a multi-row VALUES list is a new
+          statement, parsed and planned anew, for every row count). Values in a JSON column
+          must be objects or arrays.
+        - SQLite: executemany, which loops in C over one prepared statement. The writer holds
+          the database's only write lock and the ids are rowids, so the rows get consecutive
+          ids ending at last_insert_rowid().
+        """
+        if not rows:
+            return []
+        if self.pg:
+            data = json.dumps(rows, default=_pg_json, ensure_ascii=False)
+            self.cur.execute(_insert_json_sql(table, columns, on_conflict, ids), (data,))
+            return sorted(row[0] for row in self.cur.fetchall()) if ids else []
+        self.cur.executemany(_insert_sql(table, columns, on_conflict), rows)
+        if not ids:
+            return []
+        inserted = self.cur.rowcount
+        last = self.cur.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return list(range(last - inserted + 1, last + 1))
+
+    def each(self, name: str, values: Iterable[str], params: dict[str, Any]) -> str:
+        """A FROM item with one row per text in `values`, in column `name.value`; its text does not vary with them.
+
+        Join it to a table through a correlated subquery (one index probe per value): with a
+        join, PostgreSQL may choose a hash join over a scan of the whole table, and does so on
+        a table it has no statistics for yet, e.g. a new database on launch day.
+        """
+        if self.pg:
+            params[name] = Array(values)
+            return f"unnest(CAST(:{name} AS text[])) AS {name}(value)"
+        params[name] = json.dumps(list(values), ensure_ascii=False)
+        return f"json_each(:{name}) AS {name}"
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every row as a dict, timestamps and JSON converted."""
@@ -119,6 +172,23 @@ def insert_sql(table: str, columns: tuple[str, ...], returning: str | None = Non
     """INSERT INTO table (columns) VALUES (:columns) [RETURNING x]."""
     sql = f"INSERT INTO {table} ({', '.join(_q(c) for c in columns)}) VALUES ({', '.join(':' + c for c in columns)})"
     return f"{sql} RETURNING {returning}" if returning else sql
+
+
+@lru_cache(maxsize=256)
+def _insert_json_sql(table: str, columns: tuple[str, ...], on_conflict: str, ids: bool) -> str:
+    # Ids are drawn in the ORDER BY's order, so sorted they match the rows.
+    sql = (f"INSERT INTO {table} ({', '.join(_q(c) for c in columns)})"
+           f" SELECT {', '.join('r.' + _q(c) for c in columns)} FROM json_populate_recordset(NULL::{table}, %s)"
+           " WITH ORDINALITY AS r ORDER BY r.ordinality")
+    if on_conflict:
+        sql += f" ON CONFLICT {on_conflict}"
+    return sql + " RETURNING id" if ids else sql
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(table: str, columns: tuple[str, ...], on_conflict: str) -> str:
+    sql = insert_sql(table, columns)
+    return f"{sql} ON CONFLICT {on_conflict}" if on_conflict else sql
 
 
 @lru_cache(maxsize=256)

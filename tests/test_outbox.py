@@ -457,7 +457,7 @@ def test_a_row_cancelled_after_claim_is_not_sent(quiet_gateway: Gateway) -> None
     claimed = queue_and_claim(gateway, worker=sender.worker_id, lease=timedelta(seconds=30))
     # A STOP lands between the claim and the send.
     cancelled = gateway.state.writer.call(
-        lambda c, now: cancel_queued(c, now=now, brand="acme", phone=PHONE, programs=None))
+        lambda c, now: cancel_queued(c, [{"brand": "acme", "phone": PHONE, "now": now}], programs=None))
     assert cancelled == 1
     _deliver(gateway, claimed)
     assert gateway.fake.requests == []

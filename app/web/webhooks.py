@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import InvalidPayload
-from app.inbound import record_inbound
+from app.inbound import InboundJob
 from app.models import outbox
 from app.outbox import carrier_opt_out, record_delivery
 from app.phone import mask
@@ -99,7 +99,7 @@ async def twilio_inbound(request: Request) -> Response:
         sms = parse_inbound(form)
     except InvalidPayload as exc:
         return problem(400, exc.message, errors=exc.errors)
-    result = await state.writer.run(partial(record_inbound, sms=sms, rules=state.rules), locks=[sms.from_phone])
+    result = await state.writer.run(InboundJob(sms, state.rules), locks=[sms.from_phone])
     if log.isEnabledFor(logging.INFO):
         log.info("inbound %s from %s: %s%s", sms.message_id, mask(sms.from_phone), result.kind,
                  " (duplicate)" if result.duplicate else "")
