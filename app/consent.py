@@ -227,7 +227,7 @@ def record(writes: Writes, sub: Sub, event: Event, *, before: Status, after: Sta
         "consent_proof": dict(proof.consent_proof) if proof.consent_proof is not None else None,
         "consented_at": proof.consented_at, "created_at": now,
     })
-    if brand is not None:
+    if brand is not None and brand.events_url is not None:
         writes.event(event_row(now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(
             brand=sub.brand, program=sub.program, phone=sub.phone, subscription_id=sub.id, event=event,
             from_status=before, to_status=after, source=proof.source, occurred_at=now,

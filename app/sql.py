@@ -37,6 +37,7 @@ def pg_sql(sql: str) -> str:
     return _NAME.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
+@lru_cache(maxsize=1024)  # a text writes its time into six or seven columns
 def _sqlite_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the database")

@@ -63,10 +63,11 @@ def test_sqlite_batches_run_on_the_loop_and_postgresql_on_a_thread(database_url:
     assert writer.batches < 20, "jobs that were ready together share a transaction"
 
 
-def test_postgresql_lanes_keep_each_phones_jobs_in_order(database_url: str, writer: Writer) -> None:
+def test_postgresql_lanes_keep_each_phones_jobs_in_order(database_url: str) -> None:
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite has one writer: the event loop")
-    assert writer.lanes > 1 or writer.engine.dialect.name != "postgresql"
+    writer = Writer(make_engine(database_url, writer=True), lanes=4)
+    assert writer.lanes == 4
     seen: dict[str, list[int]] = {}
     lanes: dict[str, set[str]] = {}
 
@@ -82,10 +83,63 @@ def test_postgresql_lanes_keep_each_phones_jobs_in_order(database_url: str, writ
         writer.start()
         await asyncio.gather(*(writer.run(job(phone, n), locks=[phone]) for n in range(30) for phone in phones))
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        writer.stop()
+        writer.engine.dispose()
     assert all(seen[phone] == list(range(30)) for phone in phones)
     assert all(len(names) == 1 for names in lanes.values()), "a phone's jobs always take one lane"
     assert len(set().union(*lanes.values())) > 1, "different phones spread over the lanes"
+
+
+class Many:
+    """A job whose class has `run_many`: the writer hands consecutive ones to it together."""
+
+    groups: list[list[int]] = []
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, conn: Connection, now: Any) -> int:
+        return int(insert(self.n)(conn, now))
+
+    @staticmethod
+    def run_many(conn: Connection, jobs: list[tuple[Any, Many]]) -> list[int]:
+        Many.groups.append([job.n for _now, job in jobs])
+        return [job(conn, now) * 10 for now, job in jobs]
+
+
+def test_consecutive_jobs_with_run_many_go_to_it_together_in_order(database_url: str, writer: Writer) -> None:
+    Many.groups = []
+
+    async def main() -> list[Any]:
+        writer.start()
+        await writer.run(insert(0))  # the table exists before the batch
+        jobs: list[Any] = [Many(1), Many(2), insert(3), Many(4), Many(5), Many(6)]
+        return await asyncio.gather(*(writer.run(job, locks=["probe"]) for job in jobs))
+
+    results = asyncio.run(main())
+    assert results == [10, 20, 3, 40, 50, 60]
+    assert Many.groups == [[1, 2], [4, 5, 6]]
+    assert stored(writer.engine.url.render_as_string(hide_password=False)) == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_a_failing_run_many_group_is_run_again_one_job_at_a_time(database_url: str, writer: Writer) -> None:
+    Many.groups = []
+
+    async def main() -> list[Any]:
+        writer.start()
+        await writer.run(insert(0))
+        return await asyncio.gather(*(writer.run(Many(n), locks=["probe"]) for n in (7, 0, 8)),
+                                    return_exceptions=True)
+
+    first, duplicate, last = asyncio.run(main())
+    assert Many.groups == [[7, 0, 8]]
+    # Alone, each job is called as itself (no `* 10`): only the duplicate fails.
+    assert (first, last) == (7, 8)
+    assert isinstance(duplicate, sa.exc.IntegrityError)
+    assert stored(writer.engine.url.render_as_string(hide_password=False)) == [0, 7, 8]
 
 
 def test_a_failing_job_fails_alone_and_the_rest_of_its_batch_commits(database_url: str, writer: Writer) -> None:
