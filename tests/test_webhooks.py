@@ -155,6 +155,16 @@ def test_unicode_body_is_stored_verbatim(gateway: Gateway) -> None:
     assert gateway.query("SELECT body FROM inbound_messages")[0][0] == body
 
 
+def test_a_nul_character_is_kept_as_a_replacement_character_and_the_stop_still_counts(gateway: Gateway) -> None:
+    # PostgreSQL's text cannot hold NUL: this was a 500 there, which Twilio retries for ever.
+    phone = "+14155550141"
+    gateway.text("JOIN", from_=phone)
+    gateway.text("YES", from_=phone)
+    assert gateway.text("STOP\x00", from_=phone).status_code == 200
+    assert gateway.subs(phone)["deals"] == "unsubscribed"
+    assert gateway.query("SELECT body FROM inbound_messages ORDER BY id")[-1][0] == "STOP\ufffd"
+
+
 def test_replayed_message_sid_changes_nothing(gateway: Gateway) -> None:
     phone = "+14155550150"
     first = gateway.text("JOIN", from_=phone)
