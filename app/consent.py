@@ -65,7 +65,6 @@ class Sub:
                 self.changes[key] = value
 
 
-
 class Writes:
     """Subscription rows, consent events and brand events recorded now and written together by `flush`.
 

@@ -1,6 +1,6 @@
 """Brand events (SPEC §7): JSON webhooks to a brand's CRM, signed per Standard Webhooks, sent through the outbox.
 
-    consent event / unmatched text ──enqueue_event──▶ outbox row (channel "event", same transaction)
+    consent event / unmatched text ──event_row──▶ outbox row (channel "event", same transaction)
         ──OutboxSender──▶ EventPoster(row) ──POST──▶ brand's events.url
                               ├── 2xx                          delivered
                               ├── 408, 429, 5xx, timeout,      SendError(transient=True): retried with
@@ -28,8 +28,8 @@ and give the same value to the brand, whose receiver checks each delivery with a
 Webhooks library, e.g. `standardwebhooks.Webhook(secret).verify(body, headers)`. A brand with
 `events.url` whose variable is unset, empty or not such a secret stops start-up with one line.
 
-This module must not import app.outbox at run time: app.consent will call `enqueue_event`,
-and app.outbox imports app.consent.
+This module must not import app.outbox at run time: app.consent calls `event_row`, and
+app.outbox imports app.consent. (`enqueue_event` writes one event at once, outside a batch.)
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ process. It never commits and never sends: replies are outbox rows.
 
 The writer hands it every text of a batch at once (`InboundJob.run_many`). The texts are
 applied one after another in memory, each seeing what the texts before it did, and then
-written together: one query loads what the batch needs to know (which message ids were seen,
-the phones' subscriptions, the program a HELP refers to), and each table gets one statement
-for the whole batch. Five statements a text became a handful a batch; that is what lets one
-PostgreSQL connection keep up (each statement costs about 100 µs in psycopg).
+written together: one query each loads what the batch needs to know (which message ids were
+seen, the phones' subscriptions, the program a bare HELP refers to), and each table gets one
+statement for the whole batch. Five or six statements a text became about ten a batch: on
+PostgreSQL, where each costs a round trip and about 100 µs of psycopg, one process went from
+about 700 to 1,700 texts/s. tests/test_inbound_batch.py checks that a batch leaves exactly
+what the same texts one at a time leave.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import groupby
 from datetime import datetime, timedelta
+from itertools import groupby
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
