@@ -156,7 +156,18 @@ def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: ti
           channel: str | None = None) -> list[Claimed]:
     """Claim up to `limit` due rows for `worker` (SKIP LOCKED on PostgreSQL), leasing them; optionally one channel."""
     raw = Raw(conn)
-    ids = _pick(raw, now, limit=limit, channel=channel)
+    if raw.pg:
+        # Each query below must walk its index in due order and stop at the limit. PostgreSQL
+        # without statistics (a new database, a launch-day burst) thinks the backlog holds two
+        # rows and instead fetches all of it, tests each row's turn and sorts: 4.5 ms a claim
+        # behind 5,000 prompts, which capped a worker at about 220 sends/s. Sorting and bitmap
+        # scans are priced out for these queries only (set_config's `true`: this transaction).
+        # (If _pick fails, the transaction fails with it, and so do these settings.)
+        raw.execute("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)")
+        ids = _pick(raw, now, limit=limit, channel=channel)
+        raw.execute("SELECT set_config('enable_sort', 'on', true), set_config('enable_bitmapscan', 'on', true)")
+    else:
+        ids = _pick(raw, now, limit=limit, channel=channel)
     if not ids:
         return []
     params = {"worker": worker, "lease": now + lease, "now": now, "sending": OutboxStatus.SENDING.value}

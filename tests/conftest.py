@@ -59,6 +59,41 @@ def pg_session_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def unanalysed_pg_url() -> Iterator[str]:
+    """A new, migrated PostgreSQL database whose tables have no statistics (autovacuum kept off them)."""
+    if not PG_URL:
+        pytest.skip("OPTLINE_TEST_DATABASE_URL is not set")
+    name = f"optline_plans_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table in ("inbound_messages", "subscriptions", "outbox"):
+            conn.execute(sa.text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def explain_plans(conn: sa.Connection, plans: list[str]) -> None:
+    """Collect the plan of every statement `conn` runs in this transaction (auto_explain, as notices).
+
+    Every statement is prepared and planned generically, as psycopg does from its fifth run on.
+    """
+    driver = conn.connection.driver_connection
+    driver.prepare_threshold = 0
+    driver.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    for setting in ("LOAD 'auto_explain'", "SET LOCAL auto_explain.log_min_duration = 0",
+                    "SET LOCAL auto_explain.log_level = notice", "SET LOCAL plan_cache_mode = force_generic_plan"):
+        conn.exec_driver_sql(setting)
+
+
 def _truncate(url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:

@@ -21,7 +21,7 @@ from app.db import make_engine
 from app.inbound import InboundJob, InboundResult, record_inbound, record_texts
 from app.keywords import Rules
 from app.providers.base import InboundSms
-from tests.conftest import ACME, _truncate
+from tests.conftest import ACME, _truncate, explain_plans
 
 BISTRO = "+15005550007"
 UNROUTED = "+15005550999"
@@ -164,7 +164,7 @@ def test_one_phone_joining_confirming_and_stopping_in_one_batch(database_url: st
     assert subs == {"deals": "pendingDOI", "news": "unsubscribed"}
 
 
-def test_postgresql_reads_a_batch_by_index_probes_on_a_table_without_statistics(database_url: str,
+def test_postgresql_reads_a_batch_by_index_probes_on_a_table_without_statistics(unanalysed_pg_url: str,
                                                                                 rules: Rules) -> None:
     """A new database on launch day has no statistics: the batch's reads must still probe indexes.
 
@@ -172,10 +172,8 @@ def test_postgresql_reads_a_batch_by_index_probes_on_a_table_without_statistics(
     scanned every stored text of the provider for every batch (seen in `make bench`: 1.7 ms a
     query, growing with the table). auto_explain shows the plans the batch really ran.
     """
-    if database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's planner")
     texts = conversation(99, 60)
-    engine = make_engine(database_url, writer=True)
+    engine = make_engine(unanalysed_pg_url, writer=True)
     plans: list[str] = []
     try:
         with engine.begin() as conn:
@@ -189,13 +187,7 @@ def test_postgresql_reads_a_batch_by_index_probes_on_a_table_without_statistics(
                 " SELECT 'sub_old' || g, 'acme', 'deals', '+1415555' || lpad(g::text, 4, '0'), 'subscribed', now(),"
                 " now() FROM generate_series(1, 5000) g")
         with engine.begin() as conn:
-            driver = conn.connection.driver_connection
-            driver.prepare_threshold = 0  # every statement prepared, as psycopg does from the fifth run on
-            driver.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-            for setting in ("LOAD 'auto_explain'", "SET LOCAL auto_explain.log_min_duration = 0",
-                            "SET LOCAL auto_explain.log_level = notice", "SET LOCAL auto_explain.log_nested_statements = on",
-                            "SET LOCAL plan_cache_mode = force_generic_plan"):
-                conn.exec_driver_sql(setting)
+            explain_plans(conn, plans)
             record_texts(conn, [(now, InboundJob(sms, rules)) for now, sms in texts])
     finally:
         engine.dispose()

@@ -16,7 +16,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from app.db import make_engine
 from app.keywords import load_rules
 from app.main import create_app
 from app.models import outbox
 from app.outbox import Claimed, backoff, cancel_queued, claim, enqueue_sms, record_delivery, record_failure, record_sent
 from app.providers.base import DeliveryStatus, SendError, SendResult
 from app.providers.twilio import TwilioProvider
-from tests.conftest import ACME, FakeClock, Gateway, make_settings
+from tests.conftest import ACME, FakeClock, Gateway, explain_plans, make_settings
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID, FakeTwilio, twilio_status_params
 
 PHONE = "+14155550123"
@@ -620,3 +621,29 @@ def test_backoff_is_reproducible_with_a_seeded_random() -> None:
     first = [backoff(n, base=2.0, cap=600.0, rng=random.Random(7)) for n in range(1, 12)]
     again = [backoff(n, base=2.0, cap=600.0, rng=random.Random(7)) for n in range(1, 12)]
     assert first == again
+
+
+def test_postgresql_claims_walk_the_due_index_on_a_table_without_statistics(unanalysed_pg_url: str) -> None:
+    """Without statistics, PostgreSQL fetched the whole backlog, tested each row's turn and sorted it: a claim cost
+    4.5 ms behind 5,000 prompts. Each claim query must walk its index in due order and stop at the limit."""
+    engine = make_engine(unanalysed_pg_url, writer=True)
+    plans: list[str] = []
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO outbox (channel, brand, program, phone, body, purpose, status, attempts, next_attempt_at,"
+                " created_at, updated_at) SELECT 'sms', 'acme', 'deals', '+1415555' || lpad(g::text, 4, '0'),"
+                " repeat('x', 150), 'doi_prompt', 'pending', 0, now() - interval '1 hour' + g * interval '1 ms', now(),"
+                " now() FROM generate_series(1, 6000) g")  # 200 pages: enough for the planner to prefer a bitmap
+        with engine.begin() as conn:
+            explain_plans(conn, plans)
+            claimed = claim(conn, now, worker="w", limit=8, lease=timedelta(seconds=30), channel="sms")
+    finally:
+        engine.dispose()
+    assert [c.phone for c in claimed] == [f"+1415555{n:04d}" for n in range(1, 9)]
+    picks = [plan for plan in plans if "Query Text: SELECT id" in plan and "FROM outbox" in plan]
+    assert len(picks) == 3  # stop replies, the others by due time, expired leases
+    for plan in picks:
+        assert "Index Scan using ix_outbox" in plan, plan
+        assert "Sort" not in plan and "Bitmap" not in plan, plan
