@@ -213,9 +213,9 @@ class _Batch:
         if body is None:  # an optional message the brand did not configure
             return InboundResult(duplicate=False, kind=kind, program=plan.program)
         from_number, service_id = reply_route(rules, sender, plan.program, sms)
-        self.replies.append((position, index, sms_row(now=now, brand=brand.key, program=plan.program, phone=sms.from_phone,
-                                            body=body, purpose=plan.reply.value, from_number=from_number,
-                                            service_id=service_id)))
+        row = sms_row(now=now, brand=brand.key, program=plan.program, phone=sms.from_phone, body=body,
+                      purpose=plan.reply.value, from_number=from_number, service_id=service_id)
+        self.replies.append((position, index, row))
         return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body)
 
     def _inbound(self, now: datetime, sms: InboundSms, *, brand: str | None, kind: str, match: Match | None,
@@ -229,7 +229,7 @@ class _Batch:
         return len(self.inbound) - 1
 
     def cancel(self, now: datetime, *, brand: str, phone: str, programs: list[str] | None) -> None:
-        """Cancel the texts still queued to `phone`, but stop replies: this batch's now, the stored ones at the write."""
+        """Cancel the texts still queued to `phone`, but stop replies: this batch's at once, stored ones at the write."""
         for _position, _index, row in self.replies:
             if (row["brand"] == brand and row["phone"] == phone and row["status"] == OutboxStatus.PENDING.value
                     and row["purpose"] != Reply.STOP.value and (programs is None or row["program"] in programs)):
