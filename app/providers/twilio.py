@@ -236,7 +236,7 @@ def _integer(params: Mapping[str, Any], name: str, default: int | None) -> int |
 
 def parse_inbound(params: Mapping[str, str]) -> InboundSms:
     """Decode the form of an inbound SMS/MMS webhook; raises InvalidPayload naming the bad field."""
-    if any("\x00" in value for value in params.values() if isinstance(value, str)):
+    if "\x00" in "".join(value for value in params.values() if isinstance(value, str)):
         # PostgreSQL's text cannot hold NUL. Refusing the form would lose the text (a STOP
         # among them), so the character is kept visible as U+FFFD instead.
         params = {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
