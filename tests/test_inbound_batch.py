@@ -8,19 +8,22 @@ expire between texts) both ways, on each engine, and compare the results and eve
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from app.db import make_engine
 from app.inbound import InboundJob, InboundResult, record_inbound, record_texts
-from app.keywords import Rules
+from app.keywords import Rules, load_rules
 from app.providers.base import InboundSms
-from tests.conftest import ACME, _truncate, explain_plans
+from tests.conftest import ACME, KEYWORDS, _truncate, explain_plans
 
 BISTRO = "+15005550007"
 UNROUTED = "+15005550999"
@@ -95,10 +98,17 @@ def snapshot(conn: sa.Connection) -> list[Any]:
         event["subscription_id"] = sub_ids[event["subscription_id"]]
     inbound = rows("SELECT * FROM inbound_messages ORDER BY id")
     message_ids = {m.pop("id"): m["message_id"] for m in inbound}
-    outbox = rows("SELECT * FROM outbox ORDER BY id")
+    # A batch queues its brand events before its replies: each channel keeps its own order.
+    outbox = rows("SELECT * FROM outbox ORDER BY channel, id")
     for row in outbox:
         del row["id"]
         row["inbound_id"] = message_ids.get(row["inbound_id"])
+        payload = json.loads(row["payload"]) if isinstance(row["payload"], str) else row["payload"]
+        if payload is not None:  # a brand event: its id is random, its subscription's id too
+            del payload["id"]
+            if "subscriptionId" in payload["data"]:
+                payload["data"]["subscriptionId"] = sub_ids[payload["data"]["subscriptionId"]]
+        row["payload"] = payload
     return [subs, events, inbound, outbox]
 
 
@@ -111,8 +121,26 @@ def fresh(url: str, tmp_path: Path, name: str) -> str:
     return url
 
 
-def test_a_batch_leaves_what_one_text_at_a_time_leaves(database_url: str, rules: Rules, tmp_path: Path) -> None:
-    seen: dict[str, set[str]] = {"events": set(), "outbox": set(), "subs": set()}
+@pytest.fixture(params=["plain", "brand-events"])
+def batch_rules(request: pytest.FixtureRequest, rules: Rules, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Rules:
+    """keywords.yaml as shipped, and with acme's brand events switched on (their rows are written in a batch too)."""
+    if request.param == "plain":
+        return rules
+    monkeypatch.setenv("ACME_EVENTS_SECRET", "whsec_" + base64.b64encode(bytes(range(32))).decode())
+    text = KEYWORDS.read_text().replace("    # events:\n    #   url: https://crm.acme.example/hooks/optline\n"
+                                        "    #   secret_env: ACME_EVENTS_SECRET",
+                                        "    events:\n      url: https://crm.acme.example/hooks/optline\n"
+                                        "      secret_env: ACME_EVENTS_SECRET")
+    path = tmp_path / "keywords.yaml"
+    path.write_text(text)
+    with_events = load_rules(path)
+    assert with_events.brands["acme"].events_url is not None
+    return with_events
+
+
+def test_a_batch_leaves_what_one_text_at_a_time_leaves(database_url: str, batch_rules: Rules, tmp_path: Path) -> None:
+    rules = batch_rules
+    seen: dict[str, set[str]] = {"events": set(), "outbox": set(), "subs": set(), "channels": set()}
     for seed in range(8):
         texts = conversation(seed, 120)
         batches = [len(chunk) for chunk in chunks(random.Random(seed), list(texts))]
@@ -128,10 +156,12 @@ def test_a_batch_leaves_what_one_text_at_a_time_leaves(database_url: str, rules:
         seen["events"] |= {e["event"] for e in events}
         seen["outbox"] |= {row["status"] for row in outbox}
         seen["subs"] |= {s["status"] for s in subs}
+        seen["channels"] |= {row["channel"] for row in outbox}
     # The conversations exercised what they are meant to.
     assert seen["events"] >= {"join", "confirm", "stop", "carrier_opt_out", "doi_expired"}
     assert seen["outbox"] >= {"pending", "cancelled"}
     assert seen["subs"] >= {"pendingDOI", "subscribed", "unsubscribed"}
+    assert seen["channels"] == ({"sms", "event"} if rules.brands["acme"].events_url else {"sms"})
 
 
 def test_one_phone_joining_confirming_and_stopping_in_one_batch(database_url: str, rules: Rules) -> None:
