@@ -11,10 +11,10 @@ Where the batch runs depends on the engine:
   a thread instead cost more than the job (the two threads convoy on the GIL at every
   sqlite3 call), and halved the webhooks a process could take.
 - PostgreSQL: on a writer thread with its own connection, so a server that stops answering
-  blocks only it and the webhooks can still answer 503 at their deadline. More threads
-  ("lanes", each with its connection; a phone's jobs always take the same lane, in order)
-  are possible, but one is faster: the inbound texts of a batch are written together
-  (app.inbound), so the bigger the batch the less each text costs, and lanes split batches.
+  blocks only it and the webhooks can still answer 503 at their deadline. One thread, not
+  one per core: the inbound texts of a batch are written together (app.inbound), so the
+  bigger the batch the less each text costs. With the inbound mix of `make bench`, one
+  process took 1,700 texts/s with one writer thread, 1,470 with two and 1,300 with four.
 
 Consecutive jobs of a class with a `run_many` method are handed to it together (`_run_jobs`).
 """
@@ -161,21 +161,15 @@ class Writer:
     """Runs write jobs in batched transactions and reports each job's result after commit."""
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow, max_batch: int = 64,
-                 deadline: float = 4.0, inline: bool | None = None, lanes: int | None = None):
+                 deadline: float = 4.0, inline: bool | None = None):
         self.engine = engine
         self.deadline = deadline
         self.clock = clock
         self.max_batch = max_batch
-        # SQLite's batches run on the event loop (see the module docstring); PostgreSQL's on threads.
+        # SQLite's batches run on the event loop (see the module docstring); PostgreSQL's on a thread.
         self.inline = is_sqlite(engine) if inline is None else inline
-        # PostgreSQL: one writer thread per lane, each with its own connection. A phone's jobs
-        # always take the same lane, so they stay in arrival order. One lane by default: with
-        # the inbound mix of `make bench`, one process took 1,700 texts/s with one lane, 1,470
-        # with two and 1,300 with four (smaller batches cost more a text).
-        self.lanes = 1 if self.inline else max(1, lanes or 1)
-        self._queues: list[queue.SimpleQueue[_Item | None]] = [queue.SimpleQueue() for _ in range(self.lanes)]
-        self._threads: list[threading.Thread] = []
-        self._next_lane = 0
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._pending: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False  # an inline batch is on the helper thread (its commit, or waiting for another process)
@@ -185,22 +179,9 @@ class Writer:
         self.batches = 0
         self.jobs = 0
         self._process_lock = _SqliteWriteLock(engine)
-        # Each lane keeps its connection: checking one out of the pool and back in (with its
-        # reset ROLLBACK) for every batch cost a tenth of the webhook's CPU. Inline, the loop
-        # and the helper thread share one; threaded, each thread has its own.
-        self._conns: dict[int, Connection] = {}
-
-    @property
-    def _conn(self) -> Connection | None:
-        return self._conns.get(0 if self.inline else threading.get_ident())
-
-    @_conn.setter
-    def _conn(self, conn: Connection | None) -> None:
-        key = 0 if self.inline else threading.get_ident()
-        if conn is None:
-            self._conns.pop(key, None)
-        else:
-            self._conns[key] = conn
+        # The writer keeps one connection: checking one out of the pool and back in (with its
+        # reset ROLLBACK) for every batch cost a tenth of the webhook's CPU.
+        self._conn: Connection | None = None
 
     def start(self) -> None:
         """Start the writer thread, or note the running event loop for inline batches (idempotent)."""
@@ -208,29 +189,24 @@ class Writer:
             with contextlib.suppress(RuntimeError):
                 self._loop = asyncio.get_running_loop()
             return
-        if not self._threads:
-            for lane, jobs in enumerate(self._queues):
-                thread = threading.Thread(target=self._loop_thread, args=(jobs,), name=f"optline-writer-{lane}",
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop_thread, name="optline-writer", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         """Finish the queued jobs and stop."""
-        for jobs in self._queues:
-            if self._threads:
-                jobs.put(None)
-        for thread in self._threads:
-            thread.join(timeout=30)
-        self._threads = []
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
         if self._helper is not None:
             self._helper.shutdown(wait=True)
             self._helper = None
         self._loop = None
         with self._conn_lock:
-            for conn in self._conns.values():
-                conn.close()
-            self._conns.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         self._process_lock.close()
 
     async def run(self, fn: Job[T], *, locks: Iterable[str] = (), timeout: float | None = None) -> T:
@@ -249,8 +225,7 @@ class Writer:
                 # After the callbacks already due: the requests that are ready join this batch.
                 loop.call_soon(self._flush, loop)
         else:
-            locks = tuple(locks)
-            self._lane(locks).put(_Item(fn, locks, lambda item: loop.call_soon_threadsafe(_settle, fut, item)))
+            self._queue.put(_Item(fn, tuple(locks), lambda item: loop.call_soon_threadsafe(_settle, fut, item)))
         # The job may still commit after the deadline; its late outcome is then dropped.
         timer = loop.call_later(timeout or self.deadline, _expire, fut, timeout or self.deadline)
         try:
@@ -263,7 +238,7 @@ class Writer:
         loop = self._loop if self.inline else None
         if loop is not None and loop.is_running() and not _on_loop(loop):
             return asyncio.run_coroutine_threadsafe(self.run(fn, locks=locks), loop).result()
-        if self.inline or not self._threads:
+        if self.inline or self._thread is None:
             with self._conn_lock, self._process_lock:
                 return self._run_one(_Item(fn, tuple(locks), lambda item: None))
         fut: Future[T] = Future()
@@ -274,18 +249,8 @@ class Writer:
             else:
                 fut.set_result(item.result)
 
-        locks = tuple(locks)
-        self._lane(locks).put(_Item(fn, locks, done))
+        self._queue.put(_Item(fn, tuple(locks), done))
         return fut.result()
-
-    def _lane(self, locks: tuple[str, ...]) -> queue.SimpleQueue[_Item | None]:
-        """The queue of the lane for a job: its first phone's, so a phone's jobs stay in order."""
-        if self.lanes == 1:
-            return self._queues[0]
-        if locks:
-            return self._queues[hash(locks[0]) % self.lanes]
-        self._next_lane = (self._next_lane + 1) % self.lanes
-        return self._queues[self._next_lane]
 
     # --- inline (SQLite): batches on the event loop -------------------------------------------
 
@@ -346,16 +311,16 @@ class Writer:
 
     # --- threaded (PostgreSQL) ----------------------------------------------------------------
 
-    def _loop_thread(self, jobs: queue.SimpleQueue[_Item | None]) -> None:
+    def _loop_thread(self) -> None:
         stopping = False
         while not stopping:
-            first = jobs.get()
+            first = self._queue.get()
             if first is None:
                 break
             batch = [first]
             while len(batch) < self.max_batch:
                 try:
-                    nxt = jobs.get_nowait()
+                    nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:

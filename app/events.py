@@ -29,7 +29,7 @@ Webhooks library, e.g. `standardwebhooks.Webhook(secret).verify(body, headers)`.
 `events.url` whose variable is unset, empty or not such a secret stops start-up with one line.
 
 This module must not import app.outbox at run time: app.consent calls `event_row`, and
-app.outbox imports app.consent. (`enqueue_event` writes one event at once, outside a batch.)
+app.outbox imports app.consent.
 """
 
 from __future__ import annotations
@@ -47,13 +47,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx2 as httpx
-from sqlalchemy.engine import Connection
 from standardwebhooks import Webhook
 
 from app.errors import ConfigError
 from app.keywords import Brand, Rules
 from app.models import new_id
-from app.sql import Raw, insert_sql
 from app.providers.base import SendError
 
 if TYPE_CHECKING:
@@ -135,15 +133,6 @@ def message_received_event(
         "providerMessageId": provider_message_id,
         "receivedAt": iso(received_at),
     }
-
-
-def enqueue_event(conn: Connection, now: datetime, *, brand: Brand, type: str, data: dict[str, Any]) -> int | None:
-    """Queue one event to `brand` in the caller's transaction; the outbox id, or None when the brand has no events.url."""
-    values = event_row(now, brand=brand, type=type, data=data)
-    if values is None:
-        return None
-    # Plain SQL: it rides on every consent event of a brand with events, inside the webhook's job.
-    return int(Raw(conn).scalar(insert_sql("outbox", tuple(values), "id"), values))
 
 
 def event_row(now: datetime, *, brand: Brand, type: str, data: dict[str, Any]) -> dict[str, Any] | None:

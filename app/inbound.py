@@ -68,18 +68,13 @@ class InboundJob:
         return record_texts(conn, jobs)
 
 
-def record_inbound(conn: Connection, now: datetime, *, sms: InboundSms, rules: Rules) -> InboundResult:
-    """Apply one inbound text; a MessageSid already seen changes nothing."""
-    return record_texts(conn, [(now, InboundJob(sms, rules))])[0]
-
-
 def record_texts(conn: Connection, texts: Sequence[tuple[datetime, InboundJob]]) -> list[InboundResult]:
     """Apply inbound texts in order and write them; a MessageSid already seen changes nothing."""
     batch = _Batch(conn, texts)
     results = [batch.apply(i, now, job.sms, job.rules, sender, match)
                for i, ((now, job), (sender, match)) in enumerate(zip(texts, batch.routes, strict=True))]
     outbox_ids = batch.write()
-    return [replace(result, outbox_id=outbox_ids.get(i)) if i in outbox_ids else result
+    return [replace(result, outbox_id=outbox_ids[i]) if i in outbox_ids else result
             for i, result in enumerate(results)]
 
 

@@ -7,6 +7,7 @@ truncated PostgreSQL database created for this test session, so tests leave noth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -43,42 +44,41 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg_session_url() -> Iterator[str]:
+@contextlib.contextmanager
+def new_pg_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database, migrated, dropped afterwards; its URL."""
     if not PG_URL:
         pytest.skip("OPTLINE_TEST_DATABASE_URL is not set")
-    name = f"optline_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_session_url() -> Iterator[str]:
+    with new_pg_database("optline_test") as url:
+        yield url
 
 
 @pytest.fixture
 def unanalysed_pg_url() -> Iterator[str]:
     """A new, migrated PostgreSQL database whose tables have no statistics (autovacuum kept off them)."""
-    if not PG_URL:
-        pytest.skip("OPTLINE_TEST_DATABASE_URL is not set")
-    name = f"optline_plans_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        for table in ("inbound_messages", "subscriptions", "outbox"):
-            conn.execute(sa.text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_pg_database("optline_plans") as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            for table in ("inbound_messages", "subscriptions", "outbox"):
+                conn.execute(sa.text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+        engine.dispose()
+        yield url
 
 
 def explain_plans(conn: sa.Connection, plans: list[str]) -> None:

@@ -28,7 +28,7 @@ from app.events import (
     MESSAGE_RECEIVED,
     SUBSCRIPTION_UPDATED,
     EventPoster,
-    enqueue_event,
+    event_row,
     event_environ,
     iso,
     load_event_secrets,
@@ -36,11 +36,13 @@ from app.events import (
     parse_secret,
     subscription_event,
 )
-from app.keywords import Rules, load_rules
+from app.consent import Writes
+from app.keywords import Brand, Rules, load_rules
 from app.main import build_state
 from app.models import consent_events, inbound_messages
 from app.outbox import CHANNEL_EVENT, Claimed, OutboxStatus
 from app.providers.base import SendError
+from app.sql import Raw
 from app.subscriptions import Event, Source, Status
 from tests.conftest import KEYWORDS, Gateway, make_settings
 from tests.event_receiver import SECRET, EventReceiver, event_receiver  # noqa: F401 - the fixture
@@ -121,12 +123,24 @@ def payload_of(row: Any) -> dict[str, Any]:
     return json.loads(row.payload) if isinstance(row.payload, str) else dict(row.payload)
 
 
+def queue_event(conn: sa.Connection, now: datetime, *, brand: Brand, type: str = SUBSCRIPTION_UPDATED,
+                data: dict[str, Any] | None = None) -> int | None:
+    """Queue one event in the caller's transaction, as the hot path does; its outbox id (None: no events.url)."""
+    row = event_row(now, brand=brand, type=type, data=data or sample_data(now))
+    if row is None:
+        return None
+    writes = Writes()
+    writes.event(row)
+    writes.flush(conn)
+    return int(Raw(conn).scalar("SELECT max(id) FROM outbox WHERE channel = 'event'"))
+
+
 def enqueue(gateway: Gateway, *, brand: str = "zen", type: str = SUBSCRIPTION_UPDATED,
             data: dict[str, Any] | None = None) -> int | None:
-    """Queue one event through the gateway's writer, as the hot path will."""
+    """Queue one event through the gateway's writer."""
     brand_rules = gateway.state.rules.brand(brand)
     return gateway.state.writer.call(  # type: ignore[no-any-return]
-        lambda conn, now: enqueue_event(conn, now, brand=brand_rules, type=type, data=data or sample_data(now)))
+        lambda conn, now: queue_event(conn, now, brand=brand_rules, type=type, data=data))
 
 
 def sample_data(now: datetime) -> dict[str, Any]:
@@ -455,7 +469,7 @@ def test_closed_poster_refuses_transiently(events_rules: Rules, event_receiver: 
 # --- through the outbox --------------------------------------------------------------------
 
 
-def test_enqueue_event_writes_a_pending_event_row(quiet_events_gateway: Gateway, event_receiver: EventReceiver) -> None:
+def test_an_event_is_queued_as_a_pending_event_row(quiet_events_gateway: Gateway, event_receiver: EventReceiver) -> None:
     gateway = quiet_events_gateway
     outbox_id = enqueue(gateway)
     [row] = event_rows(gateway)
@@ -474,17 +488,17 @@ def test_enqueue_event_writes_a_pending_event_row(quiet_events_gateway: Gateway,
     assert event_receiver.requests == []
 
 
-def test_enqueue_event_is_a_no_op_for_a_brand_without_events(quiet_events_gateway: Gateway) -> None:
+def test_no_event_is_queued_for_a_brand_without_events(quiet_events_gateway: Gateway) -> None:
     assert enqueue(quiet_events_gateway, brand="quiet") is None
     assert event_rows(quiet_events_gateway) == []
 
 
-def test_enqueue_event_belongs_to_the_callers_transaction(quiet_events_gateway: Gateway) -> None:
+def test_a_queued_event_belongs_to_the_callers_transaction(quiet_events_gateway: Gateway) -> None:
     gateway = quiet_events_gateway
     brand = gateway.state.rules.brand("zen")
 
     def job(conn: sa.Connection, now: datetime) -> None:
-        enqueue_event(conn, now, brand=brand, type=SUBSCRIPTION_UPDATED, data=sample_data(now))
+        queue_event(conn, now, brand=brand)
         raise RuntimeError("the status change failed")
 
     with pytest.raises(RuntimeError):

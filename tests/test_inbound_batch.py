@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import make_engine
-from app.inbound import InboundJob, InboundResult, record_inbound, record_texts
+from app.inbound import InboundJob, InboundResult, record_texts
 from app.keywords import Rules, load_rules
 from app.providers.base import InboundSms
 from tests.conftest import ACME, KEYWORDS, _truncate, explain_plans
@@ -73,7 +73,7 @@ def apply(url: str, rules: Rules, texts: list[tuple[datetime, InboundSms]], *, b
         if batches is None:
             for now, sms in texts:
                 with engine.begin() as conn:
-                    results.append(record_inbound(conn, now, sms=sms, rules=rules))
+                    results.append(InboundJob(sms, rules)(conn, now))
         else:
             start = 0
             for size in batches:
