@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(2.0, gt=0, validation_alias="OPTLINE_RETRY_BASE_SECONDS")
     retry_cap_seconds: float = Field(600.0, gt=0, validation_alias="OPTLINE_RETRY_CAP_SECONDS")
     poll_seconds: float = Field(0.2, gt=0, validation_alias="OPTLINE_POLL_SECONDS")
+    # Signs what optline hands out and must recognise later (list cursors, console sessions and
+    # CSRF tokens). Several processes or machines must share one: set it in production. Unset,
+    # a random key is made once and kept in `secret_key_file`.
+    secret_key: str | None = Field(None, min_length=32, validation_alias="OPTLINE_SECRET_KEY")
+    secret_key_file: str = Field(str(PROJECT_ROOT / "var" / "secret.key"), validation_alias="OPTLINE_SECRET_KEY_FILE")
     # How long a request waits for the database before answering 503 (Twilio gives a webhook 15 s).
     db_deadline_seconds: float = Field(4.0, gt=0, le=60, validation_alias="OPTLINE_DB_DEADLINE_SECONDS")
 

@@ -30,6 +30,19 @@ from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
+class Media:
+    """One attachment of an MMS (or another channel's message), as the provider hosts it."""
+
+    url: str
+    content_type: str | None
+
+
+# Channels a provider may deliver through the same webhook. Consent is per channel (only
+# "sms" creates or confirms SMS consent); an opt-out on any of them revokes SMS consent.
+CHANNEL_SMS = "sms"
+
+
+@dataclass(frozen=True)
 class InboundSms:
     """One inbound text, decoded from a provider webhook."""
 
@@ -43,6 +56,9 @@ class InboundSms:
     num_media: int  # attachments on an MMS
     opt_out_type: str | None  # "STOP" | "HELP" | "START" when the provider classified it
     params: Mapping[str, str] = field(hash=False)  # every parameter received, for the raw record
+    channel: str = CHANNEL_SMS  # "sms", or the channel prefix of the address: "whatsapp", "messenger", "rcs", ...
+    media: tuple[Media, ...] = ()  # MMS attachments, in the provider's order
+    from_address: str | None = None  # the sender's address as received when it is not a phone number (messenger:…)
 
 
 @dataclass(frozen=True)
@@ -149,6 +165,21 @@ class SendError(Exception):
             f"SendError({self.reason!r}, code={self.code!r}, http_status={self.http_status!r}, "
             f"transient={self.transient!r}, opted_out={self.opted_out!r}, kind={self.kind!r})"
         )
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """One provider webhook as received, before anything is trusted.
+
+    `url` is OPTLINE_PUBLIC_URL + path + query (never the Host header): what the provider
+    signed. `headers` has lower-case names. `form` holds the (key, value) pairs, repeated keys
+    kept, when the body is application/x-www-form-urlencoded, else None.
+    """
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    form: tuple[tuple[str, str], ...] | None = None
 
 
 @runtime_checkable
