@@ -1,4 +1,4 @@
-"""optline serve | worker | migrate | check | simulate | keys | export."""
+"""optline serve | worker | migrate | check | simulate | keys | export | users."""
 
 from __future__ import annotations
 
@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     consent.add_argument("--brand", required=True)
     consent.add_argument("--since")
     export.set_defaults(func=cmd_export)
+
+    from app.console.commands import add_parser as add_users_parser
+
+    add_users_parser(sub)
     return parser
 
 

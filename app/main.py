@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from app.auth import KeyCache
+from app.console import pages as console_pages
 from app.db import Writer, make_engine, utcnow
 from app.errors import DatabaseUnavailable
 from app.events import EventPoster, event_environ
@@ -197,6 +198,7 @@ def create_app(
         Route("/v1/consent-events", api.list_consent_events),
         *api_profiles.routes,
         *api_subscriptions.routes,
+        console_pages.mount(),
     ]
     app = _Optline(
         routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]

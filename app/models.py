@@ -77,6 +77,8 @@ class ConsentEvent(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_consent_events_brand_phone", "brand", "phone"),
         sa.Index("ix_consent_events_brand_id", "brand", "id"),
+        # The console's 30-day chart and the ledger's since/until filters read by time.
+        sa.Index("ix_consent_events_brand_created_at", "brand", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -250,6 +252,22 @@ class IdempotencyKey(SQLModel, table=True):
     expires_at: datetime = _ts(nullable=False)
 
 
+class ConsoleUser(SQLModel, table=True):
+    """A person who signs in to the web console; sees one brand, like an API key."""
+
+    __tablename__ = "console_users"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    brand: str = Field(max_length=64, index=True)
+    email: str = Field(max_length=254, unique=True)  # stored lower-case
+    password_hash: str = Field(max_length=255)  # argon2id, with its parameters and salt
+    created_at: datetime = _ts(nullable=False)
+    disabled_at: datetime | None = _ts()
+    # Sessions issued before this are void: signing out ends the session in every browser.
+    signed_out_at: datetime | None = _ts()
+    last_sign_in_at: datetime | None = _ts()
+
+
 subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 consent_events = ConsentEvent.__table__  # type: ignore[attr-defined]
 inbound_messages = InboundMessage.__table__  # type: ignore[attr-defined]
@@ -258,4 +276,5 @@ delivery_reports = DeliveryReport.__table__  # type: ignore[attr-defined]
 api_keys = ApiKey.__table__  # type: ignore[attr-defined]
 profiles = Profile.__table__  # type: ignore[attr-defined]
 idempotency_keys = IdempotencyKey.__table__  # type: ignore[attr-defined]
+console_users = ConsoleUser.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -1,0 +1,208 @@
+"""Every read the console makes, in SQLAlchemy Core; the routes and templates hold no SQL.
+
+Each function takes a connection and the signed-in user's brand, and never returns
+another brand's rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from app.auth import ApiKeyInfo
+from app.models import api_keys, consent_events, inbound_messages, outbox, subscriptions
+from app.subscriptions import Status
+
+LEDGER_PAGE = 100
+TIMELINE_LIMIT = 500  # per kind of row: a phone with more shows its newest
+CSV_BATCH = 1000
+# A spreadsheet runs a cell that starts with one of these as a formula; a text's body is
+# whatever the sender typed (OWASP "CSV injection"), so such cells get a leading apostrophe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FREE_TEXT = frozenset({"raw_text", "keyword", "consent_source", "consent_proof"})
+LEDGER_COLUMNS = tuple(c.name for c in consent_events.columns)  # as `optline export consent` writes them
+
+
+def status_counts(conn: Connection, *, brand: str) -> dict[str, dict[str, int]]:
+    """program -> status -> how many subscriptions are in it."""
+    rows = conn.execute(
+        sa.select(subscriptions.c.program, subscriptions.c.status, sa.func.count())
+        .where(subscriptions.c.brand == brand)
+        .group_by(subscriptions.c.program, subscriptions.c.status)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for program, status, count in rows:
+        counts.setdefault(program, {})[status] = int(count)
+    return counts
+
+
+def _day(conn: Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    # The UTC calendar day, as YYYY-MM-DD. SQLite keeps naive UTC text, so its first ten characters.
+    if conn.dialect.name == "sqlite":
+        return sa.func.substr(column, 1, 10)
+    return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
+
+
+# What the chart counts: a join is a subscription that became active (confirmed, single
+# opt-in or API opt-in); an opt-out is one that was active or pending and ended.
+_JOIN = sa.and_(consent_events.c.to_status == Status.SUBSCRIBED.value,
+                consent_events.c.from_status != Status.SUBSCRIBED.value)
+_OPT_OUT = sa.and_(consent_events.c.to_status == Status.UNSUBSCRIBED.value,
+                   consent_events.c.from_status.in_([Status.SUBSCRIBED.value, Status.PENDING.value]))
+
+
+def daily_changes(conn: Connection, *, brand: str, first_day: date, days: int) -> list[tuple[date, int, int]]:
+    """(day, joins, opt-outs) for each UTC day from `first_day`, `days` of them, zeros included."""
+    since = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    day = _day(conn, consent_events.c.created_at).label("day")
+    rows = conn.execute(
+        sa.select(day, sa.func.sum(sa.case((_JOIN, 1), else_=0)), sa.func.sum(sa.case((_OPT_OUT, 1), else_=0)))
+        .where(consent_events.c.brand == brand, consent_events.c.created_at >= since,
+               consent_events.c.created_at < since + timedelta(days=days), sa.or_(_JOIN, _OPT_OUT))
+        .group_by(day)
+    )
+    found = {str(d): (int(j or 0), int(o or 0)) for d, j, o in rows}
+    out = []
+    for offset in range(days):
+        current = first_day + timedelta(days=offset)
+        joins, opt_outs = found.get(current.isoformat(), (0, 0))
+        out.append((current, joins, opt_outs))
+    return out
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    """One row of a phone's timeline: a text in, a text out, or a consent event."""
+
+    kind: str  # "inbound" | "outbound" | "consent"
+    at: datetime
+    id: int
+    program: str | None
+    row: dict[str, Any]  # the columns of its table (for consent events, api_key_prefix too)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def timeline(conn: Connection, *, brand: str, phone: str, limit: int = TIMELINE_LIMIT) -> tuple[list[TimelineItem], bool]:
+    """The phone's texts and consent events with this brand, oldest first; True when older rows were left out."""
+    inbound = conn.execute(
+        sa.select(inbound_messages).where(inbound_messages.c.from_phone == phone, inbound_messages.c.brand == brand)
+        .order_by(inbound_messages.c.id.desc()).limit(limit + 1)
+    ).mappings().all()
+    sent = conn.execute(
+        sa.select(outbox).where(outbox.c.brand == brand, outbox.c.phone == phone, outbox.c.channel == "sms")
+        .order_by(outbox.c.id.desc()).limit(limit + 1)
+    ).mappings().all()
+    events = conn.execute(
+        sa.select(consent_events, api_keys.c.prefix.label("api_key_prefix"))
+        .select_from(consent_events.outerjoin(api_keys, api_keys.c.id == consent_events.c.api_key_id))
+        .where(consent_events.c.brand == brand, consent_events.c.phone == phone)
+        .order_by(consent_events.c.id.desc()).limit(limit + 1)
+    ).mappings().all()
+    truncated = any(len(rows) > limit for rows in (inbound, sent, events))
+    items = [TimelineItem("inbound", _aware(r["received_at"]), r["id"], r["program"], dict(r)) for r in inbound[:limit]]
+    items += [TimelineItem("outbound", _aware(r["created_at"]), r["id"], r["program"], dict(r)) for r in sent[:limit]]
+    items += [TimelineItem("consent", _aware(r["created_at"]), r["id"], r["program"], dict(r)) for r in events[:limit]]
+    # A text comes before the consent event and the reply it caused, which share its instant or follow it.
+    order = {"inbound": 0, "consent": 1, "outbound": 2}
+    items.sort(key=lambda item: (item.at, order[item.kind], item.id))
+    return items, truncated
+
+
+@dataclass(frozen=True)
+class LedgerFilter:
+    """What the ledger page and its CSV are narrowed to; None means any."""
+
+    phone: str | None = None
+    program: str | None = None
+    event: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+
+def _ledger_where(brand: str, where: LedgerFilter) -> list[sa.ColumnElement[bool]]:
+    clauses = [consent_events.c.brand == brand]
+    if where.phone is not None:
+        clauses.append(consent_events.c.phone == where.phone)
+    if where.program is not None:
+        clauses.append(consent_events.c.program == where.program)
+    if where.event is not None:
+        clauses.append(consent_events.c.event == where.event)
+    if where.since is not None:
+        clauses.append(consent_events.c.created_at >= where.since)
+    if where.until is not None:
+        clauses.append(consent_events.c.created_at < where.until)
+    return clauses
+
+
+def ledger_page(conn: Connection, *, brand: str, where: LedgerFilter, before_id: int | None = None,
+                limit: int = LEDGER_PAGE) -> tuple[list[dict[str, Any]], int | None]:
+    """The newest events matching `where` (older than `before_id`), and the id to page on from, or None at the end."""
+    clauses = _ledger_where(brand, where)
+    if before_id is not None:
+        clauses.append(consent_events.c.id < before_id)
+    rows = conn.execute(
+        sa.select(consent_events, api_keys.c.prefix.label("api_key_prefix"))
+        .select_from(consent_events.outerjoin(api_keys, api_keys.c.id == consent_events.c.api_key_id))
+        .where(*clauses).order_by(consent_events.c.id.desc()).limit(limit + 1)
+    ).mappings().all()
+    more = len(rows) > limit
+    page = [dict(r) for r in rows[:limit]]
+    return page, (page[-1]["id"] if more and page else None)
+
+
+def csv_cell(column: str, value: Any) -> str:
+    """One ledger value as CSV text: times in ISO 8601, JSON as JSON, nothing as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = str(value)
+    if column in _FREE_TEXT and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def ledger_csv(engine: Engine, *, brand: str, where: LedgerFilter) -> Iterator[str]:
+    """The matching ledger as CSV text chunks, oldest first, read in batches on one connection.
+
+    A generator: the web layer runs each step in a thread, so the rows never pass through
+    the event loop, and memory stays one batch whatever the ledger's size.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(LEDGER_COLUMNS)
+    yield out.getvalue()
+    query = sa.select(consent_events).where(*_ledger_where(brand, where)).order_by(consent_events.c.id)
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=CSV_BATCH).execute(query)
+        for batch in result.partitions():
+            out.seek(0)
+            out.truncate()
+            for row in batch:
+                values = row._mapping
+                writer.writerow([csv_cell(c, values[c]) for c in LEDGER_COLUMNS])
+            yield out.getvalue()
+
+
+def brand_keys(conn: Connection, *, brand: str) -> list[ApiKeyInfo]:
+    """The brand's API keys, newest first."""
+    rows = conn.execute(sa.select(api_keys).where(api_keys.c.brand == brand).order_by(api_keys.c.id.desc()))
+    return [ApiKeyInfo(r.id, r.brand, r.name, r.prefix, r.created_at, r.revoked_at) for r in rows]
+
+
+def key_brand(conn: Connection, *, prefix: str) -> str | None:
+    """The brand of the key with this prefix, or None."""
+    return conn.execute(sa.select(api_keys.c.brand).where(api_keys.c.prefix == prefix)).scalar()
