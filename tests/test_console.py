@@ -342,7 +342,9 @@ def test_the_csv_has_the_export_columns_and_defuses_formulas(ada: Console) -> No
 def test_create_a_key_see_it_once_use_it_and_revoke_it_at_once(ada: Console) -> None:
     response = ada.post("/console/keys", csrf=ada.csrf("/console/keys"), name="crm")
     assert response.status_code == 201
-    key = re.search(r'id="new-key" class="key" type="text" readonly value="(olk_[^"]+)"', response.text).group(1)  # type: ignore[union-attr]
+    found = re.search(r'id="new-key" class="key" type="text" readonly value="(olk_[^"]+)"', response.text)
+    assert found
+    key = found.group(1)
     prefix = key.split("_")[1]
     assert ada.gateway.query("SELECT brand, name FROM api_keys WHERE prefix = :p", p=prefix) == [("acme", "crm")]
     listing = ada.get("/console/keys").text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -22,8 +23,13 @@ MAX_EMAIL = 254
 # two busy cores, time a sign-in holds a thread. A hash records its own parameters, so raising
 # these later still verifies every stored hash.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Checked when the email is unknown, so a wrong email costs as long as a wrong password.
-_DUMMY_HASH = _HASHER.hash("optline: no such user")
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    # Checked when the email is unknown, so a wrong email costs as long as a wrong password.
+    # Made on first use, not at import: every optline process imports this module.
+    return _HASHER.hash("optline: no such user")
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def password_matches(password_hash: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD:
         return False
     try:
-        return _HASHER.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _HASHER.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

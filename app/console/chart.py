@@ -8,6 +8,7 @@ from datetime import date
 WIDTH = 640
 HEIGHT = 200
 LEFT = 36  # room for the axis labels
+RIGHT = 24  # room for the last day's label
 BOTTOM = 24
 TOP = 8
 
@@ -36,6 +37,7 @@ class Chart:
     labels: list[tuple[float, str]]  # (x, text) of the day labels under the bars
     baseline: float
     left: int
+    right: int
     total_joins: int
     total_optouts: int
 
@@ -53,7 +55,7 @@ def build(days: list[tuple[date, int, int]]) -> Chart:
     top = _scale_top(max([max(j, o) for _d, j, o in days] + [1]))
     plot_height = HEIGHT - TOP - BOTTOM
     baseline = float(HEIGHT - BOTTOM)
-    slot = (WIDTH - LEFT) / max(len(days), 1)
+    slot = (WIDTH - LEFT - RIGHT) / max(len(days), 1)
     bar_width = max(slot / 2 - 1, 1.0)
     bars: list[Bar] = []
     labels: list[tuple[float, str]] = []
@@ -66,5 +68,5 @@ def build(days: list[tuple[date, int, int]]) -> Chart:
         if (len(days) - 1 - index) % 7 == 0:
             labels.append((round(x + slot / 2, 2), day.strftime("%b %d")))
     ticks = [(round(baseline - plot_height * i / 4, 2), top * i // 4) for i in range(5)]
-    return Chart(WIDTH, HEIGHT, bars, ticks, labels, baseline, LEFT,
+    return Chart(WIDTH, HEIGHT, bars, ticks, labels, baseline, LEFT, WIDTH - RIGHT,
                  sum(j for _d, j, _o in days), sum(o for _d, _j, o in days))

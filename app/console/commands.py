@@ -36,7 +36,9 @@ def _password(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one `optline users` command."""
-    from app.console.accounts import check_password_rules, create_user, disable_user, hash_password, list_users, normalise_email
+    from app.console.accounts import (
+        check_password_rules, create_user, disable_user, hash_password, list_users, normalise_email,
+    )
     from app.db import make_engine, run_in_transaction
     from app.keywords import load_rules
     from app.main import check_database

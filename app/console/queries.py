@@ -93,7 +93,8 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def timeline(conn: Connection, *, brand: str, phone: str, limit: int = TIMELINE_LIMIT) -> tuple[list[TimelineItem], bool]:
+def timeline(conn: Connection, *, brand: str, phone: str,
+             limit: int = TIMELINE_LIMIT) -> tuple[list[TimelineItem], bool]:
     """The phone's texts and consent events with this brand, oldest first; True when older rows were left out."""
     inbound = conn.execute(
         sa.select(inbound_messages).where(inbound_messages.c.from_phone == phone, inbound_messages.c.brand == brand)

@@ -1,0 +1,218 @@
+"""The console in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+A real `optline serve` on SQLite, a user made with the CLI, texts posted the way Twilio
+posts them; then a person's path through the console: sign in, read the counts, follow a
+phone's timeline, filter the ledger, download the CSV, create and revoke a key, and the
+same pages at a phone's width. On failure a screenshot is kept under the test's tmp_path.
+
+Needs `apt-get install -y chromium` (Playwright's own browser downloads are never used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from app.console.queries import LEDGER_COLUMNS
+from app.migrate import upgrade
+from tests.fake_twilio import FakeTwilio
+from tests.scenario_support import Proc, Processes, post_text, wait_until
+
+CHROMIUM = os.environ.get("OPTLINE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+EMAIL, PASSWORD = "ada@acme.example", "correct horse battery staple"
+ADA, BOB, ZOE = "+14155550201", "+14155550202", "+14155550203"
+PHONE_VIEWPORT = {"width": 375, "height": 740}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set OPTLINE_CHROMIUM)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Processes]]:
+    """`optline serve` on a new SQLite database, with a console user made by `optline users create`.
+
+    Shared by this module's tests (they only read, but for the key each makes its own).
+    """
+    tmp_path = tmp_path_factory.mktemp("console-server")
+    url = f"sqlite:///{tmp_path / 'optline.db'}"
+    upgrade(url)
+    with FakeTwilio() as fake:
+        procs = Processes(database_url=url, fake=fake, workdir=tmp_path,
+                          extra_env={"OPTLINE_SECRET_KEY_FILE": str(tmp_path / "secret.key")})
+        try:
+            created = subprocess.run(
+                [sys.executable, "-m", "app.cli", "users", "create", "--brand", "acme", "--email", EMAIL,
+                 "--password-stdin"], input=PASSWORD + "\n", env=procs.env(), cwd=tmp_path, capture_output=True,
+                text=True, timeout=60)
+            assert created.returncode == 0, created.stderr
+            assert created.stdout.strip() == f"created console user {EMAIL} for brand acme"
+            proc = procs.serve("serve", inprocess_worker=True)
+            with httpx.Client() as client:
+                for phone, texts in ((ADA, ["JOIN", "YES"]), (BOB, ["JOIN"]), (ZOE, ["JOIN", "YES", "STOP"])):
+                    for sent, text in enumerate(texts, start=1):
+                        assert post_text(client, proc.base_url, text, from_=phone).status_code == 200
+                        # Each reply out before the next text: a welcome still queued when a STOP lands is cancelled.
+                        wait_until(lambda: len(fake.messages(to=phone)) == sent, timeout=20,  # noqa: B023
+                                   what=f"the reply to {text} from {phone}", detail=procs.logs)
+            yield proc, procs
+        finally:
+            procs.close()
+            print(procs.logs())
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page: Any, path: Path) -> Iterator[None]:
+    """Keep what the browser showed when an assertion failed."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(path), full_page=True)
+            print(f"screenshot of the failure: {path}")
+        raise
+
+
+def sign_in(page: Any, base_url: str) -> None:
+    page.goto(base_url + "/console/")
+    assert page.url.startswith(base_url + "/console/login")
+    page.get_by_label("Email", exact=True).fill(EMAIL)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base_url + "/console/programs")
+
+
+def unlabelled_fields(page: Any) -> list[str]:
+    """Visible form fields a screen reader could not name."""
+    return page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+        .map(el => el.outerHTML)""")
+
+
+def test_a_person_uses_the_console(server: tuple[Proc, Processes], browser: Any, tmp_path: Path) -> None:
+    proc, _procs = server
+    base = proc.base_url
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith((base, "data:")) else elsewhere.append(r.url))
+    with screenshot_on_failure(page, tmp_path / "console-failure.png"):
+        sign_in(page, base)
+        nav = page.get_by_role("navigation", name="Console")
+
+        # Programs: counts per status, and the month's chart.
+        deals = page.locator('tr[data-program="deals"]')
+        counts = {s: deals.locator(f'td[data-status="{s}"]').inner_text()
+                  for s in ("none", "pendingDOI", "subscribed", "unsubscribed")}
+        assert counts == {"none": "0", "pendingDOI": "1", "subscribed": "1", "unsubscribed": "1"}
+        assert page.locator("#total-joins").inner_text() == "2"
+        assert page.locator("#total-optouts").inner_text() == "1"
+        assert page.locator("svg rect.joins").count() == 30
+        assert unlabelled_fields(page) == []
+        if os.environ.get("OPTLINE_KEEP_SCREENSHOTS"):
+            page.screenshot(path=str(tmp_path / "programs.png"), full_page=True)
+
+        # A phone's timeline, the number typed as people type it.
+        nav.get_by_role("link", name="Phone timeline").click()
+        page.get_by_label("Phone number", exact=True).fill("(415) 555-0203")
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**/console/phone?number=*")
+        assert page.get_by_role("heading", level=2).inner_text() == f"Timeline of {ZOE}"
+        kinds = page.locator("ol.timeline > li").evaluate_all("items => items.map(i => i.dataset.kind)")
+        assert kinds == ["inbound", "consent", "outbound", "inbound", "consent", "outbound",
+                         "inbound", "consent", "consent", "outbound"]
+        assert "pendingDOI → subscribed" in page.locator("ol.timeline").inner_text()
+        assert nav.get_by_role("link", name="Phone timeline").get_attribute("aria-current") == "page"
+
+        # The ledger, filtered by event, and its CSV.
+        nav.get_by_role("link", name="Consent ledger").click()
+        page.get_by_label("Event", exact=True).select_option("stop")
+        page.get_by_role("button", name="Filter").click()
+        page.wait_for_url("**/console/ledger?*event=stop*")
+        rows = page.locator("table.ledger tbody tr")
+        assert rows.count() == 2
+        assert set(rows.evaluate_all("rows => rows.map(r => r.dataset.event)")) == {"stop"}
+        with page.expect_download() as download_info:
+            page.get_by_role("link", name="Download CSV").click()
+        download = download_info.value
+        assert download.suggested_filename.startswith("consent-acme-")
+        table = list(csv.reader(io.StringIO(Path(download.path()).read_text())))
+        assert table[0] == list(LEDGER_COLUMNS)
+        assert [(r[LEDGER_COLUMNS.index("event")], r[LEDGER_COLUMNS.index("phone")]) for r in table[1:]] == [
+            ("stop", ZOE), ("stop", ZOE)]
+
+        # API keys: create one (shown once), use it, revoke it, and the API refuses it at once.
+        nav.get_by_role("link", name="API keys").click()
+        page.get_by_label("Name (optional)", exact=True).fill("crm")
+        page.get_by_role("button", name="Create key").click()
+        key = page.locator("#new-key").input_value()
+        prefix = key.split("_")[1]
+        assert httpx.get(base + "/v1/programs", headers={"x-api-key": key}).status_code == 200
+        page.get_by_role("button", name=f"Revoke key {prefix}").click()
+        page.wait_for_url(f"**/console/keys?revoked={prefix}")
+        assert page.get_by_role("status").inner_text().startswith(f"Key {prefix} is revoked")
+        assert page.locator(f'tr[data-prefix="{prefix}"] .key-status').inner_text().startswith("revoked")
+        assert httpx.get(base + "/v1/programs", headers={"x-api-key": key}).status_code == 401
+        assert key not in page.content()
+
+        # Sign out: back to the sign-in page, and the console is closed.
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(base + "/console/login")
+        page.goto(base + "/console/keys")
+        assert page.url.startswith(base + "/console/login?next=")
+    assert elsewhere == [], "the console must load nothing from elsewhere (no CDN, no fonts)"
+    context.close()
+
+
+def test_the_console_fits_a_phone_screen(server: tuple[Proc, Processes], browser: Any, tmp_path: Path) -> None:
+    proc, _procs = server
+    context = browser.new_context(viewport=PHONE_VIEWPORT, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    with screenshot_on_failure(page, tmp_path / "phone-failure.png"):
+        sign_in(page, proc.base_url)
+        for path in ("/console/programs", f"/console/phone?number={ZOE.replace('+', '%2B')}", "/console/ledger",
+                     "/console/keys"):
+            page.goto(proc.base_url + path)
+            # The page itself never scrolls sideways: wide tables scroll inside their own region.
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= PHONE_VIEWPORT["width"], f"{path} is {width}px wide on a {PHONE_VIEWPORT['width']}px screen"
+            nav = page.get_by_role("navigation", name="Console")
+            assert nav.is_visible()
+            box = nav.get_by_role("link", name="API keys").bounding_box()
+            assert box is not None and box["x"] + box["width"] <= PHONE_VIEWPORT["width"]
+            assert unlabelled_fields(page) == []
+        # A focused control shows where it is (keyboard users).
+        page.goto(proc.base_url + "/console/ledger")
+        page.get_by_label("Phone", exact=True).focus()
+        outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+        assert outline == "solid"
+        if os.environ.get("OPTLINE_KEEP_SCREENSHOTS"):
+            page.screenshot(path=str(tmp_path / "phone-ledger.png"), full_page=True)
+    context.close()
