@@ -116,20 +116,29 @@ def subscription_event(
 def message_received_event(
     *,
     brand: str,
-    phone: str,
+    phone: str | None,
     to: str,
     body: str,
     provider_message_id: str,
     received_at: datetime,
     program: str | None = None,
+    channel: str = "sms",
+    address: str | None = None,
+    media: list[dict[str, str | None]] | None = None,
 ) -> dict[str, Any]:
-    """The data of a `message.received` event: an inbound text that matched no keyword."""
+    """The data of a `message.received` event: an inbound text that matched no keyword, or came on another channel.
+
+    `phoneNumber` is null for a channel address that is no phone number (`address` holds it).
+    """
     return {
         "brand": brand,
         "program": program,
+        "channel": channel,
         "phoneNumber": phone,
+        "address": address if address is not None else phone,
         "to": to,
         "body": body,
+        "media": media or [],
         "providerMessageId": provider_message_id,
         "receivedAt": iso(received_at),
     }

@@ -234,8 +234,9 @@ def test_message_received_event_data() -> None:
     data = message_received_event(brand="zen", phone=PHONE, to=ZEN, body="what time do you open?",
                                   provider_message_id="SM42", received_at=T0)
     assert data == {
-        "brand": "zen", "program": None, "phoneNumber": PHONE, "to": ZEN, "body": "what time do you open?",
-        "providerMessageId": "SM42", "receivedAt": "2026-03-01T12:30:45.123456Z",
+        "brand": "zen", "program": None, "channel": "sms", "phoneNumber": PHONE, "address": PHONE, "to": ZEN,
+        "body": "what time do you open?", "media": [], "providerMessageId": "SM42",
+        "receivedAt": "2026-03-01T12:30:45.123456Z",
     }
 
 
@@ -640,8 +641,8 @@ def test_an_unmatched_text_sends_message_received(events_gateway: Gateway, event
         inbound_messages.c.message_id == response.params["MessageSid"]))
     assert delivery.payload["type"] == MESSAGE_RECEIVED
     assert delivery.payload["data"] == {
-        "brand": "zen", "program": None, "phoneNumber": PHONE, "to": ZEN, "body": "what time do you open?",
-        "providerMessageId": response.params["MessageSid"],
+        "brand": "zen", "program": None, "channel": "sms", "phoneNumber": PHONE, "address": PHONE, "to": ZEN,
+        "body": "what time do you open?", "media": [], "providerMessageId": response.params["MessageSid"],
         "receivedAt": iso(received_at),
     }
     assert gateway.replies(PHONE) == []  # an unmatched text gets no reply
