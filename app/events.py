@@ -151,12 +151,13 @@ def event_row(now: datetime, *, brand: Brand, type: str, data: dict[str, Any]) -
     return {
         "channel": CHANNEL, "brand": brand.key, "purpose": type, "url": brand.events_url,
         "payload": {"id": new_id("evt_"), "type": type, "timestamp": iso(now), "data": data}, "body": "",
-        "status": _PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
+        "status": _PENDING, "attempts": 0, "next_attempt_at": now, "priority": 2, "created_at": now,
+        "updated_at": now,
     }
 
 
 EVENT_COLUMNS = ("channel", "brand", "purpose", "url", "payload", "body", "status", "attempts", "next_attempt_at",
-                 "created_at", "updated_at")
+                 "priority", "created_at", "updated_at")
 
 
 # --- secrets -------------------------------------------------------------------------------

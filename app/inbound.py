@@ -50,6 +50,7 @@ class InboundResult:
     program: str | None = None
     reply: str | None = None  # the reply body queued, if any
     outbox_id: int | None = None
+    language: str | None = None  # the language the reply was asked in (the message's fallback may differ)
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class _Batch:
         row = sms_row(now=now, brand=brand.key, program=plan.program, phone=sms.from_phone, body=body,
                       purpose=plan.reply.value, from_number=from_number, service_id=service_id)
         self.replies.append((position, index, row))
-        return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body)
+        return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body, language=plan.language)
 
     def _received_event(self, now: datetime, brand: Brand, sms: InboundSms) -> None:
         self.writes.event(event_row(now, brand=brand, type=MESSAGE_RECEIVED, data=message_received_event(

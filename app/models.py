@@ -153,6 +153,8 @@ class Outbox(SQLModel, table=True):
         sa.Index("ix_outbox_due", "status", "next_attempt_at"),
         # The claim's first look: due stop replies, however many prompts are queued.
         sa.Index("ix_outbox_purpose_due", "purpose", "status", "next_attempt_at"),
+        # Claims walk one priority at a time: stop replies, then help and welcome, then prompts.
+        sa.Index("ix_outbox_priority_due", "priority", "status", "next_attempt_at"),
         sa.Index("ix_outbox_brand_phone_status", "brand", "phone", "status"),
         sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
     )
@@ -166,6 +168,8 @@ class Outbox(SQLModel, table=True):
     service_id: str | None = Field(default=None, max_length=64)
     body: str = Field(default="")
     purpose: str = Field(max_length=32)
+    # 0 stop replies, 1 help, welcome and other answers, 2 prompts and brand events (app.outbox.priority_of).
+    priority: int = Field(default=2, sa_type=sa.SmallInteger, sa_column_kwargs={"server_default": "2"})
     status: str = Field(max_length=16)
     attempts: int = Field(default=0)
     next_attempt_at: datetime | None = _ts()

@@ -581,17 +581,17 @@ def test_a_permanent_answer_fails_the_row(status: int, events_gateway: Gateway, 
     assert len(event_receiver.requests) == 1
 
 
-def test_retries_end_when_the_attempts_are_spent(
+def test_retries_end_at_the_deadline(
     gateway_factory: Callable[..., Gateway], database_url: str, events_keywords: Path, event_receiver: EventReceiver,
 ) -> None:
-    gateway = gateway_factory(database_url, keywords=str(events_keywords), max_attempts=3)
+    gateway = gateway_factory(database_url, keywords=str(events_keywords), deadline_event_seconds=3.0)
     event_receiver.fail(503, times=None)
     enqueue(gateway)
     settle(gateway)
     [row] = event_rows(gateway)
-    assert (row.status, row.attempts) == ("failed", 3)
+    assert row.status == "failed" and row.attempts >= 1
     assert "answered 503" in row.error_reason
-    assert len(event_receiver.requests) == 3 and event_receiver.deliveries == []
+    assert len(event_receiver.requests) == row.attempts and event_receiver.deliveries == []
 
 
 def test_an_unreachable_receiver_is_retried(
@@ -599,11 +599,11 @@ def test_an_unreachable_receiver_is_retried(
 ) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)
     keywords = write_keywords(tmp_path, closed_port_url())
-    gateway = gateway_factory(database_url, keywords=str(keywords), max_attempts=2)
+    gateway = gateway_factory(database_url, keywords=str(keywords), deadline_event_seconds=3.0)
     enqueue(gateway)
     settle(gateway)
     [row] = event_rows(gateway)
-    assert (row.status, row.attempts) == ("failed", 2)  # retried once, then the budget was spent
+    assert row.status == "failed" and row.attempts >= 1  # retried until the deadline passed
     assert "cannot reach 127.0.0.1" in row.error_reason
 
 

@@ -11,7 +11,8 @@ Create Date: 2026-11-26 14:40:00.000000
   engines, so SQLite keeps the ledger's append-only triggers (a batch copy would drop them).
 - inbound_messages: channel (sms, whatsapp, …), from_address for channel addresses that are
   no phone number (from_phone becomes nullable), media, and the flagged-text columns.
-- outbox.deadline_at: transient failures retry until then, backfilled for queued rows.
+- outbox.deadline_at (a re-driven row's new deadline; else created_at + its purpose's budget)
+  and priority (0 stop replies, 1 help and welcome, 2 prompts and events), which claims walk.
 - idempotency_keys: method, path and a lease; the key is unique per brand + method + path.
 """
 from __future__ import annotations
@@ -56,6 +57,10 @@ def upgrade() -> None:
         batch_op.create_index('ix_inbound_messages_brand_flagged_id', ['brand', 'flagged', 'id'], unique=False)
 
     op.add_column('outbox', sa.Column('deadline_at', app.db.UtcDateTime(timezone=True), nullable=True))
+    op.add_column('outbox', sa.Column('priority', sa.SmallInteger(), server_default='2', nullable=False))
+    op.execute("UPDATE outbox SET priority = CASE WHEN purpose = 'stop' THEN 0"
+               " WHEN purpose IN ('help', 'welcome', 'already_subscribed', 'doi_expired') THEN 1 ELSE 2 END")
+    op.create_index('ix_outbox_priority_due', 'outbox', ['priority', 'status', 'next_attempt_at'], unique=False)
 
     op.add_column('idempotency_keys', sa.Column('method', sqlmodel.sql.sqltypes.AutoString(length=8),
                                                 server_default='POST', nullable=False))
@@ -80,7 +85,9 @@ def downgrade() -> None:
         batch_op.drop_column('lease_until')
         batch_op.drop_column('path')
         batch_op.drop_column('method')
+    op.drop_index('ix_outbox_priority_due', table_name='outbox')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_column('priority')
         batch_op.drop_column('deadline_at')
     op.execute("DELETE FROM inbound_messages WHERE from_phone IS NULL")
     with op.batch_alter_table('inbound_messages', schema=None) as batch_op:
