@@ -207,7 +207,7 @@ def create_app(
     ]
     app = _Optline(
         routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
-        middleware=[Middleware(IdempotencyMiddleware, state=state)],
+        middleware=[Middleware(IdempotencyMiddleware, state=state, routes=routes)],
     )
     app.state.optline = state
     return app
