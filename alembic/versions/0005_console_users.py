@@ -1,7 +1,7 @@
 """console users, and the ledger read by time
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-26 14:45:00.000000
 
 The web console signs people in with their own accounts (argon2 hashes only), each bound
@@ -17,7 +17,7 @@ import app.db
 
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
@@ -38,13 +38,12 @@ def upgrade() -> None:
     with op.batch_alter_table('console_users', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_console_users_brand'), ['brand'], unique=False)
 
-    with op.batch_alter_table('consent_events', schema=None) as batch_op:
-        batch_op.create_index('ix_consent_events_brand_created_at', ['brand', 'created_at'], unique=False)
+    # A plain CREATE INDEX, never a batch copy: the copy would drop SQLite's append-only triggers.
+    op.create_index('ix_consent_events_brand_created_at', 'consent_events', ['brand', 'created_at'], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('consent_events', schema=None) as batch_op:
-        batch_op.drop_index('ix_consent_events_brand_created_at')
+    op.drop_index('ix_consent_events_brand_created_at', table_name='consent_events')
 
     with op.batch_alter_table('console_users', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_console_users_brand'))
