@@ -18,12 +18,11 @@ import pytest
 from app.console.accounts import create_user, disable_user, hash_password
 from app.console.queries import LEDGER_COLUMNS
 from app.models import consent_events
-from tests.conftest import ACME, Gateway
+from tests.conftest import Gateway
 
 PASSWORD = "correct horse battery"
 SECRET = "console-test-secret-key-0123456789abcdef"
 ADA, BOB, ZOE = "+14155550101", "+14155550102", "+14155550103"
-BISTRO = "+15005550007"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
