@@ -171,7 +171,7 @@ def test_rows_of_a_worker_killed_mid_batch_are_sent_by_another_after_the_lease(
     first = procs.worker("worker-a", OPTLINE_SEND_CONCURRENCY=str(slots))
 
     def claimed_by_first() -> list[str]:
-        rows = db.rows("SELECT phone, claimed_by FROM outbox WHERE status = 'sending'")
+        rows = db.rows("SELECT phone, claimed_by FROM outbox WHERE status IN ('sending', 'dispatching')")
         return [r.phone for r in rows if worker_pid(r.claimed_by) == first.pid]
 
     wait_until(lambda: len(claimed_by_first()) == slots and len(sends(fake)) >= slots, timeout=20,
@@ -181,7 +181,7 @@ def test_rows_of_a_worker_killed_mid_batch_are_sent_by_another_after_the_lease(
     time.sleep(0.3)  # a request the dead worker had already written reaches the fake now or never
     killed_at = time.time()
     reached = set(sends(fake))
-    sending = db.rows("SELECT phone, lease_until, claimed_by FROM outbox WHERE status = 'sending'")
+    sending = db.rows("SELECT phone, lease_until, claimed_by FROM outbox WHERE status IN ('sending', 'dispatching')")
     leases = {r.phone: r.lease_until for r in sending if worker_pid(r.claimed_by) == first.pid}
     assert len(leases) == slots and db.scalar("SELECT count(*) FROM outbox WHERE status = 'queued'") == 0
     not_reached = set(numbers) - reached
@@ -405,26 +405,36 @@ def test_a_hung_postgresql_spools_the_text_and_answers_200_in_time(
                timeout=30, what="the stop reply")
 
 
-def test_a_database_blip_at_the_re_check_before_a_send_does_not_lose_the_reply(
+def test_a_database_blip_at_the_send_decision_does_not_lose_the_reply(
     gateway_factory: Callable[..., Gateway], pg_url: str
 ) -> None:
-    """The deterministic form of what the restart scenario hits: the re-check's connection fails, the writer's works."""
+    """The send decision (dispatch) cannot reach the database: nothing is sent, and the row stays retryable."""
+    from app.db import Writer, make_engine
+    from app.outbox import claim
+
     gateway = gateway_factory(pg_url, inprocess_worker=False)
     phone = phones(206, 1)[0]
     assert gateway.text("JOIN", from_=phone).status_code == 200
     sender = gateway.state.sender
-    reader = sender.reader
-    # The re-check's connection fails the way a PostgreSQL restart makes it fail (connection refused).
-    sender.reader = sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone",
-                                     connect_args={"connect_timeout": 2})
+    [row] = gateway.state.writer.call(lambda conn, now: claim(conn, now, worker=sender.worker_id, limit=5,
+                                                              lease=sender.lease))
+    live = sender.writer
+    # The decision's connection fails the way a PostgreSQL restart makes it fail (connection refused).
+    dead = Writer(make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"), deadline=3.0)
+    sender.writer = dead
     try:
-        assert asyncio.run(sender.run_once()) == 1
+        async def deliver() -> None:
+            dead.start()
+            await sender._deliver(row)
+
+        asyncio.run(deliver())
     finally:
-        sender.reader.dispose()
-        sender.reader = reader
+        dead.stop()
+        dead.engine.dispose()
+        sender.writer = live
     assert gateway.fake.requests == []  # nothing was sent...
     [(status, reason)] = gateway.query("SELECT status, error_reason FROM outbox WHERE phone = :p", p=phone)
-    assert status != "failed", reason  # ...so the row must stay retryable (pending, or sending until its lease)
+    assert status in ("pending", "sending"), reason  # ...so the row stays retryable (now, or after its lease)
 
 
 # --- 5. graceful shutdown ---------------------------------------------------------------
