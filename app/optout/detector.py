@@ -63,6 +63,8 @@ _SPACED = re.compile(r"(?<![^\W_])[^\W_](?:[\s.\-_*\u00b7\u2022]+[^\W_](?![^\W_]
 _SPACERS = re.compile(r"[\s.\-_*\u00b7\u2022]+")
 # Clauses end at punctuation, emoji and dashes between words; apostrophes and inner hyphens stay.
 _CLAUSE = re.compile(r"[^\w\s'\u2019-]+|\s[-\u2013\u2014]+\s?|[\u2013\u2014]")
+_LATIN_RUN = re.compile(r"[a-z]+")
+_HASH = re.compile(r"#(?!\d)")
 _RUN = re.compile(r"(.)\1{2,}")  # STOOOOP, Stoppppp: three or more of a letter are one
 _LEET = str.maketrans("013457", "oieast")  # S T 0 P, st0p
 # Scripts whose words the substring lexicons read: CJK, kana, Hangul, Arabic, Devanagari.
@@ -147,6 +149,7 @@ class Detector:
         self._sub_optout = alternation("optout")
         self._sub_fill = alternation("fill")
         self._sub_alone = subs["alone"]
+        self._fill_text = re.compile("|".join(map(re.escape, sorted(lexicon.fill_text, key=len, reverse=True))))
 
     # -- words
 
@@ -177,6 +180,8 @@ class Detector:
 
     def clauses(self, normalized: str) -> list[list[str]]:
         """The text's clauses, each a list of processed words; "opt out" is one word."""
+        if "#" in normalized:  # "wrong #": a number sign that numbers nothing is the word "number"
+            normalized = _HASH.sub(" number ", normalized)
         if _SPACED.search(normalized):
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
         out: list[list[str]] = []
@@ -198,9 +203,11 @@ class Detector:
         """The verdict for a text already passed through app.matching.normalize."""
         if not normalized:
             return NOTHING
-        clauses = self.clauses(normalized)
+        other_script = not normalized.isascii() and _SUBSTRING_SCRIPT.search(normalized) is not None
+        # "SAIR 谢谢": politeness in another script takes no part in the word rules.
+        clauses = self.clauses(self._fill_text.sub(" ", normalized) if other_script else normalized)
         verdict = self._tokens_verdict(clauses) if clauses else NOTHING
-        if verdict.outcome is not Outcome.OPT_OUT and not normalized.isascii() and _SUBSTRING_SCRIPT.search(normalized):
+        if verdict.outcome is not Outcome.OPT_OUT and other_script:
             by_substring = self._substring_verdict(normalized)
             if by_substring.outcome is Outcome.OPT_OUT or verdict.outcome is Outcome.NONE:
                 return by_substring
@@ -264,9 +271,9 @@ class Detector:
             return veto if veto is not None else candidate
         if negated is not None:
             return negated
-        loose = self._loose_word(masked)
         if veto is not None:
-            return veto if loose is not None else NOTHING
+            return veto
+        loose = self._loose_word(masked)
         if loose is not None:
             return Verdict(Outcome.FLAGGED, "ambiguous", loose[0], loose[1])
         return NOTHING
@@ -310,9 +317,14 @@ class Detector:
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", " ".join(clause[max(0, i - 2) : i + 1]), info.language)
                 elif info.strength == "strong":
                     strong = strong or Verdict(Outcome.OPT_OUT, "strong", word, info.language)
-                elif total <= _SHORT_TEXT_WORDS:
+                elif total <= _SHORT_TEXT_WORDS and not self._has_other_object(clause, i):
                     short = short or Verdict(Outcome.OPT_OUT, "short", " ".join(w for w in clause if w != "_"), info.language)
         return strong or short, negated
+
+    def _has_other_object(self, clause: list[str], i: int) -> bool:
+        """Whether the loose word at i takes an object that is not the texts ("stop the delivery", "stop my order")."""
+        rest = [w for w in clause[i + 1 :] if w not in self.lexicon.sets["fill"]]
+        return len(rest) >= 2 and rest[0] in self.lexicon.sets["det"] and not self.word(rest[1]).companion
 
     def _loose_word(self, masked: str) -> tuple[str, str | None] | None:
         for word in masked.split():
@@ -335,8 +347,12 @@ class Detector:
             found = self._sub_optout.search(text)
             if found:
                 return veto or Verdict(Outcome.OPT_OUT, "substring", found.group(), subs["optout"][found.group()])
-        bare = self._sub_fill.sub("", text) if self._sub_fill is not None else text
-        bare = bare.replace("_", "")
+        # "停止 thanks": politeness in a Latin-script language around a word of another script
+        fill = self.lexicon.sets["fill"]
+        bare = fold_substring(_LATIN_RUN.sub(lambda m: "" if m.group() in fill else m.group(), normalized))
+        if self._sub_senses is not None:
+            bare = self._sub_senses.sub("", bare)
+        bare = self._sub_fill.sub("", bare) if self._sub_fill is not None else bare
         language = self._sub_alone.get(bare)
         if language is not None:
             return veto or Verdict(Outcome.OPT_OUT, "alone", bare, language)

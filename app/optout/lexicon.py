@@ -80,6 +80,7 @@ class Lexicon:
     patterns: list[Pattern] = field(default_factory=list)
     substrings: dict[str, dict[str, str]] = field(default_factory=lambda: {s: {} for s in SUBSTRING_SECTIONS})
     sources: dict[str, list[str]] = field(default_factory=dict)
+    fill_text: set[str] = field(default_factory=set)  # substring politeness as it stands in a normalised text
 
 
 def _words(entry: str) -> list[str]:
@@ -180,4 +181,6 @@ def load() -> Lexicon:
                 folded = fold_substring(normalize(str(entry)))
                 if folded:
                     lexicon.substrings[section].setdefault(folded, language)
+                    if section == "fill":  # "SAIR 谢谢": politeness in any script is politeness
+                        lexicon.fill_text.add(normalize(str(entry)))
     return lexicon
