@@ -19,11 +19,12 @@ order") are masked before any rule runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from app.normalize import normalize
-from app.optout.lexicon import WORD, Lexicon, fold_substring, load, split_elision
+from app.optout.lexicon import Lexicon, fold_substring, load, split_elision
 
 
 class Outcome(StrEnum):
@@ -62,7 +63,7 @@ _SCOPE_LOOKAHEAD = 3  # "unsubscribe from emails and texts": SMS named right aft
 _SPACED = re.compile(r"(?<![^\W_])[^\W_](?:[\s.\-_*\u00b7\u2022]+[^\W_](?![^\W_])){2,}")
 _SPACERS = re.compile(r"[\s.\-_*\u00b7\u2022]+")
 # Clauses end at punctuation, emoji and dashes between words; apostrophes and inner hyphens stay.
-_CLAUSE = re.compile(r"[^\w\s'\u2019-]+|\s[-\u2013\u2014]+\s?|[\u2013\u2014]")
+_PIECE = re.compile(r"([^\W_]+(?:['\u2019][^\W_]+)*'?)|([^\w\s'\u2019-]+|\s[-\u2013\u2014]+\s?|[\u2013\u2014])")
 _LATIN_RUN = re.compile(r"[a-z]+")
 _HASH = re.compile(r"#(?!\d)")
 _RUN = re.compile(r"(.)\1{2,}")  # STOOOOP, Stoppppp: three or more of a letter are one
@@ -185,16 +186,20 @@ class Detector:
         if _SPACED.search(normalized):
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
         out: list[list[str]] = []
-        for clause in _CLAUSE.split(normalized):
-            words: list[str] = []
-            for raw in WORD.findall(clause):
-                for token in self.tokens(raw):
-                    if token == "out" and words and words[-1] == "opt":
-                        words[-1] = "optout"
-                    else:
-                        words.append(token)
-            if words:
-                out.append(words)
+        words: list[str] = []
+        for word, _ in _PIECE.findall(normalized):
+            if not word:  # a clause ends here
+                if words:
+                    out.append(words)
+                    words = []
+                continue
+            for token in self.tokens(word):
+                if token == "out" and words and words[-1] == "opt":
+                    words[-1] = "optout"
+                else:
+                    words.append(token)
+        if words:
+            out.append(words)
         return out
 
     # -- reading a text
@@ -215,43 +220,57 @@ class Detector:
 
     def _tokens_verdict(self, clauses: list[list[str]]) -> Verdict:
         words_of = self.word
-        infos = [[words_of(w) for w in clause] for clause in clauses]
-        pattern_ids: set[int] = set()
+        flat: list[str] = []  # the words, with "|" between clauses
+        triggers: dict[int, list[int]] = {}  # pattern -> positions of its anchor words
         interesting = False
-        for clause_infos in infos:
-            for info in clause_infos:
-                if info.patterns:
-                    pattern_ids.update(info.patterns)
+        for clause in clauses:
+            if flat:
+                flat.append("|")
+            for word in clause:
+                info = words_of(word)
+                for index in info.patterns:
+                    triggers.setdefault(index, []).append(len(flat))
                 if info.strength is not None or info.typo_of is not None:
                     interesting = True
-        if not pattern_ids and not interesting:
+                flat.append(word)
+        if not triggers and not interesting:
             return NOTHING
-        joined = " | ".join(" ".join(c) for c in clauses) + " "
         patterns = self.lexicon.patterns
         by_section: dict[str, list[int]] = {}
-        for index in sorted(pattern_ids):
+        for index in sorted(triggers):
             by_section.setdefault(patterns[index].section, []).append(index)
+        joined = " ".join(flat) + " "
+        offsets = _offsets(flat)
         # Other senses first: their words take no further part ("bus stop", "cancel my order").
-        masked = joined
-        for index in by_section.get("senses", ()):
-            masked = patterns[index].regex.sub(lambda m: "_ " * len(m.group().split()), masked)
+        masked, masked_offsets = joined, offsets
+        senses = by_section.get("senses")
+        if senses:
+            hidden = list(flat)
+            for index in senses:
+                for start, found in self._matches(index, triggers[index], flat, joined, offsets):
+                    hidden[start : start + len(found.group().split())] = ["_"] * len(found.group().split())
+            if hidden != flat:
+                masked, masked_offsets = " ".join(hidden) + " ", _offsets(hidden)
         veto: Verdict | None = None
         for index in by_section.get("keep", ()):
-            found = patterns[index].regex.search(joined)
-            if found:
+            for _, found in self._matches(index, triggers[index], flat, joined, offsets):
                 veto = Verdict(Outcome.FLAGGED, "veto", found.group().strip(), patterns[index].language)
+                break
+            if veto:
                 break
         if veto is None:
             for index in by_section.get("scope", ()):
-                found = patterns[index].regex.search(masked)
-                if found and not self._sms_follows(masked, found.end()):
-                    veto = Verdict(Outcome.FLAGGED, "veto", found.group().strip(), patterns[index].language)
+                for _, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
+                    if not self._sms_follows(masked, found.end()):
+                        veto = Verdict(Outcome.FLAGGED, "veto", found.group().strip(), patterns[index].language)
+                        break
+                if veto:
                     break
         negated: Verdict | None = None
         candidate: Verdict | None = None
         for index in by_section.get("phrases", ()):
             pattern = patterns[index]
-            for found in pattern.regex.finditer(masked):
+            for _, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
                 words = found.group().strip()
                 if self._negated_before(masked, found.start()) or any(
                     self.word(w).negator and w not in pattern.literals for w in words.split()
@@ -277,6 +296,21 @@ class Detector:
         if loose is not None:
             return Verdict(Outcome.FLAGGED, "ambiguous", loose[0], loose[1])
         return NOTHING
+
+    def _matches(
+        self, index: int, positions: list[int], flat: list[str], text: str, offsets: list[int]
+    ) -> Iterator[tuple[int, re.Match[str]]]:
+        """A pattern's matches, tried only at the word starts from which a match could reach an anchor word."""
+        pattern = self.lexicon.patterns[index]
+        tried: set[int] = set()
+        for position in positions:
+            for start in range(max(0, position - pattern.before), position + 1):
+                if start in tried or flat[start] == "|":
+                    continue
+                tried.add(start)
+                found = pattern.regex.match(text, offsets[start])
+                if found is not None:
+                    yield start, found
 
     def _negated_before(self, masked: str, start: int) -> bool:
         before = masked[:start].rsplit("|", 1)[-1].split()
@@ -357,6 +391,15 @@ class Detector:
         if language is not None:
             return veto or Verdict(Outcome.OPT_OUT, "alone", bare, language)
         return veto or NOTHING
+
+
+def _offsets(words: list[str]) -> list[int]:
+    """Where each word starts in " ".join(words)."""
+    out, at = [], 0
+    for word in words:
+        out.append(at)
+        at += len(word) + 1
+    return out
 
 
 _DETECTOR = Detector(load())

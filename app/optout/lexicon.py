@@ -68,6 +68,7 @@ class Pattern:
     literals: frozenset[str]  # every word the pattern names (a negator named by it does not negate it)
     anchors: tuple[str, ...]  # words, any of which must be present for the pattern to match
     prefix_anchors: tuple[str, ...]  # word prefixes, likewise
+    before: int  # at most this many words stand in a match before its anchor word
 
 
 @dataclass
@@ -96,39 +97,48 @@ def _words(entry: str) -> list[str]:
     return out
 
 
-def _item_regex(item: str, sets: dict[str, set[str]], anchors: list[str], prefixes: list[str], first: bool) -> str:
-    """The regex for one pattern item (without its trailing space), collecting its anchors when first."""
-    parts = []
+def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], list[str], int]:
+    """One pattern item's regex (without its trailing space), the words and prefixes it needs, and how common they are."""
+    parts: list[str] = []
+    anchors: list[str] = []
+    prefixes: list[str] = []
+    common = 0
     for alt in item.split("|"):
         if alt.startswith("{") and alt.endswith("}"):
             members = sorted(sets[alt[1:-1]], key=len, reverse=True)
-            if first:
-                anchors.extend(members)
+            anchors.extend(members)
             parts.extend(re.escape(m) for m in members)
+            common += 1000 if alt in ("{fill}", "{det}", "{me}") else 100
             continue
         tilde = alt.endswith("~")
         words = _words(alt.rstrip("~").replace("_", " ")) or [alt.rstrip("~")]
         parts.append(" ".join(re.escape(w) for w in words) + (r"[^\s|]*" if tilde else ""))
-        if first:
-            if tilde and len(words) == 1:
-                prefixes.append(words[0])
-            else:
-                anchors.append(words[0])
-    return "(?:" + "|".join(parts) + ")"
+        if tilde and len(words) == 1:
+            prefixes.append(words[0])
+            common += 3 if len(words[0]) < 5 else 1
+        else:
+            anchors.append(words[0])
+            common += 50 if any(words[0] in members for members in sets.values()) else 1
+    return "(?:" + "|".join(parts) + ")", anchors, prefixes, common
 
 
 def compile_pattern(section: str, language: str, source: str, sets: dict[str, set[str]]) -> Pattern:
-    """A pattern's regex over the detector's word string (words joined by spaces, clauses by ' | ')."""
-    regex = r"(?<![^\s|])"
-    anchors: list[str] = []
-    prefixes: list[str] = []
-    anchored = False
+    """A pattern's regex over the detector's word string (words joined by spaces, clauses by ' | '), tried at word starts.
+
+    Its anchors are the words of its rarest required item: a text without one of them cannot
+    match, so the detector tries the pattern only on texts that hold one.
+    """
+    regex = ""
+    best: tuple[int, list[str], list[str], int] | None = None
+    width = 0  # the most words the items so far can take
     for item in source.replace("\u2019", "'").split():
         if item == "..":
             regex += r"(?:[^\s|]+ ){0,2}"
+            width += 2
             continue
         if item == "...":
             regex += r"(?:[^\s|]+ ){0,4}"
+            width += 4
             continue
         if item == "$":  # the end of a clause
             regex += r"(?=\||$)"
@@ -138,13 +148,15 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
             continue
         optional = item.endswith("?") and len(item) > 1
         body = item[:-1] if optional else item
-        part = _item_regex(body, sets, anchors, prefixes, first=not anchored and not optional)
-        anchored = anchored or not optional
+        part, anchors, prefixes, common = _item_regex(body, sets)
+        if not optional and (best is None or common < best[0]):
+            best = (common, anchors, prefixes, width)
         regex += f"(?:{part} )?" if optional else f"{part} "
-    if not anchors and not prefixes:
+        width += max(len(_words(alt.replace("_", " "))) or 1 for alt in body.split("|"))
+    if best is None or not (best[1] or best[2]):
         raise ValueError(f"{language}: pattern {source!r} has no word that must be present")
     literals = frozenset(w for alt in re.split(r"[\s|]+", source) for w in _words(alt.replace("_", " ")))
-    return Pattern(section, language, source, re.compile(regex), literals, tuple(anchors), tuple(prefixes))
+    return Pattern(section, language, source, re.compile(regex), literals, tuple(best[1]), tuple(best[2]), best[3])
 
 
 def _load_file(language: str) -> dict[str, Any]:
