@@ -6,7 +6,8 @@ The rules, in the order a verdict's `rule` names them:
 - `keyword`: a clause made only of opt-out keywords and their companions ("Stop merci",
   "STOP SMS", "Nope. Remove.", "..., stop"); `typo`: the same with a misspelt keyword ("stpo");
 - `strong`: a word that is an opt-out wherever it stands ("unsubscribe", "désabonner");
-- `short`: a loose word ("stop") in a text of at most five words ("make it stop");
+- `short`: a loose word ("stop") in a text of at most five words ("make it stop"); `first`: one
+  that opens the text ("Stop svp je reçois trop de messages");
 - `substring`/`alone`: the same for scripts without spaces between words (zh, ja, ko, ar, hi).
 
 A reading that would be an opt-out but is negated ("don't stop the deals", "N'arrêtez pas"),
@@ -40,7 +41,7 @@ class Verdict:
     """The detector's reading of one text, and why."""
 
     outcome: Outcome
-    rule: str | None = None  # phrase | keyword | typo | strong | short | substring | alone | negated | veto | ambiguous
+    rule: str | None = None  # phrase|keyword|typo|strong|short|first|substring|alone; negated|veto|ambiguous
     words: str | None = None  # the words that fired, normalised
     language: str | None = None  # language of the lexicon entry that fired
 
@@ -327,7 +328,8 @@ class Detector:
         negated: Verdict | None = None
         strong: Verdict | None = None
         short: Verdict | None = None
-        for clause in clauses:
+        for number, clause in enumerate(clauses):
+            first = number == 0
             infos = [self.word(w) for w in clause]
             keyword: tuple[str, str] | None = None
             typo: tuple[str, str] | None = None
@@ -353,6 +355,9 @@ class Detector:
                     strong = strong or Verdict(Outcome.OPT_OUT, "strong", word, info.language)
                 elif total <= _SHORT_TEXT_WORDS and not self._has_other_object(clause, i):
                     short = short or Verdict(Outcome.OPT_OUT, "short", " ".join(w for w in clause if w != "_"), info.language)
+                elif first and i == 0 and not self._has_other_object(clause, i):
+                    # "Stop svp je reçois trop de messages": the text opens with it
+                    short = short or Verdict(Outcome.OPT_OUT, "first", word, info.language)
         return strong or short, negated
 
     def _has_other_object(self, clause: list[str], i: int) -> bool:
