@@ -140,8 +140,9 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
             regex += r"(?:[^\s|]+ ){0,4}"
             width += 4
             continue
-        if item == "$":  # the end of a clause
-            regex += r"(?=\||$)"
+        if item == "$":  # the end of a clause, politeness aside ("no me interesa, gracias")
+            fill = "|".join(re.escape(w) for w in sorted(sets["fill"], key=len, reverse=True))
+            regex += rf"(?:(?:{fill}) ){{0,3}}(?=\||$)"
             continue
         if item == "^":  # the start of a clause
             regex += r"(?:^|(?<=\| ))"
