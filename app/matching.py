@@ -1,8 +1,9 @@
-"""Normalising inbound texts and matching them against one sender's keywords (pure).
+"""Matching inbound texts against one sender's keywords (pure); the normaliser is app.normalize.
 
 `app.keywords` loads keywords.yaml and builds one `SenderRules` per receiving number or
 Messaging Service; everything here runs on the webhook hot path, so the tables are built
-once at load and `SenderRules.match` is a normalise, one regex scan and a few dict lookups.
+once at load and `SenderRules.match` is a normalise, one regex scan and a few dict lookups
+for a keyword; any other text goes to the opt-out detector (app.optout).
 """
 
 from __future__ import annotations
@@ -111,11 +112,11 @@ def _keyword_with_fillers(
 
 
 def is_opt_out_intent(text: str, stop_keywords: Iterable[str] = BUILTIN_STOP) -> bool:
-    """Whether a text revokes consent: an exact stop keyword, one with only politeness around it, or the detector's opt-out.
+    """Whether a text revokes consent: a stop keyword (alone or with politeness around it), or a detected opt-out.
 
     The detector (app.optout) reads paraphrases, typos, spaced letters, wrong-number and
     never-signed-up replies in twelve languages, and refuses negated uses and other senses
-    ("don't stop the deals", "bus stop", "cancel my order"); see docs/opt-outs.md.
+    ("don't stop the deals", "bus stop", "cancel my order"); see app/optout/detector.py.
     """
     normalized = normalize(text)
     words = split_words(normalized)
@@ -131,7 +132,7 @@ class Match:
     """How one inbound text reads on one sender."""
 
     kind: Kind | None  # None = unmatched
-    keyword: str | None  # the configured keyword as written ("OPT OUT"); for detected stops the stop word or phrase found
+    keyword: str | None  # the configured keyword as written ("OPT OUT"); for detected stops the stop word or phrase
     language: str | None  # language of the keyword list that matched; None for language-less lists
     program: str | None  # program key this match is scoped to; None = the whole sender
     normalized: str  # the normalised text

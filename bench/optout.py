@@ -147,9 +147,8 @@ def senders() -> tuple[SenderRules, SenderRules]:
             for written in program.keywords[str(kind)]:
                 if kind is Kind.STOP and written in newer:
                     continue
-                entries.append(
-                    KeywordEntry(kind, keyword_words(written), written, None, program.key if kind is Kind.JOIN else None)
-                )
+                program_key = program.key if kind is Kind.JOIN else None
+                entries.append(KeywordEntry(kind, keyword_words(written), written, None, program_key))
     return sender, BaselineSenderRules(sender.brand, sender.programs, entries)
 
 

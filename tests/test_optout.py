@@ -215,7 +215,9 @@ MATCH_CASES = [
 
 
 @pytest.mark.parametrize(("text", "kind", "flagged", "why"), MATCH_CASES, ids=[c[0] for c in MATCH_CASES])
-def test_the_matcher_records_why(acme: SenderRules, text: str, kind: Kind | None, flagged: bool, why: str | None) -> None:
+def test_the_matcher_records_why(
+    acme: SenderRules, text: str, kind: Kind | None, flagged: bool, why: str | None
+) -> None:
     found = acme.match(text)
     assert (found.kind, found.flagged, found.why) == (kind, flagged, why)
     assert found.by_intent is (kind is Kind.STOP and not why.startswith("keyword"))  # type: ignore[union-attr]

@@ -70,7 +70,9 @@ _HASH = re.compile(r"#(?!\d)")
 _RUN = re.compile(r"(.)\1{2,}")  # STOOOOP, Stoppppp: three or more of a letter are one
 _LEET = str.maketrans("013457", "oieast")  # S T 0 P, st0p
 # Scripts whose words the substring lexicons read: CJK, kana, Hangul, Arabic, Devanagari.
-_SUBSTRING_SCRIPT = re.compile(r"[\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u1100-\u11ff\uff66-\uff9f]")
+_SUBSTRING_SCRIPT = re.compile(
+    r"[\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u1100-\u11ff\uff66-\uff9f]"
+)
 _CACHE_LIMIT = 50_000
 
 
@@ -350,11 +352,13 @@ class Detector:
                     continue
                 is_negated = any(self.word(w).negator for w in clause[max(0, i - _NEGATION_WINDOW) : i])
                 if is_negated:
-                    negated = negated or Verdict(Outcome.FLAGGED, "negated", " ".join(clause[max(0, i - 2) : i + 1]), info.language)
+                    shown = " ".join(clause[max(0, i - 2) : i + 1])
+                    negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, info.language)
                 elif info.strength == "strong":
                     strong = strong or Verdict(Outcome.OPT_OUT, "strong", word, info.language)
                 elif total <= _SHORT_TEXT_WORDS and not self._has_other_object(clause, i):
-                    short = short or Verdict(Outcome.OPT_OUT, "short", " ".join(w for w in clause if w != "_"), info.language)
+                    shown = " ".join(w for w in clause if w != "_")
+                    short = short or Verdict(Outcome.OPT_OUT, "short", shown, info.language)
                 elif first and i == 0 and not self._has_other_object(clause, i):
                     # "Stop svp je reçois trop de messages": the text opens with it
                     short = short or Verdict(Outcome.OPT_OUT, "first", word, info.language)

@@ -98,7 +98,7 @@ def _words(entry: str) -> list[str]:
 
 
 def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], list[str], int]:
-    """One pattern item's regex (without its trailing space), the words and prefixes it needs, and how common they are."""
+    """One pattern item's regex (no trailing space), the words and prefixes it needs, and how common they are."""
     parts: list[str] = []
     anchors: list[str] = []
     prefixes: list[str] = []
@@ -123,7 +123,7 @@ def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], l
 
 
 def compile_pattern(section: str, language: str, source: str, sets: dict[str, set[str]]) -> Pattern:
-    """A pattern's regex over the detector's word string (words joined by spaces, clauses by ' | '), tried at word starts.
+    """A pattern's regex over the detector's words (joined by spaces, clauses by ' | '), tried at word starts.
 
     Its anchors are the words of its rarest required item: a text without one of them cannot
     match, so the detector tries the pattern only on texts that hold one.
