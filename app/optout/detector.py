@@ -365,9 +365,10 @@ class Detector:
         return strong or short, negated
 
     def _has_other_object(self, clause: list[str], i: int) -> bool:
-        """Whether the loose word at i takes an object that is not the texts ("stop the delivery", "stop my order")."""
-        rest = [w for w in clause[i + 1 :] if w not in self.lexicon.sets["fill"]]
-        return len(rest) >= 2 and rest[0] in self.lexicon.sets["det"] and not self.word(rest[1]).companion
+        """Whether the clause names an object that is not the texts ("stop the delivery", "mijn bestelling stoppen")."""
+        det = self.lexicon.sets["det"]
+        words = [w for w in clause if w not in self.lexicon.sets["fill"]]
+        return any(a in det and not self.word(b).companion for a, b in zip(words, words[1:], strict=False))
 
     def _loose_word(self, masked: str) -> tuple[str, str | None] | None:
         for word in masked.split():
