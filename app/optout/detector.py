@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from itertools import accumulate
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -286,7 +287,7 @@ class Detector:
                 break
             if candidate:
                 break
-        if candidate is None:
+        if candidate is None and interesting:  # the clause rules need a keyword or a misspelt one
             candidate, clause_negated = self._clause_rules(masked)
             negated = negated or clause_negated
         if candidate is not None:
@@ -295,7 +296,7 @@ class Detector:
             return negated
         if veto is not None:
             return veto
-        loose = self._loose_word(masked)
+        loose = self._loose_word(masked) if interesting else None
         if loose is not None:
             return Verdict(Outcome.FLAGGED, "ambiguous", loose[0], loose[1])
         return NOTHING
@@ -405,11 +406,7 @@ class Detector:
 
 def _offsets(words: list[str]) -> list[int]:
     """Where each word starts in " ".join(words)."""
-    out, at = [], 0
-    for word in words:
-        out.append(at)
-        at += len(word) + 1
-    return out
+    return [0, *accumulate(len(word) + 1 for word in words[:-1])]
 
 
 _DETECTOR = Detector(load())
