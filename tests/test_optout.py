@@ -184,6 +184,17 @@ def test_each_lexicon_ships_and_names_its_sources(language: str) -> None:
     assert "# source:" in text
 
 
+def test_every_pattern_compiles() -> None:
+    # Patterns compile on first use (a short-lived process pays only for what it meets);
+    # a broken one must fail here, not on the hot path.
+    from app.optout.detector import _DETECTOR
+
+    patterns = _DETECTOR.lexicon.patterns
+    assert len(patterns) > 200
+    for pattern in patterns:
+        assert pattern.regex.pattern == pattern.expression, pattern.source
+
+
 def test_pyproject_ships_the_lexicons() -> None:
     assert '"app.optout" = ["lexicons/*.yaml"]' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
 

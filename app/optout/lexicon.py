@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -41,6 +42,8 @@ SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill")
 # in the first case: the part after the apostrophe is longer than two letters.
 WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*'?")
 _ELISION = re.compile(r"^([^\W\d_]{1,5}')([^\W_]{3,}.*)$")
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Arabic letters that the same word is written with either way.
 ARABIC_FOLD = str.maketrans({"ى": "ي", "ة": "ه", "ـ": None})
@@ -64,11 +67,16 @@ class Pattern:
     section: str  # phrases | keep | scope | senses
     language: str
     source: str  # as written in the lexicon
-    regex: re.Pattern[str]
+    expression: str  # the regex, compiled on first use (most patterns never meet a text in a short-lived process)
     literals: frozenset[str]  # every word the pattern names (a negator named by it does not negate it)
     anchors: tuple[str, ...]  # words, any of which must be present for the pattern to match
     prefix_anchors: tuple[str, ...]  # word prefixes, likewise
     before: int  # at most this many words stand in a match before its anchor word
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        """The compiled pattern."""
+        return re.compile(self.expression)
 
 
 @dataclass
@@ -157,12 +165,12 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
     if best is None or not (best[1] or best[2]):
         raise ValueError(f"{language}: pattern {source!r} has no word that must be present")
     literals = frozenset(w for alt in re.split(r"[\s|]+", source) for w in _words(alt.replace("_", " ")))
-    return Pattern(section, language, source, re.compile(regex), literals, tuple(best[1]), tuple(best[2]), best[3])
+    return Pattern(section, language, source, regex, literals, tuple(best[1]), tuple(best[2]), best[3])
 
 
 def _load_file(language: str) -> dict[str, Any]:
     text = resources.files("app.optout").joinpath("lexicons", f"{language}.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    data = yaml.load(text, Loader=_YAML_LOADER) or {}
     data["_sources"] = [line[1:].strip() for line in text.splitlines() if line.startswith("# source")]
     return data
 
