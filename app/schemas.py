@@ -63,8 +63,8 @@ def _text_fault(text: str) -> str | None:
     return None
 
 
-def unstorable(value: Any, *, strings: bool = True) -> tuple[str, str] | None:
-    """The first (dotted path, message) in parsed JSON that cannot be stored: too deep, or (`strings`) NUL or a lone surrogate.
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """The first (dotted path, message) in parsed JSON that cannot be stored: too deep, NUL, or a lone surrogate.
 
     The path is "" for the value itself. Iterative, so a deep value cannot exhaust the stack.
     """
@@ -72,7 +72,7 @@ def unstorable(value: Any, *, strings: bool = True) -> tuple[str, str] | None:
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, str):
-            fault = _text_fault(item) if strings else None
+            fault = _text_fault(item)
             if fault is not None:
                 return path, fault
         elif isinstance(item, (dict, list)):
@@ -81,13 +81,18 @@ def unstorable(value: Any, *, strings: bool = True) -> tuple[str, str] | None:
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             for key, child in pairs:
                 child_path = f"{path}.{key}" if path else str(key)
-                if strings and isinstance(key, str) and (fault := _text_fault(key)) is not None:
+                if isinstance(key, str) and (fault := _text_fault(key)) is not None:
                     return child_path, f"field names {fault}"
                 stack.append((child, child_path, depth + 1))
     return None
 
 
 def _storable(value: Any) -> Any:
+    if isinstance(value, str):  # the common case, on every field of every batch item: no walk
+        fault = _text_fault(value)
+        if fault is not None:
+            raise PydanticCustomError("unstorable", fault)
+        return value
     found = unstorable(value)
     if found is not None:
         path, message = found

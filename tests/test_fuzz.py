@@ -14,6 +14,7 @@ import base64
 import os
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus
 
@@ -198,6 +199,20 @@ def test_a_cursor_from_another_route_or_altered_is_refused(gateway: Gateway, key
         response = gateway.client.get(path, params={"cursor": sent}, headers={"x-api-key": key})
         assert_clean(response, path)
         assert response.status_code == 400 and response.json()["errors"][0]["field"] == "cursor", (path, response.text)
+
+
+def test_a_time_filter_at_any_offset_means_the_same_instant(gateway: Gateway, key: str) -> None:
+    # -20:24 is a real ISO 8601 offset that PostgreSQL refuses to bind; it is turned into UTC first.
+    [event] = gateway.client.get("/v1/consent-events", headers={"x-api-key": key}).json()["items"]
+    [profile] = gateway.client.get("/v1/profiles", headers={"x-api-key": key}).json()["items"]
+    for path, name, at, field in [("/v1/consent-events", "since", event["createdAt"], "createdAt"),
+                                  ("/v1/profiles", "updatedSince", profile["updatedAt"], "updatedAt")]:
+        instant = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        far_west = timezone(-timedelta(hours=20, minutes=24))
+        for moved, found in [(timedelta(0), [at]), (timedelta(seconds=1), [])]:
+            since = (instant + moved).astimezone(far_west).isoformat()
+            items = gateway.client.get(path, params={name: since}, headers={"x-api-key": key}).json()["items"]
+            assert [i[field] for i in items] == found, (path, since)
 
 
 # --- the webhooks ----------------------------------------------------------------------------

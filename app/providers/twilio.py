@@ -226,6 +226,7 @@ def _optional(params: Mapping[str, Any], name: str) -> str | None:
 
 # The largest value an INTEGER column holds on both databases; Twilio's counts and codes are far below it.
 MAX_INTEGER = 2**31 - 1
+_MAX_DIGITS = len(str(MAX_INTEGER))
 
 
 def _integer(params: Mapping[str, Any], name: str, default: int | None) -> int | None:
@@ -234,7 +235,7 @@ def _integer(params: Mapping[str, Any], name: str, default: int | None) -> int |
     if not raw:
         return default
     # ASCII digits only: str.isdigit also accepts "²" (which int() refuses) and "٣" (which it reads).
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_INTEGER)) or int(raw) > MAX_INTEGER:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS or int(raw) > MAX_INTEGER:
         raise InvalidPayload(f"{name} is not a whole number from 0 to {MAX_INTEGER}", field=name)
     return int(raw)
 

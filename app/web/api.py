@@ -223,11 +223,12 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES, check_strings: bool = True) -> Any:
+async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES, walk: bool = True) -> Any:
     """The request's JSON body: 413 over `limit` bytes, 415 not JSON, 400 unparseable or too deep.
 
-    With `check_strings`, a string no database can store (NUL, a lone surrogate) is a 422
-    naming its field; a route that checks its items one by one turns it off.
+    With `walk`, a body nested deeper than MAX_JSON_DEPTH is 400 and a string no database can
+    store (NUL, a lone surrogate) is 422 naming its field; a route whose model checks both
+    itself, item by item, turns it off.
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -248,9 +249,8 @@ async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES, check_stri
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
     # Only a body with an escape (\u0000, \ud800) or enough brackets can hold what the walk looks for.
-    deep = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
-    if deep or (check_strings and _ESCAPE.search(body)):
-        found = unstorable(data, strings=check_strings)
+    if walk and (body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH or _ESCAPE.search(body)):
+        found = unstorable(data)
         if found is not None:
             field, message = found
             if message == DEPTH_MESSAGE:

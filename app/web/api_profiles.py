@@ -151,8 +151,8 @@ async def batch_profiles(request: Request) -> Response:
     """POST /v1/profiles/batch: up to 1000 upserts, one result per item, in order."""
     key = api_key(request)
     region = _region(request, key.brand)
-    # Items check their own strings (ProfileIn), so a NUL in one item fails only that item.
-    body = await json_body(request, limit=MAX_BATCH_BODY, check_strings=False)
+    # Each item checks its own strings and nesting (ProfileIn), so a NUL fails only its item.
+    body = await json_body(request, limit=MAX_BATCH_BODY, walk=False)
     try:
         envelope = ProfileBatchIn.model_validate(body)
     except ValidationError as exc:
