@@ -1,18 +1,20 @@
 """No input a client can send produces a 5xx: every route and both Twilio webhooks, fuzzed on both engines.
 
-Two parts. The known reproductions (deep JSON, non-ASCII digits, forged cursors,
+Three parts. The known reproductions (deep JSON, non-ASCII digits, forged cursors,
 out-of-range numbers, NUL in paths, filters, JSON and form keys, far-off UTC offsets) are
-a table, each case with the answer it must get. Then hypothesis throws requests at every
-route with every method, and at the webhooks unsigned, badly signed and correctly signed:
-whatever comes back must be below 500, and every 4xx must be application/problem+json.
-The runs are derandomised and bounded, so CI sees the same requests every time.
+a table, each case with the answer it must get. A sweep bends every query parameter, path
+parameter, body field and webhook field of a valid request, one at a time, with each kind
+of bad value. And hypothesis throws combinations at every route with every method, and at
+the webhooks unsigned, badly signed and correctly signed. Whatever comes back must be below
+500, and every 4xx application/problem+json. Everything is deterministic (hypothesis is
+derandomised) and bounded; OPTLINE_FUZZ_EXAMPLES=2000 runs a deeper hypothesis search.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -93,6 +95,7 @@ POISON = {
     "/v1/messages": [None, True, ["2020-01-01T00:00:00+00:00", "inbound", 10**23]],
 }
 
+
 def case(call: Call, expected: set[int], id: str) -> tuple[str, Call, set[int]]:  # noqa: A002 - pytest's word
     return id, call, expected
 
@@ -111,28 +114,26 @@ CASES: list[tuple[str, Call, set[int]]] = [
         ("GET", "/v1/profiles/by-phone/%00"), ("GET", "/v1/profiles/by-email/a%00@example.com"),
         ("GET", "/v1/contacts/%00"), ("PUT", "/v1/contacts/%00"),
     ]),
-    *(case(Call("GET", p, params={name: "a\x00b"}), {200, 400, 422}, id=f"nul-filter-{name}-{p}")
+    *(case(Call("GET", p, params={name: "a\x00b"}), {400, 422}, id=f"nul-filter-{name}-{p}")
       for p, names in [("/v1/subscriptions", ("program", "phoneNumber", "status")),
                        ("/v1/consent-events", ("program", "phoneNumber", "since")),
                        ("/v1/profiles", ("program", "status", "updatedSince")), ("/v1/messages", ("phoneNumber",))]
       for name in names),
     case(Call("POST", "/v1/subscriptions/opt-in",
-                      body=_with(CONSENT, consentProof={"termsUrl": "https://acme.example/\x00"})), {422},
-                 id="nul-consent-proof"),
-    case(Call("POST", "/v1/subscriptions/opt-in",
-                      body=_with(CONSENT, consentProof={"termsUrl": "t", "note\x00": "x"})), {422},
-                 id="nul-consent-proof-key"),
+              body=_with(CONSENT, consentProof={"termsUrl": "https://acme.example/\x00"})), {422}, id="nul-consent-proof"),
+    case(Call("POST", "/v1/subscriptions/opt-in", body=_with(CONSENT, consentProof={"termsUrl": "t", "note\x00": "x"})),
+         {422}, id="nul-consent-proof-key"),
     case(Call("POST", "/v1/subscriptions/opt-in", body=_with(CONSENT, consentSource="web\x00")), {422},
-                 id="nul-consent-source"),
+         id="nul-consent-source"),
     case(Call("POST", "/v1/profiles", body=_json({"externalId": "a\x00"})), {422}, id="nul-external-id"),
     case(Call("POST", "/v1/profiles", body=_json({"externalId": "n1", "attributes": {"k\x00": 1}})), {422},
-                 id="nul-attribute-key"),
-    case(Call("POST", "/v1/profiles", body=_json({"externalId": "n2", "attributes": {"k": ["\x00"]}})),
-                 {422}, id="nul-attribute-value"),
+         id="nul-attribute-key"),
+    case(Call("POST", "/v1/profiles", body=_json({"externalId": "n2", "attributes": {"k": ["\x00"]}})), {422},
+         id="nul-attribute-value"),
     case(Call("PATCH", "/v1/profiles/crm-1", body=_json({"firstName": "A\x00"})), {422}, id="nul-patch"),
     case(Call("POST", "/v1/profiles", body=b'{"externalId": "\\ud800"}'), {422}, id="lone-surrogate"),
     case(Call("POST", "/v1/profiles", body=b'{"externalId": "s1", "attributes": {"\\udfff": 1}}'), {422},
-                 id="lone-surrogate-key"),
+         id="lone-surrogate-key"),
     *(case(Call("GET", p, params={name: "2026-01-01T00:00:00-20:24"}), {200}, id=f"far-offset-{name}")
       for p, name in [("/v1/consent-events", "since"), ("/v1/profiles", "updatedSince")]),
     *(case(Call("GET", p, params={name: "2026-01-01T00:00:00+23:59"}), {200}, id=f"far-offset-east-{name}")
