@@ -290,6 +290,7 @@ end
 
 def list_pages(app: Optline, key: str, url: str, args: argparse.Namespace) -> None:
     """Time list pages at the start and at the end of 10k, then of 1M profiles (keyset paging stays flat)."""
+    from app.settings import load_settings
     from app.web.api import encode_cursor
 
     engine = sa.create_engine(url)
@@ -300,7 +301,8 @@ def list_pages(app: Optline, key: str, url: str, args: argparse.Namespace) -> No
             with engine.connect() as conn:
                 rows = conn.execute(sa.text("SELECT updated_at, id FROM profiles WHERE brand = 'acme' "
                                             "ORDER BY updated_at, id LIMIT 1 OFFSET :o"), {"o": total - 200}).first()
-            deep = encode_cursor([str(rows[0]).replace(" ", "T") + "+00:00", rows[1]])
+            # Signed with the servers' key: they read OPTLINE_SECRET_KEY (or var/secret.key) as we do.
+            deep = encode_cursor([str(rows[0]).replace(" ", "T") + "+00:00", rows[1]], load_settings())
             for where, cursor in (("first", None), ("last", deep)):
                 times = []
                 for _ in range(30):

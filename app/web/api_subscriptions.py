@@ -220,7 +220,7 @@ async def list_messages(request: Request) -> JSONResponse:
     union = sa.union_all(inbound, outbound).subquery()
     query = sa.select(union).order_by(union.c.at, union.c.direction, union.c.id).limit(limit + 1)
     if cursor is not None:
-        position = decode_cursor(cursor)
+        position = decode_cursor(cursor, state.settings)
         try:
             at, direction, row_id = datetime.fromisoformat(position[0]), str(position[1]), int(position[2])
         except (TypeError, ValueError, IndexError, KeyError):
@@ -238,7 +238,8 @@ async def list_messages(request: Request) -> JSONResponse:
         for r in rows
     ]
     last = rows[-1] if rows else None
-    next_cursor = encode_cursor([_aware(last.at).isoformat(), last.direction, last.id]) if more and last else None
+    next_cursor = (encode_cursor([_aware(last.at).isoformat(), last.direction, last.id], state.settings)
+                   if more and last else None)
     return JSONResponse(MessagePage(items=items, next_cursor=next_cursor).model_dump(mode="json"))
 
 
