@@ -139,10 +139,12 @@ async def list_profiles(request: Request) -> Response:
 
 
 async def batch_profiles(request: Request) -> Response:
-    """POST /v1/profiles/batch: up to 1000 upserts, one result per item, in order."""
+    """POST /v1/profiles/batch: up to 1000 upserts (a bare array or `{"items": [...]}`), one result per item."""
     key = api_key(request)
     region = _region(request, key.brand)
     body = await json_body(request, limit=MAX_BATCH_BODY)
+    if isinstance(body, list):
+        body = {"items": body}  # Synerise posts the bare array; Noticia-style clients wrap it in items
     try:
         envelope = ProfileBatchIn.model_validate(body)
     except ValidationError as exc:
