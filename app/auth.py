@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from app.errors import NotFound, Unauthorized
+from app.errors import DatabaseUnavailable, NotFound, Unauthorized
 from app.models import api_keys
 from app.sql import pg_sql
 
@@ -132,11 +132,11 @@ class KeyCache:
                     cur = self._conn.driver_connection.cursor()
                     cur.execute(pg_sql(sql) if self._pg else sql, params)
                     return cur.fetchone()
-                except Exception:
-                    # A dropped connection: open another once; a second failure is the caller's 5xx/503.
+                except Exception as exc:  # noqa: BLE001 - any driver error: the connection is suspect
+                    # A dropped connection: open another once; a second failure is a 503.
                     self.close()
                     if attempt == 2:
-                        raise
+                        raise DatabaseUnavailable("cannot check the API key: the database is unavailable") from exc
         return None
 
     def close(self) -> None:

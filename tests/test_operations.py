@@ -126,3 +126,11 @@ def test_a_key_created_elsewhere_works_at_once(gateway: Gateway) -> None:
     finally:
         cli.dispose()
     assert info.prefix in key
+
+
+def test_keys_are_checked_on_a_connection_that_comes_back(gateway: Gateway) -> None:
+    # The kept connection breaks (a database restart): the next call opens another.
+    _info, key = gateway.state.writer.call(lambda c, now: create_key(c, now, brand="acme", name="crm"))
+    assert gateway.client.get("/v1/programs", headers={"x-api-key": key}).status_code == 200
+    gateway.state.keys._conn.driver_connection.close()
+    assert gateway.client.get("/v1/programs", headers={"x-api-key": key}).status_code == 200
