@@ -142,43 +142,58 @@ def cmd_reload(_args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Run one inbound text through the real pipeline (with the console provider) and print the reply."""
+    """Run one inbound text through the real pipeline and print its reply; only its own reply is sent.
 
+    With --dry-run, print what the text would do (normalised text, the rule that matched,
+    every transition, the reply and its language) and write nothing.
+    """
+    from functools import partial
+
+    from app.dryrun import dry_run
     from app.inbound import InboundJob
     from app.main import build_state, check_database
-    from app.phone import to_e164
-    from app.providers.base import InboundSms
+    from app.phone import inbound_address
+    from app.providers.base import CHANNEL_SMS, InboundSms
     from app.providers.console import ConsoleProvider
     from app.settings import load_settings
 
     settings = load_settings()
     check_database(settings)
-    provider = ConsoleProvider()
-    state = build_state(settings, provider=provider)
     try:
-        phone = to_e164(getattr(args, "from"), None, strict=False)
+        sender = inbound_address(getattr(args, "from"))
     except InvalidInput as exc:
         return _fail(f"--from: {exc.message}")
+    provider = ConsoleProvider()
+    state = build_state(settings, provider=provider)
     sms = InboundSms(
-        provider="simulate", message_id="SIM" + secrets.token_hex(16), account_id=None, from_phone=phone,
+        provider="simulate", message_id="SIM" + secrets.token_hex(16), account_id=None, from_phone=sender.phone,
         to=args.to, service_id=None, body=args.text, num_media=0, opt_out_type=None,
-        params={"From": phone, "To": args.to, "Body": args.text},
+        params={"From": sender.raw, "To": args.to, "Body": args.text}, channel=sender.channel,
+        from_address=None if sender.channel == CHANNEL_SMS else sender.raw,
     )
-    result = state.writer.call(InboundJob(sms, state.rules), locks=[phone])
-
-    async def deliver() -> None:
-        assert state.sender is not None
-        while await state.sender.run_once():
-            pass
-
-    if result.outbox_id is not None:
-        state.writer.start()
-        try:
-            asyncio.run(deliver())
-        finally:
-            state.writer.stop()
+    locks = [sender.phone] if sender.phone else []
     assert state.sender is not None
-    state.sender.close()
+    try:
+        if args.dry_run:
+            report = state.writer.call(partial(dry_run, sms=sms, rules=state.rules), locks=locks)
+            print("\n".join(report.lines()))
+            return 0
+        result = state.writer.call(InboundJob(sms, state.rules), locks=locks)
+        if result.outbox_id is not None:
+            sender_ = state.sender
+            outbox_id = result.outbox_id
+
+            async def deliver() -> None:
+                await sender_.send_now(outbox_id)  # this text's reply only, never anyone else's
+
+            state.writer.start()
+            try:
+                asyncio.run(deliver())
+            finally:
+                state.writer.stop()
+    finally:
+        state.sender.close()
+        state.writer.stop()
     print(f"[{result.kind}{' ' + result.program if result.program else ''}]")
     print(result.reply if result.reply is not None else "(no reply)")
     return 0
@@ -235,6 +250,34 @@ def parse_since(text: str) -> datetime:
     return since
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Re-drive failed outbox rows that are still allowed (a provider outage outlived their deadline)."""
+    from app.db import make_engine, run_in_transaction
+    from app.main import check_database, deadlines
+    from app.outbox import redrive
+    from app.settings import load_settings
+
+    settings = load_settings()
+    if args.brand is not None and (failed := _known_brand(args.brand, settings.keywords)) is not None:
+        return failed
+    check_database(settings)
+    since = None
+    if args.since:
+        try:
+            since = parse_since(args.since)
+        except ValueError:
+            return _fail("--since must be a date (2026-11-26, midnight UTC) or an ISO 8601 time with a zone "
+                         "(2026-11-26T09:00:00Z)")
+    engine = make_engine(settings.database_url, writer=True)
+    try:
+        count = run_in_transaction(engine, lambda conn, now: redrive(conn, now, since=since, brand=args.brand,
+                                                                     deadlines=deadlines(settings)))
+    finally:
+        engine.dispose()
+    print(f"re-queued {count} failed row{'s' if count != 1 else ''}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the consent ledger of one brand as CSV to stdout."""
     from app.db import make_engine
@@ -279,8 +322,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         # Required options have no default, and a None default is spelled out in the help itself.
-        if action.required or action.default is None:
-            return action.help
+        if action.required or action.default is None or isinstance(action, argparse._StoreTrueAction):
+            return action.help  # (a flag is off unless given)
         return super()._get_help_string(action)
 
 
@@ -315,10 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     simulate = command("simulate", "run one inbound text through the real pipeline and print the reply")
-    simulate.add_argument("--from", required=True, metavar="NUMBER", help="the subscriber's number (required)")
+    simulate.add_argument("--from", required=True, metavar="NUMBER",
+                          help="the texting phone, E.164 (or whatsapp:+1…, rcs:+1…, messenger:ID) (required)")
     simulate.add_argument("--to", required=True, metavar="NUMBER",
-                          help="the sender it was texted to, as in keywords.yaml (required)")
-    simulate.add_argument("text", help="the text, as the subscriber typed it")
+                          help="the brand's number, a sender in keywords.yaml (required)")
+    simulate.add_argument("--dry-run", action="store_true",
+                          help="print what the text would do (rule, transitions, reply) and write nothing")
+    simulate.add_argument("text", help="the text, as the phone would send it")
     simulate.set_defaults(func=cmd_simulate)
 
     keys = command("keys", "manage brand API keys")
@@ -332,6 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="revoke a key; every process refuses it at once", formatter_class=_Help)
     revoke.add_argument("key", metavar="PREFIX_OR_KEY", help="the prefix `keys list` shows, or the whole key")
     keys.set_defaults(func=cmd_keys)
+
+    outbox = command("outbox", "operate the outbox")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    retry = outbox_sub.add_parser("retry", help="re-queue failed rows that are still allowed, with a new deadline",
+                                  description="re-queue failed rows that are still allowed, with a new deadline",
+                                  formatter_class=_Help)
+    retry.add_argument("--since", default=None, metavar="DATE_OR_TIME",
+                       help="only rows that failed at or after then: 2026-11-26 (midnight UTC) or "
+                            "2026-11-26T09:00:00Z (default: all)")
+    retry.add_argument("--brand", default=None, help="only this brand's rows (default: every brand)")
+    outbox.set_defaults(func=cmd_outbox)
 
     export = command("export", "export data")
     export_sub = export.add_subparsers(dest="export_command", required=True, metavar="WHAT")

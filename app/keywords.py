@@ -777,7 +777,7 @@ class _Loader:
                 return
         else:
             try:
-                e164 = to_e164(value, None, strict=False)
+                e164 = to_e164(value, None)
             except InvalidPhone:
                 e164 = None
             if e164 != value:

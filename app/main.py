@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from app.keywords import Rules, load_rules
 from app.logs import setup_logging
 from app.metrics import Metrics
 from app.migrate import current_revision, head_revision
-from app.outbox import OutboxSender, backlog
+from app.outbox import Deadlines, OutboxSender, backlog
 from app.providers.base import Provider
 from app.providers.console import ConsoleProvider
 from app.providers.twilio import TwilioProvider, TwilioSignature
@@ -55,6 +55,13 @@ def make_provider(settings: Settings) -> Provider:
     return ConsoleProvider()
 
 
+def deadlines(settings: Settings) -> Deadlines:
+    """The retry deadlines the settings name."""
+    return Deadlines(stop=timedelta(seconds=settings.deadline_stop_seconds),
+                     text=timedelta(seconds=settings.deadline_text_seconds),
+                     event=timedelta(seconds=settings.deadline_event_seconds))
+
+
 def build_state(
     settings: Settings, *, provider: Provider | None = None, rules: Rules | None = None,
     clock: Callable[[], datetime] = utcnow,
@@ -77,7 +84,7 @@ def build_state(
     state.sender = OutboxSender(
         writer=state.writer, reader=reader, provider=provider, rules=rules,
         status_callback=settings.public_url + "/webhooks/twilio/status", lease_seconds=settings.lease_seconds,
-        concurrency=settings.send_concurrency, max_attempts=settings.max_attempts,
+        concurrency=settings.send_concurrency, deadlines=deadlines(settings),
         retry_base=settings.retry_base_seconds, retry_cap=settings.retry_cap_seconds,
         poll_seconds=settings.poll_seconds, clock=clock, event_poster=event_poster, metrics=metrics,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
@@ -19,16 +20,15 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber:
 # Cached: a subscriber's number arrives with every text they send, and libphonenumber's
 # parse is a tenth of a webhook's CPU. Refused numbers raise and are not cached.
 @lru_cache(maxsize=65536)
-def to_e164(raw: str, region: str | None = None, *, strict: bool = False) -> str:
+def to_e164(raw: str, region: str | None = None) -> str:
     """Parse `raw` into E.164, using `region` for numbers written without a country code.
 
     A number with a country code may be written `+33612345678` or as bare digits starting
     with the code (`12225555151`). One rule for the API, webhooks and the CLI: the number
     must be *possible* for its country (a length and shape its plan allows, `_possible`),
-    not *valid* (an assigned range). A carrier delivered texts from numbers libphonenumber calls invalid,
-    and a brand must be able to read back, by that number, anything a webhook stored;
-    Cordial's own example address (12225555151) is possible but not valid.
-    `strict` is accepted for older callers and changes nothing.
+    not *valid* (an assigned range). Carriers deliver texts from numbers libphonenumber calls
+    invalid, and a brand must be able to read back, by that number, anything a webhook
+    stored; Cordial's own example address (12225555151) is possible but not valid.
     """
     text = (raw or "").strip()
     if not text:
@@ -121,3 +121,63 @@ def in_countries(e164: str, allowed: frozenset[str]) -> bool:
     if region is None:
         region = phonenumbers.region_code_for_country_code(number.country_code)
     return region in allowed
+
+
+# Channels a provider may post through the same webhook, with a prefix on the address
+# (Twilio: whatsapp:+14155550123, rcs:+14155550123, messenger:{page-scoped id}). Those whose
+# address is a phone number carry the phone's opt-outs.
+PHONE_CHANNELS = frozenset({"whatsapp", "rcs"})
+OPAQUE_CHANNELS = frozenset({"messenger"})
+# E.164 as providers post it: a plus and ASCII digits only (no spaces, letters, full-width
+# digits, doubled plus or URI scheme such as tel: or sms:).
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_OPAQUE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+
+
+@dataclass(frozen=True)
+class Address:
+    """Who sent an inbound text: the channel, the phone (E.164) when the address is one, and the address as received."""
+
+    channel: str  # "sms", "whatsapp", "rcs", "messenger"
+    phone: str | None  # E.164; None for an address that is no phone number (messenger:…)
+    raw: str  # the address as the provider sent it
+
+
+@lru_cache(maxsize=65536)
+def inbound_address(raw: str) -> Address:
+    """Parse a webhook's sender: an E.164 number, or a channel-prefixed address; InvalidPhone otherwise.
+
+    A number is accepted when libphonenumber finds it possible for its country: the carrier
+    delivered the text, and losing a STOP over a numbering-plan detail is worse than storing
+    an unusual number.
+    """
+    text = raw.strip()
+    channel = "sms"
+    if ":" in text:
+        prefix, _, rest = text.partition(":")
+        channel = prefix.lower()
+        if channel in OPAQUE_CHANNELS:
+            if not _OPAQUE_ID.fullmatch(rest):
+                raise InvalidPhone(f"not a {channel} address")
+            return Address(channel, None, text)
+        if channel not in PHONE_CHANNELS:
+            raise InvalidPhone("neither an E.164 phone number nor a whatsapp:, rcs: or messenger: address")
+        text = rest
+    if not _E164.fullmatch(text):
+        raise InvalidPhone("not an E.164 phone number (+ and digits)")
+    try:
+        number = _parse(text, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidPhone("not a phone number") from None
+    if not _possible(number):  # the API's rule too: what a webhook stored, the API can read back
+        raise InvalidPhone("not a possible phone number for its country")
+    return Address(channel, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), raw.strip())
+
+
+def receiving_address(raw: str) -> str:
+    """The number (or short code, or service) a text was sent to, without a channel prefix."""
+    text = raw.strip()
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix.lower() in PHONE_CHANNELS:
+        return rest
+    return text
