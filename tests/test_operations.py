@@ -134,3 +134,16 @@ def test_keys_are_checked_on_a_connection_that_comes_back(gateway: Gateway) -> N
     assert gateway.client.get("/v1/programs", headers={"x-api-key": key}).status_code == 200
     gateway.state.keys._conn.driver_connection.close()
     assert gateway.client.get("/v1/programs", headers={"x-api-key": key}).status_code == 200
+
+
+def test_a_brand_removed_by_a_reload_takes_its_keys_with_it(
+    gateway_factory: Callable[..., Gateway], database_url: str, keywords_copy: Path
+) -> None:
+    gateway = gateway_factory(database_url, keywords=str(keywords_copy))
+    _info, key = gateway.state.writer.call(lambda c, now: create_key(c, now, brand="bistro", name="crm"))
+    assert gateway.client.get("/v1/programs", headers={"x-api-key": key}).status_code == 200
+    text = keywords_copy.read_text()
+    keywords_copy.write_text(text[:text.index("\n  bistro:")] + "\n")
+    assert reload_rules(gateway.state) is True
+    refused = gateway.client.get("/v1/programs", headers={"x-api-key": key})
+    assert refused.status_code == 401 and "bistro" in refused.json()["detail"]
