@@ -32,7 +32,6 @@ from app.matching import (
     Kind,
     Match,
     SenderRules,
-    _intent_words,
     is_opt_out_intent,
     keyword_words,
     normalize,
@@ -839,17 +838,16 @@ class _Loader:
                             line or 1,
                             f"keyword '{kw.written}' is both a {seen[0]} and a {kind} keyword on sender {sender}",
                         )
-        # A keyword the opt-out intent rule would read as a stop can never do its job.
-        stops = {words: kw.written for words, (kind, kw) in fixed.items() if kind is Kind.STOP}
-        lengths = tuple(sorted({len(w) for w in stops}, reverse=True))
+        # A keyword the opt-out detector would read as a stop can never do its job.
+        stops = [kw.written for kind, kw in fixed.values() if kind is Kind.STOP]
         for program in programs:
             for kind in (Kind.HELP, Kind.START, Kind.CONFIRM, Kind.JOIN):
                 for kw in program.keywords[kind]:
-                    if kw.line is not None and kw.words not in fixed and _intent_words(kw.words, stops, lengths):
+                    if kw.line is not None and kw.words not in fixed and is_opt_out_intent(kw.written, stops):
                         self.error(
                             kw.line,
                             f"{kind} keyword '{kw.written}' would be read as an opt-out (stop) "
-                            "by the opt-out intent rule",
+                            "by the opt-out detector",
                         )
         confirms: dict[tuple[str, ...], tuple[_RawProgram, _Kw]] = {}
         for program in programs:

@@ -25,6 +25,7 @@ from typing import Any
 import httpx2 as httpx
 import sqlalchemy as sa
 
+from bench import optout
 from bench.load import (
     LUA_DONE,
     Server,
@@ -333,10 +334,13 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=20_000)
     parser.add_argument("--burst-timeout", type=float, default=240.0)
     parser.add_argument("--profiles", type=int, default=1_000_000)
-    parser.add_argument("--only", nargs="*", default=["inbound", "burst", "api"],
-                        choices=["inbound", "burst", "api"])
+    parser.add_argument("--only", nargs="*", default=["inbound", "burst", "api", "optout"],
+                        choices=["inbound", "burst", "api", "optout"])
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
+    if args.only == ["optout"]:  # pure: no servers, no fake Twilio
+        optout.run()
+        return
     folder = tempdir()
     emit(bench="optline", cores=os.cpu_count(), seconds=args.seconds, connections=args.connections, folder=str(folder))
     fake = FakeTwilio()
@@ -352,6 +356,8 @@ def main() -> None:
             burst(args, fake, folder)
         if "api" in args.only:
             api(args, fake, folder)
+    if "optout" in args.only:
+        optout.run()
 
 
 if __name__ == "__main__":
