@@ -249,6 +249,10 @@ class EventPoster:
                 )
             return self._client
 
+    def reload(self, rules: Rules, environ: Mapping[str, str]) -> None:
+        """Use the events secrets of reloaded rules; ConfigError (and nothing changed) when one is missing."""
+        self._signers = load_event_secrets(rules, environ)  # one assignment: a send sees old or new
+
     def close(self) -> None:
         """Close the HTTP client; idempotent."""
         with self._lock:

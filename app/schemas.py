@@ -272,7 +272,8 @@ class OptInIn(_In):
 
     phone_number: str = Field(min_length=1, max_length=40, description="E.164, digits with a country code, or national")
     program: str | None = Field(None, min_length=1, max_length=64, description="program key; optional when the brand has one")
-    profile_id: str | None = Field(None, min_length=1, max_length=40, description="a prof_ id to attach")
+    profile_id: str | None = Field(None, min_length=1, max_length=255,
+                                   description="the profile to attach: its prof_ id or its externalId")
     consent_source: str = Field(min_length=1, max_length=200, description="where consent was given, e.g. web-checkout")
     consented_at: AwareDatetime = Field(description="when consent was given (RFC 3339 with offset)")
     consent_proof: ConsentProof
@@ -312,6 +313,8 @@ class ContactProgramIn(_In):
 
 
 class ContactSmsIn(_In):
+    # Cordial's SMS object carries the address too; when sent it must be the path's number.
+    address: str | None = Field(None, min_length=1, max_length=40, description="the path's number, if sent")
     programs: dict[str, ContactProgramIn] = Field(min_length=1)
 
 
@@ -428,8 +431,19 @@ class ContactOut(BaseModel):
     channels: ContactChannelsOut
 
 
+class StatusCounts(BaseModel):
+    """How many phones a program has in each status."""
+
+    model_config = _RESPONSE
+
+    none: int
+    pending_doi: int = Field(alias="pendingDOI")
+    subscribed: int
+    unsubscribed: int
+
+
 class ProgramOut(BaseModel):
-    """A program as configured in keywords.yaml."""
+    """A program as configured in keywords.yaml, with its subscriber counts."""
 
     model_config = _RESPONSE
 
@@ -441,6 +455,7 @@ class ProgramOut(BaseModel):
     prompt_cooldown_seconds: int
     language: str
     keywords: dict[str, list[str]] = Field(description="Active keywords by kind: join, confirm, stop, help, start.")
+    counts: StatusCounts = Field(description="Phones per subscription status, now.")
 
 
 class ProgramPage(BaseModel):
@@ -510,6 +525,7 @@ __all__ = [
     "OptOutIn",
     "ProgramOut",
     "ProgramPage",
+    "StatusCounts",
     "SubscriptionOut",
     "SubscriptionPage",
     "FieldError",

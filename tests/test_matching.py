@@ -34,8 +34,8 @@ brands:
     name: ACME Coffee
     help_contact: support@acme.example
     messages:
-      stop: "ACME: unsubscribed from all ACME texts. Help: {help_contact}"
-      help: "ACME Coffee. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."
+      stop: {en: "ACME: unsubscribed from all ACME texts. Help: {help_contact}", fr: "ACME : désabonné. Aide : {help_contact}"}
+      help: {en: "ACME Coffee. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel.", fr: "ACME. Aide : {help_contact}. STOP pour arreter."}
     programs:
       deals:
         name: ACME Deals
@@ -47,9 +47,10 @@ brands:
           help: {fr: [AIDE]}
         messages: &msgs
           doi_prompt: "{program}: reply YES to confirm. Msg&data rates may apply. Reply HELP for help, STOP to cancel."
-          welcome: "{program}: you're in! Reply STOP to cancel."
-          stop: "{program}: unsubscribed. Help: {help_contact}"
-          help: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."
+          welcome: {en: "{program}: you're in! Reply STOP to cancel.", fr: "{program} : inscrit ! STOP pour arreter."}
+          stop: {en: "{program}: unsubscribed. Help: {help_contact}", fr: "{program} : désabonné. Aide : {help_contact}"}
+          help: {en: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel.", fr: "{program}. Aide : {help_contact}. STOP pour arreter."}
+          already_subscribed: "{program}: already subscribed. Reply STOP to cancel."
       news:
         name: ACME News
         senders: ["+15005550006"]

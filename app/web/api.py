@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.auth import ApiKeyInfo
-from app.errors import InvalidInput, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.errors import InvalidInput, PayloadTooLarge, Unauthorized, Unprocessable, UnsupportedMediaType
 from app.models import consent_events, subscriptions
 from app.phone import to_e164
 from app.schemas import DEPTH_MESSAGE, MAX_JSON_DEPTH, ConsentEventOut, ProfileRef, SubscriptionOut, field_errors, unstorable
@@ -43,7 +43,12 @@ def api_key(request: Request) -> ApiKeyInfo:
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             key = auth[7:].strip()
-    return _state(request).keys.authenticate(key)
+    state = _state(request)
+    info = state.keys.authenticate(key)
+    if info.brand not in state.rules.brands:
+        # keywords.yaml no longer has the brand (a reload removed it): its keys act for nothing.
+        raise Unauthorized(f"this key's brand {info.brand!r} is not configured")
+    return info
 
 
 def iso(value: datetime | None) -> str | None:

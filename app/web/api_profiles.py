@@ -148,11 +148,13 @@ async def list_profiles(request: Request) -> Response:
 
 
 async def batch_profiles(request: Request) -> Response:
-    """POST /v1/profiles/batch: up to 1000 upserts, one result per item, in order."""
+    """POST /v1/profiles/batch: up to 1000 upserts (a bare array or `{"items": [...]}`), one result per item."""
     key = api_key(request)
     region = _region(request, key.brand)
     # Each item checks its own strings and nesting (ProfileIn), so a NUL fails only its item.
     body = await json_body(request, limit=MAX_BATCH_BODY, walk=False)
+    if isinstance(body, list):
+        body = {"items": body}  # Synerise posts the bare array; Noticia-style clients wrap it in items
     try:
         envelope = ProfileBatchIn.model_validate(body)
     except ValidationError as exc:
