@@ -74,13 +74,15 @@ def test_a_conversation_is_counted_by_kind_transition_and_send(gateway: Gateway)
         assert value(samples, "optline_inbound_total", kind=kind) == 1
     transitions = {labels: v for (name, labels), v in samples.items() if name == "optline_transitions_total"}
     assert transitions == {
-        frozenset({"program": "deals", "event": "join", "from_status": "none", "to_status": "pendingDOI"}.items()): 1,
-        frozenset({"program": "deals", "event": "confirm", "from_status": "pendingDOI",
+        frozenset({"brand": "acme", "program": "deals", "event": "join", "from_status": "none",
+                   "to_status": "pendingDOI"}.items()): 1,
+        frozenset({"brand": "acme", "program": "deals", "event": "confirm", "from_status": "pendingDOI",
                    "to_status": "subscribed"}.items()): 1,
-        frozenset({"program": "deals", "event": "stop", "from_status": "subscribed",
+        frozenset({"brand": "acme", "program": "deals", "event": "stop", "from_status": "subscribed",
                    "to_status": "unsubscribed"}.items()): 1,
         # ACME's number hosts two programs: a plain STOP leaves news too.
-        frozenset({"program": "news", "event": "stop", "from_status": "none", "to_status": "unsubscribed"}.items()): 1,
+        frozenset({"brand": "acme", "program": "news", "event": "stop", "from_status": "none",
+                   "to_status": "unsubscribed"}.items()): 1,
     }
     assert value(samples, "optline_send_seconds_count", channel="sms") == 3
     assert value(samples, "optline_provider_errors_total", code="none") is None
@@ -96,8 +98,19 @@ def test_a_duplicate_is_counted_once_and_changes_no_transition(gateway: Gateway)
     samples = scrape(gateway)
     assert value(samples, "optline_inbound_total", kind="join") == 1
     assert value(samples, "optline_inbound_duplicates_total") == 1
-    assert value(samples, "optline_transitions_total", program="deals", event="join", from_status="none",
+    assert value(samples, "optline_transitions_total", brand="acme", program="deals", event="join", from_status="none",
                  to_status="pendingDOI") == 1
+
+
+def test_transitions_carry_their_brand(gateway: Gateway) -> None:
+    gateway.text("JOIN", from_=PHONE)
+    gateway.text("MENU", from_="+33612345678", to="+15005550007")  # bistro: French numbers only
+    samples = scrape(gateway)
+    for brand, program in (("acme", "deals"), ("bistro", "menu")):
+        assert value(samples, "optline_transitions_total", brand=brand, program=program, event="join",
+                     from_status="none", to_status="pendingDOI") == 1
+    assert value(samples, "optline_transitions_total", brand="bistro", program="deals", event="join",
+                 from_status="none", to_status="pendingDOI") is None
 
 
 def test_outbox_gauges_show_the_backlog_and_how_long_it_waited(
@@ -134,7 +147,7 @@ def test_provider_errors_are_counted_by_code(
     assert value(samples, "optline_sends_total", channel="sms", outcome=outcome) == 1
     assert value(samples, "optline_send_seconds_count", channel="sms") == (2 if outcome == "retry" else 1)
     if outcome == "opted_out":
-        assert value(samples, "optline_transitions_total", program="deals", event="carrier_opt_out",
+        assert value(samples, "optline_transitions_total", brand="acme", program="deals", event="carrier_opt_out",
                      from_status="pendingDOI", to_status="unsubscribed") == 1
 
 
@@ -157,7 +170,7 @@ def test_transitions_count_on_commit_only(sqlite_url: str) -> None:
     metrics = Metrics()
     engine = make_engine(sqlite_url, writer=True)
     metrics.watch(engine)
-    labels = {"program": "deals", "event": "join", "from_status": "none", "to_status": "pendingDOI"}
+    labels = {"brand": "acme", "program": "deals", "event": "join", "from_status": "none", "to_status": "pendingDOI"}
     try:
         with pytest.raises(RuntimeError), engine.begin() as conn:
             note_transition(conn, **labels)
@@ -216,6 +229,37 @@ def test_each_record_is_one_json_line_with_numbers_masked(json_log: io.StringIO)
     assert third["level"] == "ERROR" and third["msg"] == "send failed\nsecond line"
     assert "ValueError: cannot send to " + MASKED in third["exc"]
     assert "4155550123" not in json_log.getvalue()
+
+
+def test_national_numbers_in_database_errors_are_masked(json_log: io.StringIO) -> None:
+    """PostgreSQL quotes the parameters a client sent in its error details, with no + in front."""
+    log = logging.getLogger("optline.db")
+    try:
+        raise RuntimeError('duplicate key value violates unique constraint\nDETAIL:  Key (brand, phone)=(acme, '
+                           '4155550123) already exists.\nCONTEXT:  unnamed portal parameter $3 = \'33612345678\'')
+    except RuntimeError:
+        log.exception("batch failed")
+    text = json_log.getvalue()
+    assert "4155550123" not in text and "33612345678" not in text
+    assert "415*****23" in text and "336******78" in text
+
+
+def test_the_twilio_librarys_per_request_info_lines_are_quiet() -> None:
+    from app.logs import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("INFO")
+        client = logging.getLogger("twilio.http_client")
+        assert not client.isEnabledFor(logging.INFO) and client.isEnabledFor(logging.WARNING)
+        assert logging.getLogger("optline.outbox").isEnabledFor(logging.INFO)
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("twilio").setLevel(logging.NOTSET)
+        logging.captureWarnings(False)
 
 
 def test_mask_text_leaves_other_text_alone() -> None:

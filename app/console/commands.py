@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import Any
 
 from app.errors import InvalidInput
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction, *,  # type: ignore[type-arg]
+               formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter) -> None:
     """Register `optline users` on the CLI's subcommands."""
-    users = sub.add_parser("users", help="manage web console accounts (sign-in at /console)")
-    users_sub = users.add_subparsers(dest="users_command", required=True)
-    create = users_sub.add_parser("create", help="make an account that sees one brand")
+
+    def command(parent: Any, name: str, help: str) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help, description=help, formatter_class=formatter_class)
+
+    users = command(sub, "users", "manage web console accounts (they sign in at /console)")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    create = command(users_sub, "create", "make an account that sees one brand")
     create.add_argument("--brand", required=True, help="the brand (a key of keywords.yaml) the account sees")
     create.add_argument("--email", required=True, help="the email the person signs in with")
     create.add_argument("--password-stdin", action="store_true",
                         help="read the password from the first line of standard input (default: ask twice)")
-    listing = users_sub.add_parser("list", help="every account, with its brand and state")
+    listing = command(users_sub, "list", "every account, with its brand and state")
     listing.add_argument("--brand", help="only this brand's accounts (default: all)")
-    disable = users_sub.add_parser("disable", help="stop an account signing in; its sessions end at once")
+    disable = command(users_sub, "disable", "stop an account signing in; its sessions end at once")
     disable.add_argument("email", help="the account's email")
     users.set_defaults(func=run)
 

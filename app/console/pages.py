@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from app.auth import KeyCache, create_key, revoke_key
+from app.auth import create_key, revoke_key
 from app.console import chart, queries
 from app.console.accounts import (
     MAX_EMAIL, ConsoleUser, credentials, note_sign_in, password_matches, sign_out_everywhere, user_by_id,
@@ -322,7 +322,7 @@ async def phone(ctx: Ctx) -> Response:
     if not raw:
         return ctx.render("phone.html", number="", phone=None, items=[], truncated=False, error=None)
     try:
-        e164 = to_e164(raw, ctx.brand.default_region, strict=False)
+        e164 = to_e164(raw, ctx.brand.default_region)
     except InvalidInput as exc:
         return ctx.render("phone.html", 400, number=raw, phone=None, items=[], truncated=False,
                           error=f"{raw!r} is {exc.message}." if exc.message.startswith("not") else exc.message)
@@ -350,7 +350,7 @@ def _ledger_filter(ctx: Ctx) -> tuple[queries.LedgerFilter, dict[str, str]]:
     phone_e164 = None
     if raw["phone"]:
         try:
-            phone_e164 = to_e164(raw["phone"], ctx.brand.default_region, strict=False)
+            phone_e164 = to_e164(raw["phone"], ctx.brand.default_region)
         except InvalidInput as exc:
             raise InvalidInput(f"phone: {exc.message}", field="phone") from None
     if raw["program"] and raw["program"] not in ctx.brand.programs:
@@ -442,15 +442,12 @@ async def revoke_key_page(ctx: Ctx) -> Response:
         # Another brand's key is answered like a missing one: a user learns nothing about other brands.
         if queries.key_brand(conn, prefix=prefix) != brand:
             raise NotFound(f"no key with prefix {prefix}")
-        revoke_key(conn, now, prefix=prefix)
+        revoke_key(conn, now, key_or_prefix=prefix)
 
     try:
         await ctx.state.writer.run(revoke)
     except NotFound:
         return await _keys_page(ctx, 404, error=f"This brand has no key {prefix}.")
-    # This process's key cache may still hold the key as live; a new cache has forgotten it.
-    # (Other processes' caches are the key cache's own business.)
-    ctx.state.keys = KeyCache(ctx.state.reader)
     log.info("console: user %d revoked API key %s of brand %s", ctx.user.id, prefix, brand)
     return _redirect(ctx.request.app.url_path_for("console:keys") + "?" + urlencode({"revoked": prefix}))
 

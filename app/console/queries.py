@@ -27,7 +27,7 @@ CSV_BATCH = 1000
 # A spreadsheet runs a cell that starts with one of these as a formula; a text's body is
 # whatever the sender typed (OWASP "CSV injection"), so such cells get a leading apostrophe.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_FREE_TEXT = frozenset({"raw_text", "keyword", "consent_source", "consent_proof"})
+_FREE_TEXT = frozenset({"raw_text", "keyword", "reason", "consent_source", "consent_proof"})
 LEDGER_COLUMNS = tuple(c.name for c in consent_events.columns)  # as `optline export consent` writes them
 
 
