@@ -315,6 +315,13 @@ def _pick(raw: Raw, now: datetime, *, limit: int, channel: str | None) -> list[i
     return picked
 
 
+# A text may still go out: a stop reply or a brand event always; any other text unless the
+# phone opted out of its program (of any of the brand's, for a brand-level text) since it was queued.
+_STILL_ALLOWED = ("(purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
+                  " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
+                  " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))")
+
+
 def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bool:
     """Decide, under the phone's lock, that a claimed text goes out now; False when it must not.
 
@@ -328,10 +335,7 @@ def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bo
     params = {"id": row_id, "worker": worker, "now": now}
     decided = raw.rowcount(
         "UPDATE outbox SET status = 'dispatching', dispatched_at = :now, updated_at = :now"
-        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')"
-        " AND (purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
-        " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
-        " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))",
+        f" WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching') AND {_STILL_ALLOWED}",
         params)
     if decided:
         return True
@@ -381,12 +385,18 @@ def record_failure(
         "status": OutboxStatus.PENDING.value if retry_at is not None else OutboxStatus.FAILED.value,
         "next": retry_at,
     }
-    Raw(conn).execute(
+    raw = Raw(conn)
+    raw.execute(
         "UPDATE outbox SET status = :status, next_attempt_at = COALESCE(:next, next_attempt_at), error_code ="
         " :error_code, error_reason = :error_reason, lease_until = NULL, updated_at = :now"
         " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
         values,
     )
+    if retry_at is not None:
+        # A stop that landed while this send was in flight could not cancel it then: it does now.
+        raw.execute(f"UPDATE outbox SET status = 'cancelled', error_reason = :reason, updated_at = :now"
+                    f" WHERE id = :id AND status = 'pending' AND NOT {_STILL_ALLOWED}",
+                    {"id": row.id, "now": now, "reason": CANCELLED_BY_OPT_OUT})
     if error.opted_out and row.brand and row.phone:
         carrier_opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone,
                         to=row.from_number, service_id=row.service_id, code=error.code)
@@ -619,7 +629,7 @@ class OutboxSender:
             self.metrics.sent(row.channel, "sent")
             await self._record(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id,
                                                           result=outcome, rules=self.rules),
-                               row, locks=[row.phone] if row.phone else ())
+                               row, locks=[row.phone] if row.phone else (), sent=True)
             return
         retry_at = None
         if outcome.transient:
@@ -636,17 +646,20 @@ class OutboxSender:
                     " (will retry)" if retry_at else "")
         await self._record(lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
                                                          retry_at=retry_at, rules=self.rules),
-                           row, locks=[row.phone] if outcome.opted_out and row.phone else ())
+                           row, locks=[row.phone] if outcome.opted_out and row.phone else (), sent=False)
 
-    async def _record(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...]) -> None:
-        """Record a send's outcome, retrying through a database outage: a lost record means a second send.
+    async def _record(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...], sent: bool) -> None:
+        """Record a send's outcome, retrying through a database outage: a lost record of a sent text means a second send.
 
-        Until it is recorded, this process does not send the row again even if its lease runs
-        out and a claim hands it back (see `_deliver`); another process could, after the lease.
+        A text the provider accepted (`sent`) is retried for minutes, and until it is recorded
+        this process does not send the row again even if its lease runs out and a claim hands
+        it back (see `_deliver`); another process could, after the lease. A failure is retried
+        while the lease lasts: if it is lost, the row is simply tried again after its lease.
         """
-        deadline = time.monotonic() + RECORD_PATIENCE
+        deadline = time.monotonic() + (RECORD_PATIENCE if sent else self.lease.total_seconds() / 2)
         pause = 0.2
-        self._unrecorded.add(row.id)
+        if sent:
+            self._unrecorded.add(row.id)
         try:
             while True:
                 try:
