@@ -58,8 +58,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Pro
         try:
             created = subprocess.run(
                 [sys.executable, "-m", "app.cli", "users", "create", "--brand", "acme", "--email", EMAIL,
-                 "--password-stdin"], input=PASSWORD + "\n", env=procs.env(), cwd=tmp_path, capture_output=True,
-                text=True, timeout=60)
+                 "--password-stdin"], input=PASSWORD + "\n", env=procs.env(OPTLINE_PROVIDER="console"), cwd=tmp_path,
+                capture_output=True, text=True, timeout=60)
             assert created.returncode == 0, created.stderr
             assert created.stdout.strip() == f"created console user {EMAIL} for brand acme"
             proc = procs.serve("serve", inprocess_worker=True)
