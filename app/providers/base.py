@@ -143,6 +143,7 @@ class SendError(Exception):
         transient: bool = False,
         opted_out: bool = False,
         kind: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason  # short text for the outbox row and the logs
@@ -151,6 +152,7 @@ class SendError(Exception):
         self.transient = transient  # retry with backoff
         self.opted_out = opted_out  # the recipient unsubscribed at the carrier
         self.kind = kind  # "timeout" | "connection" when no answer came back, else None
+        self.retry_after = retry_after  # seconds the provider asked us to wait (429 Retry-After), else None
 
     def __str__(self) -> str:
         """The reason with the code and HTTP status when known."""
