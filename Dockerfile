@@ -26,8 +26,8 @@ RUN python -m venv /opt/venv \
  && rm -rf /app/build
 COPY alembic.ini keywords.yaml ./
 COPY alembic ./alembic
-# var/ holds the SQLite database (when no OPTLINE_DATABASE_URL is given) and the secret key
-# file (when no OPTLINE_SECRET_KEY is given): the one place the process writes.
+# var/ is the one place the process writes: the webhook spool, the SQLite database (when no
+# OPTLINE_DATABASE_URL is given) and the secret key file (when no OPTLINE_SECRET_KEY is given).
 RUN mkdir -p /app/var && chown optline:optline /app/var
 VOLUME ["/app/var"]
 
