@@ -143,6 +143,7 @@ class SendError(Exception):
         transient: bool = False,
         opted_out: bool = False,
         kind: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason  # short text for the outbox row and the logs
@@ -151,6 +152,8 @@ class SendError(Exception):
         self.transient = transient  # retry with backoff
         self.opted_out = opted_out  # the recipient unsubscribed at the carrier
         self.kind = kind  # "timeout" | "connection" when no answer came back, else None
+        # Seconds the provider asked us to wait (a 429's Retry-After), None when it did not say.
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         """The reason with the code and HTTP status when known."""
@@ -163,8 +166,26 @@ class SendError(Exception):
         """Every attribute, for logs and test failures."""
         return (
             f"SendError({self.reason!r}, code={self.code!r}, http_status={self.http_status!r}, "
-            f"transient={self.transient!r}, opted_out={self.opted_out!r}, kind={self.kind!r})"
+            f"transient={self.transient!r}, opted_out={self.opted_out!r}, kind={self.kind!r}"
+            + (f", retry_after={self.retry_after!r})" if self.retry_after is not None else ")")
         )
+
+
+@dataclass(frozen=True)
+class OptOutSignal:
+    """A provider's own report that a phone opted out of (or back in to) a sender.
+
+    Not a text: the provider classified a keyword itself, or refused a delivery because the
+    recipient is blocked. The lead turns STOP into a carrier opt-out of `phone` on `sender`.
+    """
+
+    provider: str  # "telnyx"
+    phone: str  # the subscriber, E.164
+    sender: str | None  # our number or short code it concerns, None when the provider did not say
+    kind: str  # "STOP" (opted out) or "START" (opted back in)
+    message_id: str | None  # the provider's id of the text or report that carried it
+    error_code: int | None  # the provider's error code when it came as a refused delivery
+    params: Mapping[str, str] = field(hash=False)  # the payload flattened, for the raw record
 
 
 @dataclass(frozen=True)
