@@ -20,12 +20,15 @@ import base64
 import binascii
 import json
 import logging
+from functools import partial
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import nacl.exceptions
 import nacl.signing
+
+import httpx2 as httpx
 
 from app.errors import InvalidInput, InvalidPayload
 from app.phone import mask, to_e164
@@ -391,15 +394,20 @@ class TelnyxProvider:
         if not api_key:
             raise ValueError("TelnyxProvider needs an API key")
         self.api_url = rest.checked_api_url(api_url, "Telnyx")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
         self.timeout = timeout
         # Without a public key every webhook is refused (fail closed); sending still works.
         self._key = _public_key(public_key) if public_key else None
         self._clock = clock
-        self._client = rest.new_client(
+        # Built on the first send, inside the event loop that sends; verify/parse never need it.
+        self._new_client = partial(
+            rest.new_client,
             base_url=self.api_url,
             timeout=timeout,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
         )
+        self._client: httpx.AsyncClient | None = None
         self._closed = False
 
     def verify(self, request: WebhookRequest) -> bool:
@@ -430,7 +438,7 @@ class TelnyxProvider:
             body["from"] = message.from_number
         if message.status_callback is not None:
             body["webhook_url"] = message.status_callback
-        response = await rest.post(self._client, path, provider="Telnyx", timeout=self.timeout, json_body=body)
+        response = await rest.post(self._http(), path, provider="Telnyx", timeout=self.timeout, json_body=body)
         answer = rest.json_of(response)
         if response.status_code >= 300:
             error = send_error(response.status_code, answer, response.headers)
@@ -449,4 +457,12 @@ class TelnyxProvider:
     async def aclose(self) -> None:
         """Close the pooled connections; later sends raise SendError."""
         self._closed = True
-        await self._client.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The pooled client, made on first use."""
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
