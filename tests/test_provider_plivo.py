@@ -22,6 +22,7 @@ from app.providers.base import (
     SendError,
     SendResult,
     StatusUpdate,
+    WebhookProvider,
     WebhookRequest,
 )
 from app.providers.plivo import ENV, STATUS_MAP, PlivoProvider
@@ -400,3 +401,7 @@ def test_missing_credentials_are_refused() -> None:
 
 def test_env_names() -> None:
     assert ENV == {"auth_id": "PLIVO_AUTH_ID", "auth_token": "PLIVO_AUTH_TOKEN"}
+
+
+def test_it_is_a_webhook_provider() -> None:
+    assert isinstance(offline(), WebhookProvider)

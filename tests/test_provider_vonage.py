@@ -21,6 +21,7 @@ from app.providers.base import (
     SendError,
     SendResult,
     StatusUpdate,
+    WebhookProvider,
     WebhookRequest,
 )
 from app.providers.vonage import ENV, STATUS_MAP, VonageProvider
@@ -377,3 +378,7 @@ def test_env_names() -> None:
     assert ENV == {"application_id": "VONAGE_APPLICATION_ID", "private_key": "VONAGE_PRIVATE_KEY",
                    "api_key": "VONAGE_API_KEY", "api_secret": "VONAGE_API_SECRET",
                    "signature_secret": "VONAGE_SIGNATURE_SECRET"}
+
+
+def test_it_is_a_webhook_provider() -> None:
+    assert isinstance(offline(VonageKeys()), WebhookProvider)

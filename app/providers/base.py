@@ -5,6 +5,7 @@ of optline never sees a provider's field names:
 
     webhook form ──parse──▶ InboundSms        (one inbound text)
     webhook form ──parse──▶ StatusUpdate      (a delivery report for a text we sent)
+    webhook      ──parse──▶ OptOutSignal      (the provider's own report that a phone opted out)
     OutboundSms ──Provider.send──▶ SendResult (the provider accepted the text)
                                └──▶ raises SendError
                                      ├── transient=True   429, 5xx, timeout, connection error:
@@ -18,7 +19,9 @@ of optline never sees a provider's field names:
                                      └── otherwise        permanent: fail the row, do not retry
 
 `Provider.send` is synchronous and is called from worker threads; it never raises anything
-but `SendError` for a failure of the provider or of the network.
+but `SendError` for a failure of the provider or of the network. `WebhookProvider` is the
+shape of the adapters that own their webhooks (Telnyx, Plivo, Vonage): verify and parse a
+`WebhookRequest`, and send asynchronously over one pooled connection.
 """
 
 from __future__ import annotations
@@ -211,4 +214,27 @@ class Provider(Protocol):
 
     def send(self, message: OutboundSms) -> SendResult:
         """Send `message`; raise SendError when the provider does not accept it."""
+        ...
+
+
+@runtime_checkable
+class WebhookProvider(Protocol):
+    """An adapter that verifies and parses its own webhooks and sends asynchronously."""
+
+    name: str
+
+    def verify(self, request: WebhookRequest) -> bool:
+        """True when the request carries the provider's valid signature; False for anything else."""
+        ...
+
+    def parse(self, request: WebhookRequest) -> list[InboundSms | StatusUpdate | OptOutSignal]:
+        """The events in a verified webhook; raises InvalidPayload naming the bad field."""
+        ...
+
+    async def send(self, message: OutboundSms) -> SendResult:
+        """Send `message`; raise SendError when the provider does not accept it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close pooled connections; later sends raise SendError."""
         ...

@@ -219,12 +219,15 @@ def _error_codes(payload: Mapping[str, Any]) -> list[int]:
     if not isinstance(errors, list):
         raise InvalidPayload("data.payload.errors is not a list", field="data.payload.errors")
     codes = []
-    for index, error in enumerate(errors):
+    for error in errors:
         raw = error.get("code") if isinstance(error, dict) else None
         text = str(raw).strip() if raw is not None else ""
-        if not text.isdigit():
-            raise InvalidPayload("an error without a numeric code", field=f"data.payload.errors.{index}.code")
-        codes.append(int(text))
+        if text.isdigit():
+            codes.append(int(text))
+        else:
+            # Refusing the report would lose its status; an error without a code cannot be
+            # the 40300 that matters here, so it is only logged.
+            logger.info("ignoring a Telnyx error without a numeric code: %r", error)
     return codes
 
 
