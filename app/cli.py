@@ -110,43 +110,58 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Run one inbound text through the real pipeline (with the console provider) and print the reply."""
+    """Run one inbound text through the real pipeline and print its reply; only its own reply is sent.
 
+    With --dry-run, print what the text would do (normalised text, the rule that matched,
+    every transition, the reply and its language) and write nothing.
+    """
+    from functools import partial
+
+    from app.dryrun import dry_run
     from app.inbound import InboundJob
     from app.main import build_state, check_database
-    from app.phone import to_e164
-    from app.providers.base import InboundSms
+    from app.phone import inbound_address
+    from app.providers.base import CHANNEL_SMS, InboundSms
     from app.providers.console import ConsoleProvider
     from app.settings import load_settings
 
     settings = load_settings()
     check_database(settings)
-    provider = ConsoleProvider()
-    state = build_state(settings, provider=provider)
     try:
-        phone = to_e164(getattr(args, "from"), None, strict=False)
+        sender = inbound_address(getattr(args, "from"))
     except InvalidInput as exc:
         return _fail(f"--from: {exc.message}")
+    provider = ConsoleProvider()
+    state = build_state(settings, provider=provider)
     sms = InboundSms(
-        provider="simulate", message_id="SIM" + secrets.token_hex(16), account_id=None, from_phone=phone,
+        provider="simulate", message_id="SIM" + secrets.token_hex(16), account_id=None, from_phone=sender.phone,
         to=args.to, service_id=None, body=args.text, num_media=0, opt_out_type=None,
-        params={"From": phone, "To": args.to, "Body": args.text},
+        params={"From": sender.raw, "To": args.to, "Body": args.text}, channel=sender.channel,
+        from_address=None if sender.channel == CHANNEL_SMS else sender.raw,
     )
-    result = state.writer.call(InboundJob(sms, state.rules), locks=[phone])
-
-    async def deliver() -> None:
-        assert state.sender is not None
-        while await state.sender.run_once():
-            pass
-
-    if result.outbox_id is not None:
-        state.writer.start()
-        try:
-            asyncio.run(deliver())
-        finally:
-            state.writer.stop()
+    locks = [sender.phone] if sender.phone else []
     assert state.sender is not None
-    state.sender.close()
+    try:
+        if args.dry_run:
+            report = state.writer.call(partial(dry_run, sms=sms, rules=state.rules), locks=locks)
+            print("\n".join(report.lines()))
+            return 0
+        result = state.writer.call(InboundJob(sms, state.rules), locks=locks)
+        if result.outbox_id is not None:
+            sender_ = state.sender
+            outbox_id = result.outbox_id
+
+            async def deliver() -> None:
+                await sender_.send_now(outbox_id)  # this text's reply only, never anyone else's
+
+            state.writer.start()
+            try:
+                asyncio.run(deliver())
+            finally:
+                state.writer.stop()
+    finally:
+        state.sender.close()
+        state.writer.stop()
     print(f"[{result.kind}{' ' + result.program if result.program else ''}]")
     print(result.reply if result.reply is not None else "(no reply)")
     return 0
@@ -180,6 +195,33 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(f"revoked key {info.prefix} of brand {info.brand}")
     finally:
         engine.dispose()
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Re-drive failed outbox rows that are still allowed (a provider outage outlived their deadline)."""
+    from app.db import make_engine, run_in_transaction
+    from app.main import check_database, deadlines
+    from app.outbox import redrive
+    from app.settings import load_settings
+
+    settings = load_settings()
+    check_database(settings)
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            return _fail("--since must be an ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
+        if since.tzinfo is None:
+            return _fail("--since must carry a time zone, e.g. 2026-01-01T00:00:00Z")
+    engine = make_engine(settings.database_url, writer=True)
+    try:
+        count = run_in_transaction(engine, lambda conn, now: redrive(conn, now, since=since, brand=args.brand,
+                                                                     deadlines=deadlines(settings)))
+    finally:
+        engine.dispose()
+    print(f"re-queued {count} failed row{'s' if count != 1 else ''}")
     return 0
 
 
@@ -237,9 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     simulate = sub.add_parser("simulate", help="run one inbound text through the pipeline")
-    simulate.add_argument("--from", required=True, metavar="NUMBER")
-    simulate.add_argument("--to", required=True, metavar="NUMBER")
-    simulate.add_argument("text")
+    simulate.add_argument("--from", required=True, metavar="NUMBER",
+                          help="the texting phone, E.164 (or whatsapp:+1…, rcs:+1…, messenger:ID)")
+    simulate.add_argument("--to", required=True, metavar="NUMBER", help="the brand's number (a sender in keywords.yaml)")
+    simulate.add_argument("--dry-run", action="store_true",
+                          help="print what the text would do (rule, transitions, reply) and write nothing")
+    simulate.add_argument("text", help="the text, as the phone would send it")
     simulate.set_defaults(func=cmd_simulate)
 
     keys = sub.add_parser("keys", help="manage brand API keys")
@@ -251,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("prefix")
     keys.set_defaults(func=cmd_keys)
+
+    outbox = sub.add_parser("outbox", help="operate the outbox")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    retry = outbox_sub.add_parser("retry", help="re-queue failed rows that are still allowed, with a new deadline")
+    retry.add_argument("--since", help="only rows that failed at or after this ISO 8601 time (default: all)")
+    retry.add_argument("--brand", help="only this brand's rows (default: every brand)")
+    outbox.set_defaults(func=cmd_outbox)
 
     export = sub.add_parser("export", help="export data")
     export_sub = export.add_subparsers(dest="export_command", required=True)

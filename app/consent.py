@@ -20,12 +20,12 @@ from app.keywords import Brand
 from app.metrics import note_transition
 from app.models import new_id, subscriptions
 from app.sql import Raw, update_sql
-from app.subscriptions import Event, Source, Status, Transition, transition
+from app.subscriptions import JOIN_EVENTS, OPT_OUT_EVENTS, Event, Source, Status, Transition, transition
 
 _COLUMNS = tuple(c.name for c in subscriptions.columns)
 _CONSENT_COLUMNS = ("subscription_id", "brand", "program", "phone", "event", "from_status", "to_status", "source",
                     "keyword", "provider_message_id", "raw_text", "api_key_id", "consent_source", "consent_proof",
-                    "consented_at", "created_at")
+                    "consented_at", "reason", "created_at")
 
 
 @dataclass
@@ -140,6 +140,7 @@ class Proof:
     consent_source: str | None = None
     consent_proof: Mapping[str, Any] | None = None
     consented_at: datetime | None = None
+    reason: str | None = None  # why a text was read as an opt-out (the rule and the words that fired)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,11 @@ def apply_event(
         # An opt-out also ends any "your request expired" conversation: nothing but the stop
         # reply may follow it.
         updates["doi_expired_at"] = None
+    if event in OPT_OUT_EVENTS:
+        # Every opt-out counts, even one that changes nothing: consent given before it is stale.
+        updates["opted_out_at"] = now
+    elif event in JOIN_EVENTS and after in (Status.PENDING, Status.SUBSCRIBED):
+        updates["joined_at"] = now
     if proof.keyword and event not in (Event.STOP, Event.CARRIER_OPT_OUT, Event.API_OPT_OUT, Event.EXPIRE):
         updates["keyword"] = proof.keyword
     if language:
@@ -224,7 +230,7 @@ def record(writes: Writes, sub: Sub, event: Event, *, before: Status, after: Sta
         "keyword": proof.keyword, "provider_message_id": proof.message_id, "raw_text": proof.raw_text,
         "api_key_id": proof.api_key_id, "consent_source": proof.consent_source,
         "consent_proof": dict(proof.consent_proof) if proof.consent_proof is not None else None,
-        "consented_at": proof.consented_at, "created_at": now,
+        "consented_at": proof.consented_at, "reason": proof.reason, "created_at": now,
     })
     if brand is not None and brand.events_url is not None:
         writes.event(event_row(now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(

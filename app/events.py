@@ -116,20 +116,29 @@ def subscription_event(
 def message_received_event(
     *,
     brand: str,
-    phone: str,
+    phone: str | None,
     to: str,
     body: str,
     provider_message_id: str,
     received_at: datetime,
     program: str | None = None,
+    channel: str = "sms",
+    address: str | None = None,
+    media: list[dict[str, str | None]] | None = None,
 ) -> dict[str, Any]:
-    """The data of a `message.received` event: an inbound text that matched no keyword."""
+    """The data of a `message.received` event: an inbound text that matched no keyword, or came on another channel.
+
+    `phoneNumber` is null for a channel address that is no phone number (`address` holds it).
+    """
     return {
         "brand": brand,
         "program": program,
+        "channel": channel,
         "phoneNumber": phone,
+        "address": address if address is not None else phone,
         "to": to,
         "body": body,
+        "media": media or [],
         "providerMessageId": provider_message_id,
         "receivedAt": iso(received_at),
     }
@@ -142,12 +151,13 @@ def event_row(now: datetime, *, brand: Brand, type: str, data: dict[str, Any]) -
     return {
         "channel": CHANNEL, "brand": brand.key, "purpose": type, "url": brand.events_url,
         "payload": {"id": new_id("evt_"), "type": type, "timestamp": iso(now), "data": data}, "body": "",
-        "status": _PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now,
+        "status": _PENDING, "attempts": 0, "next_attempt_at": now, "priority": 2, "created_at": now,
+        "updated_at": now,
     }
 
 
 EVENT_COLUMNS = ("channel", "brand", "purpose", "url", "payload", "body", "status", "attempts", "next_attempt_at",
-                 "created_at", "updated_at")
+                 "priority", "created_at", "updated_at")
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ from sqlalchemy.engine import Connection
 
 from app.consent import Proof, Sub, Writes, apply_event
 from app.events import MESSAGE_RECEIVED, event_row, message_received_event
-from app.keywords import Kind, Match, Program, Rules, SenderRules
+from app.keywords import Brand, Kind, Match, Program, Rules, SenderRules
 from app.models import subscriptions
 from app.outbox import CANCELLED_BY_OPT_OUT, SMS_COLUMNS, OutboxStatus, cancel_queued, sms_row
 from app.phone import in_countries
-from app.providers.base import InboundSms
+from app.providers.base import CHANNEL_SMS, InboundSms, Media
 from app.sql import Array, Raw
 from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status, transition
 
@@ -50,6 +50,7 @@ class InboundResult:
     program: str | None = None
     reply: str | None = None  # the reply body queued, if any
     outbox_id: int | None = None
+    language: str | None = None  # the language the reply was asked in (the message's fallback may differ)
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,11 @@ class _Batch:
         smses = [job.sms for _now, job in texts]
         self.seen = self._load_seen(smses)
         self.subs = self._load_subs([(sender.brand.key, sms.from_phone)
-                                     for sms, (sender, match) in zip(smses, self.routes, strict=True) if match])
+                                     for sms, (sender, match) in zip(smses, self.routes, strict=True)
+                                     if match and sms.from_phone])
         self.last_programs = self._load_last_programs(
             [(sms.from_phone, sms.to) for sms, (_sender, match) in zip(smses, self.routes, strict=True)
-             if match and match.kind is Kind.HELP and match.program is None])
+             if match and match.kind in (Kind.HELP, Kind.START) and match.program is None])  # START may answer as HELP
         self.writes = Writes()
         self.inbound: list[dict[str, object]] = []  # rows of inbound_messages, in order
         self.replies: list[tuple[int, int, dict[str, object]]] = []  # (text, inbound row, outbox row), in order
@@ -179,10 +181,15 @@ class _Batch:
             self._inbound(now, sms, brand=None, kind=kind, match=match, program=None)
             return InboundResult(duplicate=False, kind=kind)
         brand = sender.brand
+        if sms.channel != CHANNEL_SMS and (match.kind is not Kind.STOP or not sms.from_phone):
+            # Consent is per channel: a JOIN, YES or START on WhatsApp or Messenger is no SMS
+            # consent and earns no SMS. The brand hears of it, and a person can act.
+            self._received_event(now, brand, sms)
+            self._inbound(now, sms, brand=brand.key, kind=kind, match=match, program=None)
+            return InboundResult(duplicate=False, kind=kind)
         if kind == UNMATCHED:
-            self.writes.event(event_row(now, brand=brand, type=MESSAGE_RECEIVED, data=message_received_event(
-                brand=brand.key, phone=sms.from_phone, to=sms.to, body=sms.body,
-                provider_message_id=sms.message_id, received_at=now)))
+            self._received_event(now, brand, sms)
+        assert sms.from_phone is not None  # only channel addresses lack a phone, and they stopped above
         stored = self.subs[(brand.key, sms.from_phone)]
         keys = {p.key for p in sender.programs}
         subs = {program: sub for program, sub in stored.items() if program in keys}
@@ -211,14 +218,20 @@ class _Batch:
         row = sms_row(now=now, brand=brand.key, program=plan.program, phone=sms.from_phone, body=body,
                       purpose=plan.reply.value, from_number=from_number, service_id=service_id)
         self.replies.append((position, index, row))
-        return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body)
+        return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body, language=plan.language)
+
+    def _received_event(self, now: datetime, brand: Brand, sms: InboundSms) -> None:
+        self.writes.event(event_row(now, brand=brand, type=MESSAGE_RECEIVED, data=message_received_event(
+            brand=brand.key, phone=sms.from_phone, to=sms.to, body=sms.body, provider_message_id=sms.message_id,
+            received_at=now, channel=sms.channel, address=sms.from_address, media=media_json(sms.media))))
 
     def _inbound(self, now: datetime, sms: InboundSms, *, brand: str | None, kind: str, match: Match | None,
                  program: str | None) -> int:
         self.inbound.append({
             "provider": sms.provider, "message_id": sms.message_id, "account_id": sms.account_id,
-            "service_id": sms.service_id, "from_phone": sms.from_phone, "to": sms.to, "body": sms.body,
-            "num_media": sms.num_media, "opt_out_type": sms.opt_out_type, "brand": brand, "program": program,
+            "service_id": sms.service_id, "from_phone": sms.from_phone, "from_address": sms.from_address,
+            "channel": sms.channel, "to": sms.to, "body": sms.body, "num_media": sms.num_media,
+            "media": media_json(sms.media), "opt_out_type": sms.opt_out_type, "brand": brand, "program": program,
             "kind": kind, "keyword": match.keyword if match else None, "params": dict(sms.params), "received_at": now,
         })
         return len(self.inbound) - 1
@@ -253,8 +266,14 @@ class _Batch:
         return {position: outbox_id for (position, _index, _row), outbox_id in zip(self.replies, queued, strict=True)}
 
 
-_INBOUND_COLUMNS = ("provider", "message_id", "account_id", "service_id", "from_phone", "to", "body", "num_media",
-                    "opt_out_type", "brand", "program", "kind", "keyword", "params", "received_at")
+_INBOUND_COLUMNS = ("provider", "message_id", "account_id", "service_id", "from_phone", "from_address", "channel", "to",
+                    "body", "num_media", "media", "opt_out_type", "brand", "program", "kind", "keyword", "params",
+                    "received_at")
+
+
+def media_json(media: Sequence[Media]) -> list[dict[str, str | None]] | None:
+    """MMS attachments as stored and shown: [{url, contentType}], None for none."""
+    return [{"url": m.url, "contentType": m.content_type} for m in media] if media else None
 
 
 def reply_route(rules: Rules, sender: SenderRules, program: str | None, sms: InboundSms) -> tuple[str | None, str | None]:
@@ -298,8 +317,17 @@ class _Ctx:
     def sub(self, program: str) -> Sub:
         if program not in self.subs:
             self.subs[program] = self.stored[program] = Sub.blank(
-                brand=self.sender.brand.key, program=program, phone=self.sms.from_phone, now=self.now)
+                brand=self.sender.brand.key, program=program, phone=self.phone, now=self.now)
         return self.subs[program]
+
+    @property
+    def phone(self) -> str:
+        assert self.sms.from_phone is not None  # texts without a phone never reach a _Ctx
+        return self.sms.from_phone
+
+    def later_opt_out(self, sub: Sub) -> bool:
+        """True when the phone opted out of `sub` after this text was received (a text applied late, from the spool)."""
+        return sub.opted_out_at is not None and sub.opted_out_at > self.now
 
     @property
     def via(self) -> str:
@@ -307,30 +335,44 @@ class _Ctx:
 
     def stop(self) -> _Plan:
         carrier = self.sms.opt_out_type == "STOP"
-        # Twilio's Advanced Opt-Out blocks the whole sender, whatever program the text named.
-        scope = [p.key for p in self.sender.programs] if carrier or self.match.program is None else [self.match.program]
+        other_channel = self.sms.channel != CHANNEL_SMS
+        if other_channel:
+            # An opt-out is not channel-specific: STOP on WhatsApp ends the phone's SMS
+            # subscriptions to every program of the brand (consent events name the channel).
+            scope = list(self.sender.brand.programs)
+        elif carrier or self.match.program is None:
+            # Twilio's Advanced Opt-Out blocks the whole sender, whatever program the text named.
+            scope = [p.key for p in self.sender.programs]
+        else:
+            scope = [self.match.program]
         event = Event.CARRIER_OPT_OUT if carrier else Event.STOP
-        proof = Proof(source=Source.CARRIER, keyword=self.match.keyword or "STOP", message_id=self.sms.message_id,
-                      raw_text=self.sms.body) if carrier else self.proof
+        if carrier:
+            proof = Proof(source=Source.CARRIER, keyword=self.match.keyword or "STOP", message_id=self.sms.message_id,
+                          raw_text=self.sms.body)
+        elif other_channel:
+            proof = replace(self.proof, source=Source(self.sms.channel))
+        else:
+            proof = self.proof
         subs = [self.sub(key) for key in scope]
         # Decided before the write, so last_stop_reply_at goes out in the same UPDATE.
         changes = any(sub.status != Status.UNSUBSCRIBED.value for sub in subs)
         recent = all(sub.last_stop_reply_at is not None and self.now - sub.last_stop_reply_at < STOP_REPLY_INTERVAL
                      for sub in subs)
-        # Twilio already answered a STOP it classified itself; else at most one repeat a day.
-        reply = not carrier and (changes or not recent)
+        # Twilio already answered a STOP it classified itself; else at most one repeat a day. An
+        # opt-out on another channel gets no SMS: the person did not text this number.
+        reply = not carrier and not other_channel and (changes or not recent)
         for sub in subs:
             if reply:
                 sub.set(last_stop_reply_at=self.now)
             apply_event(self.batch.writes, sub, event, now=self.now, proof=proof, sender=self.via,
                         brand=self.sender.brand)
-        self.batch.cancel(self.now, brand=self.sender.brand.key, phone=self.sms.from_phone,
-                          programs=None if len(scope) == len(self.sender.programs) else scope)
+        whole = other_channel or len(scope) == len(self.sender.programs)
+        self.batch.cancel(self.now, brand=self.sender.brand.key, phone=self.phone, programs=None if whole else scope)
         program = scope[0] if len(scope) == 1 else None
         return _Plan(program=program, reply=Reply.STOP if reply else None, language=self.match.language)
 
     def help(self) -> _Plan:
-        program = self.match.program or self.batch.last_program(self.sms.from_phone, self.sms.to)
+        program = self.match.program or self.batch.last_program(self.phone, self.sms.to)
         if program is None and len(self.sender.programs) == 1:
             program = self.sender.programs[0].key
         if self.sms.opt_out_type == "HELP":
@@ -339,7 +381,9 @@ class _Ctx:
         return _Plan(program=program, reply=Reply.HELP, language=language)
 
     def confirm(self) -> _Plan:
+        # A confirm answers a DOI asked before it was received (a late one must not confirm a newer DOI).
         pending = [s for s in self.subs.values() if s.status == Status.PENDING.value
+                   and (s.doi_requested_at is None or s.doi_requested_at <= self.now)
                    and (self.match.program is None or s.program == self.match.program)]
         if not pending:
             expired = [s for s in self.subs.values() if s.doi_expired_at is not None
@@ -357,10 +401,13 @@ class _Ctx:
 
     def join(self, program: Program) -> _Plan:
         allowed = self.sender.brand.allowed_countries
-        if allowed is not None and not in_countries(self.sms.from_phone, allowed):
+        if allowed is not None and not in_countries(self.phone, allowed):
             # No prompt may go to a country the brand does not serve: change nothing, say nothing.
             return _Plan(program=program.key)
         sub = self.sub(program.key)
+        if self.later_opt_out(sub):
+            # Received before an opt-out that is already applied: it cannot undo it.
+            return _Plan(program=program.key)
         event = Event.JOIN if program.double_opt_in else Event.JOIN_SINGLE
         language = self.match.language
         rule = transition(sub.status, event)
@@ -377,10 +424,18 @@ class _Ctx:
         return _Plan(program=program.key, reply=reply, language=language or sub.language)
 
     def start(self) -> _Plan:
-        left = [s for s in self.subs.values() if s.status == Status.UNSUBSCRIBED.value and s.unsubscribed_at]
+        """Restart the program most recently left on this sender, among those the phone had joined."""
+        if any(self.later_opt_out(s) for s in self.subs.values()):
+            return _Plan()  # received before an opt-out that is already applied: it cannot undo it
+        # A plain STOP also records "unsubscribed" for the sender's programs the phone never
+        # joined; those are never restarted.
+        left = [s for s in self.subs.values() if s.status == Status.UNSUBSCRIBED.value and s.unsubscribed_at
+                and s.joined_at is not None]
         if not left:
-            return _Plan()
-        latest = max(left, key=lambda s: (s.unsubscribed_at, s.program))
+            if self.sms.opt_out_type == "START":
+                return _Plan()  # Twilio's Advanced Opt-Out already answered the START
+            return self.help()  # nothing to restart: tell the phone what this number is
+        latest = max(left, key=lambda s: (s.unsubscribed_at, s.joined_at, s.program))
         return self.join(_program(self.sender, latest.program))
 
 

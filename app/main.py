@@ -8,7 +8,7 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,7 +28,7 @@ from app.keywords import Rules, load_rules
 from app.logs import setup_logging
 from app.metrics import Metrics
 from app.migrate import current_revision, head_revision
-from app.outbox import OutboxSender, backlog
+from app.outbox import Deadlines, OutboxSender, backlog
 from app.providers.base import Provider
 from app.providers.console import ConsoleProvider
 from app.providers.twilio import TwilioProvider, TwilioSignature
@@ -50,6 +50,13 @@ def make_provider(settings: Settings) -> Provider:
         assert settings.twilio_account_sid and settings.twilio_auth_token
         return TwilioProvider(settings.twilio_account_sid, settings.twilio_auth_token, api_url=settings.twilio_api_url)
     return ConsoleProvider()
+
+
+def deadlines(settings: Settings) -> Deadlines:
+    """The retry deadlines the settings name."""
+    return Deadlines(stop=timedelta(seconds=settings.deadline_stop_seconds),
+                     text=timedelta(seconds=settings.deadline_text_seconds),
+                     event=timedelta(seconds=settings.deadline_event_seconds))
 
 
 def build_state(
@@ -74,7 +81,7 @@ def build_state(
     state.sender = OutboxSender(
         writer=state.writer, reader=reader, provider=provider, rules=rules,
         status_callback=settings.public_url + "/webhooks/twilio/status", lease_seconds=settings.lease_seconds,
-        concurrency=settings.send_concurrency, max_attempts=settings.max_attempts,
+        concurrency=settings.send_concurrency, deadlines=deadlines(settings),
         retry_base=settings.retry_base_seconds, retry_cap=settings.retry_cap_seconds,
         poll_seconds=settings.poll_seconds, clock=clock, event_poster=event_poster, metrics=metrics,
     )

@@ -43,6 +43,16 @@ def note_transition(conn: Connection, *, program: str, event: str, from_status: 
         pending.append((program, event, from_status, to_status))
 
 
+def forget_transitions(conn: Connection, mark: int | None) -> int:
+    """Drop the transitions noted on `conn` since `mark` (None: just read it); the mark to pass later."""
+    pending = conn.info.get(_PENDING)
+    if pending is None:
+        return 0
+    if mark is not None:
+        del pending[mark:]
+    return len(pending)
+
+
 def error_code(error: SendError) -> str:
     """The `code` label of a failed send: the provider's code, else timeout / connection / http_NNN / none."""
     if error.code is not None:

@@ -63,6 +63,13 @@ class Subscription(SQLModel, table=True):
     unsubscribed_at: datetime | None = _ts()
     last_prompt_at: datetime | None = _ts()
     last_stop_reply_at: datetime | None = _ts()
+    # The latest opt-out from this program by any means (SMS, API, carrier, console), never
+    # cleared: API consent must be newer than it, and a text applied late (from the spool)
+    # may not undo it.
+    opted_out_at: datetime | None = _ts()
+    # The latest time the phone itself joined (pendingDOI or subscribed): START restarts only
+    # programs the phone had joined, never one a plain STOP merely recorded.
+    joined_at: datetime | None = _ts()
     consent_source: str | None = Field(default=None, max_length=200)
     consented_at: datetime | None = _ts()
     profile_id: str | None = Field(default=None, max_length=40, index=True)
@@ -95,6 +102,8 @@ class ConsentEvent(SQLModel, table=True):
     consent_source: str | None = Field(default=None, max_length=200)
     consent_proof: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     consented_at: datetime | None = _ts()
+    # Why an opt-out by SMS was read as one: the rule and the words that fired.
+    reason: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _ts(nullable=False)
 
 
@@ -106,6 +115,7 @@ class InboundMessage(SQLModel, table=True):
         sa.UniqueConstraint("provider", "message_id", name="uq_inbound_messages_provider_message_id"),
         sa.Index("ix_inbound_messages_from_to_id", "from_phone", "to", "id"),
         sa.Index("ix_inbound_messages_brand_id", "brand", "id"),
+        sa.Index("ix_inbound_messages_brand_flagged_id", "brand", "flagged", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -113,16 +123,25 @@ class InboundMessage(SQLModel, table=True):
     message_id: str = Field(max_length=64)
     account_id: str | None = Field(default=None, max_length=64)
     service_id: str | None = Field(default=None, max_length=64)
-    from_phone: str = Field(max_length=20)
+    # The sender's phone, E.164; None when the channel address is not a phone (messenger:…).
+    from_phone: str | None = Field(default=None, max_length=20)
+    from_address: str | None = Field(default=None, max_length=128)  # that address, as received
+    channel: str = Field(default="sms", max_length=16, sa_column_kwargs={"server_default": "sms"})
     to: str = Field(max_length=40)
     body: str = Field(default="")
     num_media: int = Field(default=0)
+    media: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)  # [{url, contentType}]
     opt_out_type: str | None = Field(default=None, max_length=16)
     brand: str | None = Field(default=None, max_length=64)
     program: str | None = Field(default=None, max_length=64)
     kind: str = Field(max_length=16)
     keyword: str | None = Field(default=None, max_length=64)
     params: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # Close to an opt-out, not honoured (negated or ambiguous): a person should decide.
+    flagged: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    flag_resolution: str | None = Field(default=None, max_length=16)  # "opted_out" | "dismissed"
+    flag_resolved_at: datetime | None = _ts()
+    flag_resolved_by: str | None = Field(default=None, max_length=254)
     received_at: datetime = _ts(nullable=False)
 
 
@@ -134,6 +153,8 @@ class Outbox(SQLModel, table=True):
         sa.Index("ix_outbox_due", "status", "next_attempt_at"),
         # The claim's first look: due stop replies, however many prompts are queued.
         sa.Index("ix_outbox_purpose_due", "purpose", "status", "next_attempt_at"),
+        # Claims walk one priority at a time: stop replies, then help and welcome, then prompts.
+        sa.Index("ix_outbox_priority_due", "priority", "status", "next_attempt_at"),
         sa.Index("ix_outbox_brand_phone_status", "brand", "phone", "status"),
         sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
     )
@@ -147,9 +168,13 @@ class Outbox(SQLModel, table=True):
     service_id: str | None = Field(default=None, max_length=64)
     body: str = Field(default="")
     purpose: str = Field(max_length=32)
+    # 0 stop replies, 1 help, welcome and other answers, 2 prompts and brand events (app.outbox.priority_of).
+    priority: int = Field(default=2, sa_type=sa.SmallInteger, sa_column_kwargs={"server_default": "2"})
     status: str = Field(max_length=16)
     attempts: int = Field(default=0)
     next_attempt_at: datetime | None = _ts()
+    # Transient failures are retried until then (stop replies 1 h, texts 24 h, brand events 72 h).
+    deadline_at: datetime | None = _ts()
     lease_until: datetime | None = _ts()
     claimed_by: str | None = Field(default=None, max_length=64)
     provider_message_id: str | None = Field(default=None, max_length=64)
@@ -233,16 +258,21 @@ class IdempotencyKey(SQLModel, table=True):
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (
-        sa.UniqueConstraint("brand", "key", name="uq_idempotency_keys_brand_key"),
+        # Scoped to brand + method + path: a key used on another route is another key.
+        sa.UniqueConstraint("brand", "method", "path", "key", name="uq_idempotency_keys_scope"),
         sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     brand: str = Field(max_length=64)
+    method: str = Field(default="POST", max_length=8)
+    path: str = Field(default="", max_length=512)
     key: str = Field(max_length=255)
     # Hash of method, path and body: the same key with another request is refused (422).
     request_hash: str = Field(max_length=64)
     status: str = Field(max_length=16)  # "in_flight" while the first request runs, then "done"
+    # An in-flight claim lapses then (its process died, its client vanished): the key is free again.
+    lease_until: datetime | None = _ts()
     response_status: int | None = Field(default=None)
     response_body: str | None = Field(default=None, sa_type=sa.Text)
     response_headers: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from app.consent import Proof, Sub, Writes, apply_event, load_subs
-from app.errors import Unprocessable
+from app.errors import Conflict, Unprocessable
+from app.events import iso
 from app.keywords import Brand, Rules
 from app.outbox import cancel_queued, enqueue_sms
 from app.phone import in_countries
 from app.sql import Raw
 from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status
+
+# A client's clock may run a little ahead of ours; consent further in the future is refused.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -47,16 +51,41 @@ def _route(rules: Rules, brand: str, program: str, sub: Sub) -> tuple[str | None
     return (None, via) if via.startswith("MG") else (via, None)
 
 
+def check_consent_is_current(sub: Sub | None, *, consented_at: datetime | None, now: datetime) -> None:
+    """Refuse consent that is not later than the phone's latest opt-out from the program (409), or in the future (422).
+
+    `consented_at=None` (a contact PUT that gives no time) is accepted only when the phone
+    never opted out of the program: after an opt-out, only consent given later may undo it.
+    """
+    if consented_at is not None and consented_at - now > CLOCK_SKEW:
+        raise Unprocessable("consentedAt is more than 5 minutes in the future", field="consentedAt")
+    opted_out = sub.opted_out_at if sub is not None else None
+    if opted_out is None:
+        return
+    if consented_at is None:
+        raise Conflict(f"{sub.program}: this phone opted out at {iso(opted_out)}; send consentedAt, later than that",
+                       field="consentedAt")
+    if consented_at <= opted_out:
+        raise Conflict(f"{sub.program}: consent given at {iso(consented_at)} is not later than this phone's opt-out at "
+                       f"{iso(opted_out)}", field="consentedAt")
+
+
 def opt_in(
     conn: Connection, now: datetime, *, rules: Rules, brand: Brand, program: str, phone: str, double_opt_in: bool,
-    actor: ApiActor, consent_source: str, consented_at: datetime, consent_proof: Mapping[str, Any],
+    actor: ApiActor, consent_source: str, consented_at: datetime | None, consent_proof: Mapping[str, Any],
     profile_id: str | None,
 ) -> Sub:
-    """Opt `phone` into `program` with consent proof: subscribed at once, or pendingDOI with a prompt."""
+    """Opt `phone` into `program` with consent proof: subscribed at once, or pendingDOI with a prompt.
+
+    Consent must be newer than the phone's latest opt-out from the program (409 otherwise,
+    nothing written); `consented_at=None` means "now" for a phone that never opted out.
+    """
     if brand.allowed_countries is not None and not in_countries(phone, brand.allowed_countries):
         raise Unprocessable("this brand does not send to that country", field="phoneNumber")
     settings = rules.program(brand.key, program)
     subs = load_subs(conn, brand=brand.key, phone=phone, programs=[program])
+    check_consent_is_current(subs.get(program), consented_at=consented_at, now=now)
+    consented_at = consented_at or now
     sub = subs.get(program) or Sub.blank(brand=brand.key, program=program, phone=phone, now=now)
     if profile_id is None and sub.profile_id is None:
         # No profile named: attach the brand's profile with this phone, if there is one.

@@ -2,14 +2,24 @@
 
 Row lifecycle (column `status`):
 
-    pending ──claim──▶ sending ──accepted──▶ queued ─▶ sending* ─▶ sent ─▶ delivered | undelivered | failed
-       ▲                 │  (*provider-side status from callbacks; never moves backwards)
-       └──transient──────┤
-                         ├──permanent / retries spent──▶ failed
-                         └──stop landed first──────────▶ cancelled
+    pending ──claim──▶ sending ──dispatch──▶ dispatching ──accepted──▶ queued ─▶ sending* ─▶ sent ─▶ delivered | …
+       ▲                 │                        │      (*provider-side status from callbacks; never backwards)
+       └──transient──────┴────────────────────────┤
+                         │                        └──permanent / deadline passed──▶ failed
+                         └──a stop landed first──▶ cancelled
 
-A claim is a lease: a sender that dies mid-batch leaves rows in `sending` with `lease_until`
-in the past, and the next claim takes them over.
+Claims take due rows by priority (stop replies, then help and welcome, then prompts and
+brand events) and lease them. Right before the provider call, `dispatch` decides the send
+under the phone's lock: a text is still allowed unless a stop cancelled it or the phone
+opted out of its program since it was queued. A STOP for that phone is serialised with that
+decision, so no send is decided after the STOP commits, and a STOP never touches a row
+already dispatching (its text is on its way; the row records what really happened).
+
+A claim is a lease: a sender that dies mid-batch leaves rows in `sending` or `dispatching`
+with `lease_until` in the past; the next claim takes them over and `dispatch` checks them
+again. Transient failures retry with backoff until the row's deadline (`deadline_at`, else
+its purpose's budget from when it was queued); `redrive` (`optline outbox retry`) gives
+failed rows that are still allowed a new one.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ class OutboxStatus(StrEnum):
 
     PENDING = "pending"  # due at next_attempt_at
     SENDING = "sending"  # claimed by a sender until lease_until
+    DISPATCHING = "dispatching"  # the send was decided (no stop before it); the provider call is in flight
     QUEUED = "queued"  # the provider accepted it
     PROVIDER_SENDING = "sending_provider"  # the provider is handing it to the carrier
     SENT = "sent"  # the carrier accepted it
@@ -68,15 +79,42 @@ _FROM_DELIVERY = {
     DeliveryStatus.FAILED: OutboxStatus.FAILED,
 }
 _TO_DELIVERY = {v: k for k, v in _FROM_DELIVERY.items()}
-QUEUED_STATES = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
+QUEUED_STATES = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value, OutboxStatus.DISPATCHING.value)
 
 CHANNEL_SMS = "sms"
 CHANNEL_EVENT = "event"
 
 
 CANCELLED_BY_OPT_OUT = "cancelled by opt-out"
-SMS_COLUMNS = ("channel", "brand", "program", "phone", "body", "purpose", "from_number", "service_id", "status",
-               "error_reason", "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at")
+SMS_COLUMNS = ("channel", "brand", "program", "phone", "body", "purpose", "priority", "from_number", "service_id",
+               "status", "error_reason", "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at")
+
+# Claim order: a stop confirmation first (CTIA, and it is the reply the phone is waiting on),
+# then answers to what the phone just asked, then prompts and brand events.
+PRIORITY_STOP, PRIORITY_ANSWER, PRIORITY_REST = 0, 1, 2
+_ANSWERS = frozenset({"help", "welcome", "already_subscribed", "doi_expired"})
+
+
+def priority_of(purpose: str) -> int:
+    """The claim priority of a row with this purpose."""
+    if purpose == "stop":
+        return PRIORITY_STOP
+    return PRIORITY_ANSWER if purpose in _ANSWERS else PRIORITY_REST
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long transient failures are retried, by what the row is."""
+
+    stop: timedelta = timedelta(hours=1)  # stop confirmations
+    text: timedelta = timedelta(hours=24)  # every other text
+    event: timedelta = timedelta(hours=72)  # brand events
+
+    def budget(self, channel: str, purpose: str) -> timedelta:
+        """The retry budget of a row, from when it was queued."""
+        if channel == CHANNEL_EVENT:
+            return self.event
+        return self.stop if purpose == "stop" else self.text
 
 
 def enqueue_sms(
@@ -103,7 +141,7 @@ def sms_row(*, now: datetime, brand: str, program: str | None, phone: str, body:
     """The outbox row (columns SMS_COLUMNS) of one text, due now."""
     return {
         "channel": CHANNEL_SMS, "brand": brand, "program": program, "phone": phone, "body": body, "purpose": purpose,
-        "from_number": from_number, "service_id": service_id, "status": OutboxStatus.PENDING.value,
+        "priority": priority_of(purpose), "from_number": from_number, "service_id": service_id, "status": OutboxStatus.PENDING.value,
         "error_reason": None, "attempts": 0, "next_attempt_at": now, "inbound_id": inbound_id, "created_at": now,
         "updated_at": now,
     }
@@ -147,9 +185,12 @@ class Claimed:
     attempts: int
     url: str | None
     payload: Any
+    created_at: datetime
+    deadline_at: datetime | None
 
 
-_CLAIMED = "id, channel, brand, program, phone, body, purpose, from_number, service_id, attempts, url, payload"
+_CLAIMED = ("id, channel, brand, program, phone, body, purpose, from_number, service_id, attempts, url, payload,"
+            " created_at, deadline_at")
 
 
 def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: timedelta,
@@ -176,54 +217,117 @@ def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: ti
         f" updated_at = :now WHERE id IN {in_list('i', ids, params)} RETURNING {_CLAIMED}",
         params,
     )
-    return sorted((Claimed(**row) for row in rows), key=lambda c: (c.purpose != "stop", c.id))
+    return sorted((Claimed(**row) for row in rows), key=lambda c: (priority_of(c.purpose), c.id))
 
 
 # Other texts leave one at a time per phone, oldest first: a welcome queued behind its
 # confirmation prompt (a YES typed before the prompt went out) must not overtake it.
 _IN_TURN = ("(channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM outbox earlier WHERE earlier.brand = outbox.brand"
-            " AND earlier.phone = outbox.phone AND earlier.channel = 'sms' AND earlier.status IN ('pending', 'sending')"
-            " AND earlier.id < outbox.id))")
+            " AND earlier.phone = outbox.phone AND earlier.channel = 'sms'"
+            " AND earlier.status IN ('pending', 'sending', 'dispatching') AND earlier.id < outbox.id))")
+
+
+def claim_row(conn: Connection, now: datetime, *, row_id: int, worker: str, lease: timedelta) -> Claimed | None:
+    """Claim one pending row by id (`optline simulate` sends its own reply and nothing else); None if not pending."""
+    params = {"id": row_id, "worker": worker, "lease": now + lease, "now": now}
+    rows = Raw(conn).rows(
+        "UPDATE outbox SET status = 'sending', claimed_by = :worker, lease_until = :lease, attempts = attempts + 1,"
+        f" updated_at = :now WHERE id = :id AND status = 'pending' RETURNING {_CLAIMED}", params)
+    return Claimed(**rows[0]) if rows else None
+
+
+def redrive(conn: Connection, now: datetime, *, since: datetime | None, brand: str | None,
+            deadlines: Deadlines) -> int:
+    """Put failed rows that are still allowed back in the queue, each with a new deadline; returns how many.
+
+    Still allowed: brand events always; a stop reply unless the phone joined again since; any
+    other text unless the phone opted out since it was queued (or the carrier refused it as
+    opted out). Rows a stop cancelled are never re-driven.
+    """
+    params: dict[str, Any] = {"now": now, "since": since, "brand": brand, "opted_out": ERROR_UNSUBSCRIBED}
+    filters = ""
+    if since is not None:
+        filters += " AND updated_at >= :since"
+    if brand is not None:
+        filters += " AND brand = :brand"
+    same_phone = ("s.brand = outbox.brand AND s.phone = outbox.phone"
+                  " AND (outbox.program IS NULL OR s.program = outbox.program)")
+    allowed = (
+        "(channel = 'event'"
+        f" OR (purpose = 'stop' AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE {same_phone}"
+        "      AND s.joined_at > outbox.created_at))"
+        f" OR (purpose <> 'stop' AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE {same_phone}"
+        "      AND s.opted_out_at >= outbox.created_at)))"
+    )
+    ids = [row[0] for row in Raw(conn).execute(
+        f"SELECT id FROM outbox WHERE status = 'failed'{filters} AND (error_code IS NULL OR error_code <> :opted_out)"
+        f" AND {allowed}", params).fetchall()]
+    rows = Raw(conn).rows(f"SELECT id, channel, purpose FROM outbox WHERE id IN {in_list('i', ids, params)}", params)
+    Raw(conn).executemany(
+        "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = :now, deadline_at = :deadline,"
+        " lease_until = NULL, claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'failed'",
+        [{"id": row["id"], "now": now, "deadline": now + deadlines.budget(row["channel"], row["purpose"])}
+         for row in rows])
+    return len(rows)
 
 
 def _pick(raw: Raw, now: datetime, *, limit: int, channel: str | None) -> list[int]:
-    """The ids to claim: due stop replies first, then the other due rows (and expired leases) by due time.
+    """The ids to claim: due rows by priority (stop replies, answers, the rest), then expired leases, each by due time.
 
-    Three queries that each walk an index and stop at `limit`, rather than one that sorts the
-    whole backlog: with 20,000 prompts queued, that sort held SQLite's write lock 40 ms a claim.
+    One query per priority, each walking the (priority, status, next_attempt_at) index and
+    stopping at what is left of `limit`, rather than one that sorts the whole backlog: with
+    20,000 prompts queued, that sort held SQLite's write lock 40 ms a claim.
     """
-    params: dict[str, Any] = {"now": now, "limit": limit}
+    params: dict[str, Any] = {"now": now}
     where_channel = ""
     if channel:
         params["channel"] = channel
         where_channel = " AND channel = :channel"
     lock = " FOR UPDATE SKIP LOCKED" if raw.pg else ""
-    # A stop must leave fast even behind a burst of prompts, and waits for no earlier text.
-    stops = [row[0] for row in raw.execute(
-        "SELECT id FROM outbox WHERE purpose = 'stop' AND status = 'pending' AND next_attempt_at <= :now"
-        f"{where_channel} ORDER BY next_attempt_at LIMIT :limit{lock}", params).fetchall()]
-    if len(stops) >= limit:
-        return stops
-    params["limit"] = limit - len(stops)
-    due = raw.execute(
-        "SELECT id, next_attempt_at FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now"
-        f" AND purpose <> 'stop'{where_channel} AND {_IN_TURN} ORDER BY next_attempt_at LIMIT :limit{lock}",
-        params).fetchall()
+    picked: list[int] = []
+    for priority in (PRIORITY_STOP, PRIORITY_ANSWER, PRIORITY_REST):
+        params.update(priority=priority, limit=limit - len(picked))
+        # A stop must leave fast even behind a burst of prompts, and waits for no earlier text.
+        turn = "" if priority == PRIORITY_STOP else f" AND {_IN_TURN}"
+        picked += [row[0] for row in raw.execute(
+            "SELECT id FROM outbox WHERE priority = :priority AND status = 'pending' AND next_attempt_at <= :now"
+            f"{where_channel}{turn} ORDER BY next_attempt_at LIMIT :limit{lock}", params).fetchall()]
+        if len(picked) >= limit:
+            return picked
     # Rows whose sender died mid-send (few: at most what the senders had in flight).
+    params["limit"] = limit - len(picked)
     expired = raw.execute(
-        f"SELECT id, next_attempt_at FROM outbox WHERE status = 'sending' AND lease_until < :now{where_channel}"
-        f" AND (purpose = 'stop' OR {_IN_TURN}) ORDER BY next_attempt_at LIMIT :limit{lock}",
+        "SELECT id FROM outbox WHERE status IN ('sending', 'dispatching') AND lease_until < :now"
+        f"{where_channel} AND (purpose = 'stop' OR {_IN_TURN}) ORDER BY next_attempt_at LIMIT :limit{lock}",
         params).fetchall()
-    rest = sorted([*due, *expired], key=lambda row: (row[1], row[0]))
-    return stops + [row[0] for row in rest[:params["limit"]]]
+    return picked + [row[0] for row in expired]
 
 
-def still_mine(conn: Connection, row_id: int, worker: str) -> bool:
-    """True when the row is still claimed by `worker` (not cancelled by a stop meanwhile)."""
-    return Raw(conn).scalar(
-        "SELECT id FROM outbox WHERE id = :id AND claimed_by = :worker AND status = 'sending'",
-        {"id": row_id, "worker": worker},
-    ) is not None
+def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bool:
+    """Decide, under the phone's lock, that a claimed text goes out now; False when it must not.
+
+    It must not when a stop cancelled it, or when the phone opted out of its program (of any
+    of the brand's, for a brand-level text) after it was queued: the latter covers a row
+    whose sender died mid-send and that a STOP could not cancel then. Stop replies always go.
+    A row no longer claimed by `worker` (cancelled, or taken over after a lost lease) is left
+    alone. Run with the phone locked (app.db.lock_phones), like every STOP is.
+    """
+    raw = Raw(conn)
+    params = {"id": row_id, "worker": worker, "now": now}
+    decided = raw.rowcount(
+        "UPDATE outbox SET status = 'dispatching', updated_at = :now"
+        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')"
+        " AND (purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
+        " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
+        " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))",
+        params)
+    if decided:
+        return True
+    raw.execute(
+        "UPDATE outbox SET status = 'cancelled', error_reason = :reason, lease_until = NULL, updated_at = :now"
+        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
+        {**params, "reason": CANCELLED_BY_OPT_OUT})
+    return False
 
 
 def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, result: SendResult,
@@ -238,12 +342,12 @@ def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, re
     if report is not None:
         status = _FROM_DELIVERY[DeliveryStatus(report[0])]
         error_code = report[1]
-    # A stop may have cancelled the row while the provider call was in flight: the text did
-    # go out, so the audit records it as sent rather than pretending it was cancelled.
+    # Only a row this sender dispatched (or a brand event it claimed): a cancelled row is never
+    # turned back into a sent one, and a stop never cancels a dispatching row.
     rows = raw.rows(
         "UPDATE outbox SET status = :status, provider_message_id = :m, sent_at = :now, lease_until = NULL,"
         " error_code = :code, error_reason = NULL, updated_at = :now"
-        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'cancelled')"
+        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')"
         " RETURNING brand, phone, from_number, service_id",
         {"status": status.value, "m": result.message_id, "now": now, "code": error_code, "id": row_id,
          "worker": worker},
@@ -268,7 +372,7 @@ def record_failure(
     Raw(conn).execute(
         "UPDATE outbox SET status = :status, next_attempt_at = COALESCE(:next, next_attempt_at), error_code ="
         " :error_code, error_reason = :error_reason, lease_until = NULL, updated_at = :now"
-        " WHERE id = :id AND claimed_by = :worker AND status = 'sending'",
+        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
         values,
     )
     if error.opted_out and row.brand and row.phone:
@@ -344,7 +448,7 @@ class OutboxSender:
         status_callback: str | None,
         lease_seconds: float = 60.0,
         concurrency: int = 8,
-        max_attempts: int = 8,
+        deadlines: Deadlines = Deadlines(),
         retry_base: float = 2.0,
         retry_cap: float = 600.0,
         poll_seconds: float = 0.5,
@@ -359,7 +463,7 @@ class OutboxSender:
         self.status_callback = status_callback
         self.lease = timedelta(seconds=lease_seconds)
         self.concurrency = concurrency
-        self.max_attempts = max_attempts
+        self.deadlines = deadlines
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.poll_seconds = poll_seconds
@@ -463,13 +567,31 @@ class OutboxSender:
             await asyncio.gather(*(one(row) for row in rows))
         return len(rows)
 
+    async def send_now(self, row_id: int) -> bool:
+        """Claim and send one pending row by id, now; False when it was not pending."""
+        row = await self.writer.run(lambda conn, now: claim_row(conn, now, row_id=row_id, worker=self.worker_id,
+                                                                lease=self.lease))
+        if row is None:
+            return False
+        await self._deliver(row)
+        return True
+
     async def _deliver(self, row: Claimed) -> None:
         loop = asyncio.get_running_loop()
+        outcome: SendResult | SendError | None
         try:
-            outcome: SendResult | SendError | None = await loop.run_in_executor(self._executor, self._send, row)
-        except Exception as exc:  # noqa: BLE001 - an adapter bug is a permanent failure of this row
-            log.exception("send of outbox row %s crashed", row.id)
-            outcome = SendError(f"adapter error: {exc!r}"[:200])
+            allowed = await self._dispatch(row)
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: a database blip is a reason to retry
+            allowed, outcome = False, SendError(f"database unavailable before sending: {type(exc).__name__}",
+                                                transient=True)
+        else:
+            outcome = None
+        if allowed:
+            try:
+                outcome = await loop.run_in_executor(self._executor, self._send, row)
+            except Exception as exc:  # noqa: BLE001 - an adapter bug is a permanent failure of this row
+                log.exception("send of outbox row %s crashed", row.id)
+                outcome = SendError(f"adapter error: {exc!r}"[:200])
         if outcome is None:
             self.metrics.sent(row.channel, "cancelled")
             return
@@ -481,8 +603,15 @@ class OutboxSender:
                                row, locks=[row.phone] if row.phone else ())
             return
         retry_at = None
-        if outcome.transient and row.attempts < self.max_attempts:
-            retry_at = self.clock() + timedelta(seconds=backoff(row.attempts, base=self.retry_base, cap=self.retry_cap))
+        if outcome.transient:
+            now = self.clock()
+            deadline = row.deadline_at or row.created_at + self.deadlines.budget(row.channel, row.purpose)
+            wait = backoff(row.attempts, base=self.retry_base, cap=self.retry_cap)
+            if outcome.retry_after is not None:
+                wait = max(wait, outcome.retry_after)  # the provider said when (429 Retry-After)
+            if now < deadline:
+                # The last retry lands on the deadline rather than giving up early.
+                retry_at = min(now + timedelta(seconds=wait), deadline)
         self.metrics.sent(row.channel, "opted_out" if outcome.opted_out else "retry" if retry_at else "failed", outcome)
         log.warning("send of outbox row %s to %s failed: %s%s", row.id, mask(row.phone), outcome,
                     " (will retry)" if retry_at else "")
@@ -506,15 +635,15 @@ class OutboxSender:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    def _send(self, row: Claimed) -> SendResult | SendError | None:
-        # The cancel rule, checked as late as possible: a stop that landed since the claim wins.
-        try:
-            with self.reader.connect() as conn:
-                if not still_mine(conn, row.id, self.worker_id):
-                    return None
-        except sa.exc.SQLAlchemyError as exc:
-            # Nothing was sent: a database blip here is a reason to retry, never to give up.
-            return SendError(f"database unavailable before sending: {type(exc).__name__}", transient=True)
+    async def _dispatch(self, row: Claimed) -> bool:
+        """The cancel rule, decided as late as possible and under the phone's lock (see `dispatch`)."""
+        if row.channel != CHANNEL_SMS:
+            return True  # a brand event is not a text to the phone: a stop does not cancel it
+        return bool(await self.writer.run(
+            lambda conn, now: dispatch(conn, now, row_id=row.id, worker=self.worker_id),
+            locks=[row.phone] if row.phone else ()))
+
+    def _send(self, row: Claimed) -> SendResult | SendError:
         started = time.perf_counter()
         try:
             if row.channel == CHANNEL_EVENT:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
@@ -95,3 +97,63 @@ def in_countries(e164: str, allowed: frozenset[str]) -> bool:
         return True
     # Not valid in any allowed region: fall back to the full lookup (it may name no region).
     return phonenumbers.region_code_for_number(number) in allowed
+
+
+# Channels a provider may post through the same webhook, with a prefix on the address
+# (Twilio: whatsapp:+14155550123, rcs:+14155550123, messenger:{page-scoped id}). Those whose
+# address is a phone number carry the phone's opt-outs.
+PHONE_CHANNELS = frozenset({"whatsapp", "rcs"})
+OPAQUE_CHANNELS = frozenset({"messenger"})
+# E.164 as providers post it: a plus and ASCII digits only (no spaces, letters, full-width
+# digits, doubled plus or URI scheme such as tel: or sms:).
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_OPAQUE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+
+
+@dataclass(frozen=True)
+class Address:
+    """Who sent an inbound text: the channel, the phone (E.164) when the address is one, and the address as received."""
+
+    channel: str  # "sms", "whatsapp", "rcs", "messenger"
+    phone: str | None  # E.164; None for an address that is no phone number (messenger:…)
+    raw: str  # the address as the provider sent it
+
+
+@lru_cache(maxsize=65536)
+def inbound_address(raw: str) -> Address:
+    """Parse a webhook's sender: an E.164 number, or a channel-prefixed address; InvalidPhone otherwise.
+
+    A number is accepted when libphonenumber finds it possible for its country: the carrier
+    delivered the text, and losing a STOP over a numbering-plan detail is worse than storing
+    an unusual number.
+    """
+    text = raw.strip()
+    channel = "sms"
+    if ":" in text:
+        prefix, _, rest = text.partition(":")
+        channel = prefix.lower()
+        if channel in OPAQUE_CHANNELS:
+            if not _OPAQUE_ID.fullmatch(rest):
+                raise InvalidPhone(f"not a {channel} address")
+            return Address(channel, None, text)
+        if channel not in PHONE_CHANNELS:
+            raise InvalidPhone("neither an E.164 phone number nor a whatsapp:, rcs: or messenger: address")
+        text = rest
+    if not _E164.fullmatch(text):
+        raise InvalidPhone("not an E.164 phone number (+ and digits)")
+    try:
+        number = _parse(text, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidPhone("not a phone number") from None
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidPhone("not a possible phone number for its country")
+    return Address(channel, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), raw.strip())
+
+
+def receiving_address(raw: str) -> str:
+    """The number (or short code, or service) a text was sent to, without a channel prefix."""
+    text = raw.strip()
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix.lower() in PHONE_CHANNELS:
+        return rest
+    return text

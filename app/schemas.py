@@ -233,6 +233,19 @@ class OptOutIn(_In):
 
 class ContactProgramIn(_In):
     subscribe_status: Literal["subscribed", "unsubscribed"]
+    consented_at: AwareDatetime | None = Field(
+        None, description="when the person gave the consent behind `subscribed` (RFC 3339 with offset); after an "
+                          "opt-out it must be later than the opt-out, else 409; absent means now unless the phone "
+                          "opted out of that program, which then needs it",
+    )
+    consent_source: str | None = Field(None, min_length=1, max_length=200, description="where consent was given")
+
+    @field_validator("consented_at")
+    @classmethod
+    def _not_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value - datetime.now(UTC) > CLOCK_SKEW:
+            raise ValueError("consentedAt is in the future")
+        return value
 
 
 class ContactSmsIn(_In):
@@ -381,9 +394,14 @@ class MessageOut(BaseModel):
 
     direction: Literal["inbound", "outbound"]
     id: str
-    phone_number: str | None = Field(description="The subscriber's number (E.164).")
+    channel: str = Field(description="sms, or the channel an inbound text came on: whatsapp, rcs, messenger.")
+    phone_number: str | None = Field(description="The subscriber's number (E.164); null for a channel address that is "
+                                                 "no phone number.")
+    address: str | None = Field(description="The sender's address as received, for texts on another channel.")
     peer: str | None = Field(description="Our side: the number or Messaging Service.")
     body: str
+    media: list[dict[str, str | None]] = Field(description="MMS attachments: url and contentType.")
+    flagged: bool = Field(description="Inbound: close to an opt-out but not honoured; a person should decide.")
     status: str = Field(description="Inbound: how it matched (join, stop, unmatched, …). Outbound: pending, sending, "
                                     "queued, sent, delivered, undelivered, failed, cancelled.")
     program: str | None

@@ -35,7 +35,11 @@ class Settings(BaseSettings):
     # how many sends run at once per process, and the retry budget.
     lease_seconds: float = Field(60.0, gt=0, validation_alias="OPTLINE_LEASE_SECONDS")
     send_concurrency: int = Field(8, ge=1, le=256, validation_alias="OPTLINE_SEND_CONCURRENCY")
-    max_attempts: int = Field(8, ge=1, le=100, validation_alias="OPTLINE_MAX_ATTEMPTS")
+    # Transient send failures retry until the row's deadline: stop confirmations 1 h, other
+    # texts 24 h, brand events 72 h after they were queued (`optline outbox retry` re-drives later).
+    deadline_stop_seconds: float = Field(3600.0, gt=0, validation_alias="OPTLINE_DEADLINE_STOP_SECONDS")
+    deadline_text_seconds: float = Field(86400.0, gt=0, validation_alias="OPTLINE_DEADLINE_TEXT_SECONDS")
+    deadline_event_seconds: float = Field(259200.0, gt=0, validation_alias="OPTLINE_DEADLINE_EVENT_SECONDS")
     retry_base_seconds: float = Field(2.0, gt=0, validation_alias="OPTLINE_RETRY_BASE_SECONDS")
     retry_cap_seconds: float = Field(600.0, gt=0, validation_alias="OPTLINE_RETRY_CAP_SECONDS")
     poll_seconds: float = Field(0.2, gt=0, validation_alias="OPTLINE_POLL_SECONDS")

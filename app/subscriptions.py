@@ -57,6 +57,17 @@ class Source(StrEnum):
     API = "api"
     CARRIER = "carrier"
     SYSTEM = "system"
+    CONSOLE = "console"  # a person in the console (e.g. a flagged text treated as an opt-out)
+    # An opt-out texted on another channel to the brand's number revokes SMS consent too.
+    WHATSAPP = "whatsapp"
+    MESSENGER = "messenger"
+    RCS = "rcs"
+
+
+# Events that end consent: API consent must be newer than the latest of them.
+OPT_OUT_EVENTS = frozenset({Event.STOP, Event.API_OPT_OUT, Event.CARRIER_OPT_OUT})
+# Events by which the phone (or the brand, with proof) joins: START may only restart those.
+JOIN_EVENTS = frozenset({Event.JOIN, Event.JOIN_SINGLE, Event.CONFIRM, Event.API_OPT_IN, Event.API_OPT_IN_DOI})
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ class FakeClock:
     """A clock tests move by hand; starts at real time so the fake Twilio's timestamps agree."""
 
     def __init__(self) -> None:
-        self._now = datetime.now(UTC)
+        self._now = self.start = datetime.now(UTC)
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
@@ -206,7 +206,7 @@ class Gateway:
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            left = self.query("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')")[0][0]
+            left = self.query("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending', 'dispatching')")[0][0]
             if left == 0:
                 return
             if advance:

@@ -101,7 +101,7 @@ class Db:
     def outbox_settled(self) -> bool:
         """True when no SMS row is due or being sent."""
         counts = self.outbox_by_status()
-        return not counts.get("pending") and not counts.get("sending")
+        return not counts.get("pending") and not counts.get("sending") and not counts.get("dispatching")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -178,8 +178,10 @@ def test_opt_out_cancels_a_queued_prompt(gateway: Gateway, api: Any) -> None:
 def test_resubscribing_after_an_opt_out_needs_doi_again_by_contacts(gateway: Gateway, api: Any) -> None:
     api.post("/v1/subscriptions/opt-in", opt_in_body())
     api.post("/v1/subscriptions/opt-out", {"phoneNumber": PHONE, "program": "deals", "notify": False})
-    view = api.put(f"/v1/contacts/{PHONE}", {"channels": {"sms": {"programs": {"deals": {"subscribeStatus": "subscribed"}}}}})
-    assert view.status_code == 200
+    later = (gateway.clock() + timedelta(seconds=1)).isoformat()
+    view = api.put(f"/v1/contacts/{PHONE}", {"channels": {"sms": {"programs": {"deals": {
+        "subscribeStatus": "subscribed", "consentedAt": later}}}}})
+    assert view.status_code == 200, view.text
     assert view.json()["channels"]["sms"]["programs"]["deals"]["subscribeStatus"] == "pendingDOI"
     gateway.drain()
     assert gateway.replies(PHONE)[-1].startswith("ACME Deals: reply YES")
@@ -267,3 +269,84 @@ def test_opt_in_attaches_the_profile_with_that_phone(gateway: Gateway, api: Any)
     assert sub["profile"] == {"id": profile["id"], "externalId": "crm-9"}
     listed = api.get("/v1/subscriptions", phoneNumber=PHONE).json()["items"]
     assert listed[0]["profile"] == {"id": profile["id"], "externalId": "crm-9"}
+
+
+def _stop_by_sms(gateway: Gateway) -> None:
+    for text in ("JOIN", "YES", "Stop please"):
+        assert gateway.text(text, from_=PHONE).status_code == 200
+        gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "unsubscribed"
+
+
+def test_stale_consent_cannot_undo_an_sms_stop(gateway: Gateway, api: Any) -> None:
+    _stop_by_sms(gateway)
+    sent = len(gateway.replies(PHONE))
+    events = gateway.query("SELECT count(*) FROM consent_events")[0][0]
+    stale = api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt="2026-01-01T00:00:00Z"))
+    assert stale.status_code == 409, stale.text
+    problem = stale.json()
+    assert stale.headers["content-type"].startswith("application/problem+json")
+    assert problem["errors"][0]["field"] == "consentedAt"
+    opted_out = gateway.query("SELECT opted_out_at FROM subscriptions WHERE program = 'deals'")[0][0]
+    assert "2026-01-01T00:00:00Z" in problem["detail"] and "opt-out at" in problem["detail"]
+    assert opted_out is not None
+    # Double opt-in is refused the same way: no prompt either.
+    assert api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt="2026-01-01T00:00:00Z",
+                                                            doubleOptIn=True)).status_code == 409
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "unsubscribed"
+    assert len(gateway.replies(PHONE)) == sent
+    assert gateway.query("SELECT count(*) FROM consent_events")[0][0] == events
+
+
+def test_consent_newer_than_the_stop_resubscribes(gateway: Gateway, api: Any) -> None:
+    _stop_by_sms(gateway)
+    fresh = api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt=(gateway.clock() + timedelta(seconds=1))
+                                                             .isoformat()))
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["status"] == "subscribed"
+
+
+def test_contact_put_after_a_stop_needs_newer_consent(gateway: Gateway, api: Any) -> None:
+    _stop_by_sms(gateway)
+    sent = len(gateway.replies(PHONE))
+    for program in ({"subscribeStatus": "subscribed"},
+                    {"subscribeStatus": "subscribed", "consentedAt": "2026-01-01T00:00:00Z"}):
+        put = api.put(f"/v1/contacts/{PHONE}", {"channels": {"sms": {"programs": {"deals": program}}}})
+        assert put.status_code == 409, put.text
+        assert put.json()["errors"][0]["field"] == "channels.sms.programs.deals.consentedAt"
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "unsubscribed"
+    assert len(gateway.replies(PHONE)) == sent
+
+
+def test_consent_in_the_future_is_422(gateway: Gateway, api: Any) -> None:
+    future = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    assert api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt=future)).status_code == 422
+    put = api.put(f"/v1/contacts/{PHONE}", {"channels": {"sms": {"programs": {"deals": {
+        "subscribeStatus": "subscribed", "consentedAt": future}}}}})
+    assert put.status_code == 422
+
+
+def test_stale_consent_races_a_stop_and_never_wins(gateway: Gateway, api: Any) -> None:
+    """Opt-ins with consent from before the STOP, posted while the STOP is applied: none re-subscribes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for text in ("JOIN", "YES"):
+        gateway.text(text, from_=PHONE)
+        gateway.drain()
+    consent = (gateway.clock() - timedelta(seconds=30)).isoformat()
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(api.post, "/v1/subscriptions/opt-in", opt_in_body(consentedAt=consent))
+                   for _ in range(6)]
+        stop = pool.submit(gateway.text, "STOP", from_=PHONE)
+        futures += [pool.submit(api.post, "/v1/subscriptions/opt-in", opt_in_body(consentedAt=consent))
+                    for _ in range(6)]
+        assert stop.result().status_code == 200
+        codes = [f.result().status_code for f in futures]
+    assert set(codes) <= {200, 409}
+    assert gateway.subs(PHONE)["deals"] == "unsubscribed"
+    stop_event = gateway.query("SELECT max(id) FROM consent_events WHERE event = 'stop'")[0][0]
+    later = gateway.query("SELECT count(*) FROM consent_events WHERE id > :i AND to_status <> 'unsubscribed'",
+                          i=stop_event)[0][0]
+    assert later == 0

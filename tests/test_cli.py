@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import UTC, datetime
 import io
 import os
 import signal
@@ -87,6 +88,50 @@ def test_simulate_runs_a_conversation_through_the_pipeline(env: dict[str, str], 
     later = optline("export", "consent", "--brand", "acme", "--since", "2999-01-01T00:00:00Z", env=env, cwd=elsewhere)
     assert later.stdout.strip().count("\n") == 0  # header only
     assert optline("export", "consent", "--brand", "bistro", env=env, cwd=elsewhere).stdout.count("\n") == 1
+
+
+def test_simulate_sends_its_own_reply_and_nobody_elses(env: dict[str, str], elsewhere: Path, database_url: str) -> None:
+    """On a live database, other people's queued replies stay queued for the server's sender."""
+    import sqlalchemy as sa
+
+    env = {**env, "OPTLINE_DATABASE_URL": database_url}
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            for phone, purpose in (("+14155550100", "doi_prompt"), ("+14155550101", "stop")):
+                conn.execute(sa.text(
+                    "INSERT INTO outbox (channel, brand, program, phone, from_number, body, purpose, priority, status,"
+                    " attempts, next_attempt_at, created_at, updated_at) VALUES ('sms', 'acme', 'deals', :p, :f,"
+                    " 'queued by the server', :purpose, 0, 'pending', 0, :t, :t, :t)"),
+                    {"p": phone, "f": ACME, "purpose": purpose, "t": datetime(2026, 1, 1, tzinfo=UTC)})
+        optline("simulate", "--from", PHONE, "--to", ACME, "JOIN", env=env, cwd=elsewhere)
+        with engine.connect() as conn:
+            rows = dict(conn.execute(sa.text("SELECT phone, status FROM outbox")).all())
+    finally:
+        engine.dispose()
+    assert rows == {"+14155550100": "pending", "+14155550101": "pending", PHONE: "queued"}
+
+
+def test_simulate_dry_run_writes_nothing(env: dict[str, str], elsewhere: Path, database_url: str) -> None:
+    import sqlalchemy as sa
+
+    env = {**env, "OPTLINE_DATABASE_URL": database_url}
+    optline("simulate", "--from", PHONE, "--to", ACME, "JOIN", env=env, cwd=elsewhere)
+    dry = optline("simulate", "--dry-run", "--from", PHONE, "--to", ACME, "  Stop please!! ", env=env,
+                  cwd=elsewhere).stdout.splitlines()
+    assert "normalized:  'stop please'" in dry
+    assert any(line.startswith("matched:     stop") for line in dry)
+    assert "transition:  deals: pendingDOI -> unsubscribed (stop)" in dry
+    assert any(line.startswith("reply") and "unsubscribed from all ACME texts" in line for line in dry)
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            counts = [conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                      for t in ("inbound_messages", "consent_events", "outbox")]
+            status = conn.execute(sa.text("SELECT status FROM subscriptions WHERE program = 'deals'")).scalar()
+    finally:
+        engine.dispose()
+    assert counts == [1, 1, 1] and status == "pendingDOI"  # the JOIN's rows only
 
 
 def test_simulate_refuses_a_malformed_number(env: dict[str, str], elsewhere: Path) -> None:

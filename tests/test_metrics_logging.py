@@ -55,7 +55,7 @@ def settle(gateway: Gateway) -> None:
 
     def settled() -> bool:
         gateway.clock.advance(seconds=0.25)
-        return gateway.query("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')")[0][0] == 0
+        return gateway.query("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending', 'dispatching')")[0][0] == 0
 
     wait_until(settled)
 

@@ -232,19 +232,43 @@ def test_a_timeout_is_retried_and_may_deliver_twice(slow_timeout_gateway: Gatewa
 # --- failures that end the row ---------------------------------------------------------------
 
 
-def test_retries_exhausted_fail_the_row_with_the_last_error(gateway_factory: Callable[..., Gateway], database_url: str) -> None:
-    gateway = gateway_factory(database_url, max_attempts=3)
+def test_retries_end_at_the_deadline_with_the_last_error(gateway_factory: Callable[..., Gateway], database_url: str) -> None:
+    gateway = gateway_factory(database_url, deadline_text_seconds=1.0)
     gateway.fake.fail_http(500, to=PHONE, times=None)
     gateway.text("HELP", from_=PHONE)
     gateway.fake.wait_for_requests(1)
-    settle(gateway)
+    settle(gateway)  # the fake clock moves 0.25 s a poll: past the 1 s deadline after a few retries
     row = outbox_row(gateway)
-    assert (row.status, row.attempts, row.error_code) == ("failed", 3, 20500)
-    assert "HTTP 500" in row.error_reason
+    assert (row.status, row.error_code) == ("failed", 20500)
+    assert row.attempts >= 2 and "HTTP 500" in row.error_reason
+    tries = create_requests(gateway.fake)
+    assert tries == row.attempts
     gateway.clock.advance(hours=1)
     time.sleep(0.2)
-    assert create_requests(gateway.fake) == 3
+    assert create_requests(gateway.fake) == tries
     assert gateway.fake.messages(to=PHONE) == []
+
+
+def test_a_stop_reply_outlives_a_provider_outage_longer_than_the_old_retry_budget(
+    gateway_factory: Callable[..., Gateway], database_url: str,
+) -> None:
+    """Twilio down for 30 simulated minutes: the stop reply (1 h deadline) still goes out, once."""
+    gateway = gateway_factory(database_url, retry_cap_seconds=120.0)
+    gateway.fake.fail_http(503, to=PHONE, times=None)
+    gateway.text("STOP", from_=PHONE)
+    gateway.fake.wait_for_requests(1)
+    for _ in range(200):  # 30 minutes of outage in 9 s steps, far past 8 attempts
+        gateway.clock.advance(seconds=9)
+        time.sleep(0.01)
+        if gateway.clock() - gateway.clock.start > timedelta(minutes=30):
+            break
+    assert create_requests(gateway.fake) > 8
+    assert outbox_row(gateway).status == "pending"
+    gateway.fake.clear_rules()
+    settle(gateway, timeout=10.0)
+    [message] = gateway.fake.messages(to=PHONE)
+    assert message.body.startswith("ACME: you are unsubscribed")
+    assert outbox_row(gateway).status == "queued"
 
 
 @pytest.mark.parametrize("code", [21211, 21614, 21408, 21606], ids=["invalid-to", "not-mobile", "region", "from"])

@@ -115,9 +115,26 @@ def test_start_rejoins_the_program_most_recently_left(gateway: Gateway) -> None:
     assert replies[-1].startswith("ACME News: reply YES")
 
 
-def test_start_with_nothing_left_changes_nothing(gateway: Gateway) -> None:
-    assert conversation(gateway, "START") == []
+def test_start_with_nothing_left_changes_nothing_and_answers_like_help(gateway: Gateway) -> None:
+    assert conversation(gateway, "START") == [
+        "ACME Coffee alerts. Help: support@acme.example. Msg&data rates may apply. Reply STOP to cancel."]
     assert gateway.subs(PHONE) == {}
+
+
+def test_start_never_joins_a_program_the_phone_never_joined(gateway: Gateway) -> None:
+    # deals only; the plain STOP also records news none→unsubscribed at the same instant.
+    conversation(gateway, "JOIN", "YES", "STOP")
+    assert gateway.subs(PHONE) == {"deals": "unsubscribed", "news": "unsubscribed"}
+    replies = conversation(gateway, "START")
+    assert gateway.subs(PHONE) == {"deals": "pendingDOI", "news": "unsubscribed"}
+    assert replies[-1].startswith("ACME Deals: reply YES")
+
+
+def test_start_after_a_stop_of_a_never_joined_program_answers_like_help(gateway: Gateway) -> None:
+    conversation(gateway, "STOP")  # a phone that never joined anything
+    replies = conversation(gateway, "START")
+    assert gateway.subs(PHONE) == {"deals": "unsubscribed", "news": "unsubscribed"}
+    assert replies[-1].startswith("ACME Coffee alerts. Help")
 
 
 def test_stop_with_a_program_argument_leaves_the_other_program(gateway: Gateway) -> None:

@@ -155,8 +155,7 @@ class SendError(Exception):
         self.transient = transient  # retry with backoff
         self.opted_out = opted_out  # the recipient unsubscribed at the carrier
         self.kind = kind  # "timeout" | "connection" when no answer came back, else None
-        # Seconds the provider asked us to wait (a 429's Retry-After), None when it did not say.
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds the provider asked us to wait (429 Retry-After), else None
 
     def __str__(self) -> str:
         """The reason with the code and HTTP status when known."""
@@ -169,8 +168,7 @@ class SendError(Exception):
         """Every attribute, for logs and test failures."""
         return (
             f"SendError({self.reason!r}, code={self.code!r}, http_status={self.http_status!r}, "
-            f"transient={self.transient!r}, opted_out={self.opted_out!r}, kind={self.kind!r}"
-            + (f", retry_after={self.retry_after!r})" if self.retry_after is not None else ")")
+            f"transient={self.transient!r}, opted_out={self.opted_out!r}, kind={self.kind!r})"
         )
 
 
@@ -179,7 +177,7 @@ class OptOutSignal:
     """A provider's own report that a phone opted out of (or back in to) a sender.
 
     Not a text: the provider classified a keyword itself, or refused a delivery because the
-    recipient is blocked. The lead turns STOP into a carrier opt-out of `phone` on `sender`.
+    recipient is blocked. A STOP becomes a carrier opt-out of `phone` on `sender` (source `carrier`).
     """
 
     provider: str  # "telnyx"

@@ -25,8 +25,17 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from app.errors import InvalidPayload, InvalidPhone
-from app.phone import mask, to_e164
-from app.providers.base import DeliveryStatus, InboundSms, OutboundSms, SendError, SendResult, StatusUpdate
+from app.phone import inbound_address, mask, receiving_address
+from app.providers.base import (
+    CHANNEL_SMS,
+    DeliveryStatus,
+    InboundSms,
+    Media,
+    OutboundSms,
+    SendError,
+    SendResult,
+    StatusUpdate,
+)
 
 logger = logging.getLogger("optline.twilio")
 
@@ -100,6 +109,7 @@ STATUS_MAP: dict[str, DeliveryStatus] = {
 }
 
 OPT_OUT_TYPES = frozenset({"STOP", "HELP", "START"})
+MAX_MEDIA = 10  # Twilio delivers at most 10 attachments on one MMS
 
 # Message SIDs: SM… for SMS, MM… for MMS, then 32 hex digits.
 _MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
@@ -246,12 +256,11 @@ def parse_inbound(params: Mapping[str, str]) -> InboundSms:
     if not raw_from:
         raise InvalidPayload("From is missing", field="From")
     try:
-        # A possible number is enough: the carrier delivered the text, and dropping a STOP
-        # over a numbering-plan detail is worse than storing an unusual number.
-        from_phone = to_e164(raw_from, strict=False)
+        # WhatsApp, Messenger and RCS texts reach the same webhook as whatsapp:+1…, messenger:…
+        sender = inbound_address(raw_from)
     except InvalidPhone as exc:
         raise InvalidPayload(f"From: {exc.message}", field="From") from exc
-    to = (_text(params, "To") or "").strip()
+    to = receiving_address(_text(params, "To") or "")
     if not to:
         raise InvalidPayload("To is missing", field="To")
     opt_out_type = (_optional(params, "OptOutType") or "").upper() or None
@@ -259,18 +268,32 @@ def parse_inbound(params: Mapping[str, str]) -> InboundSms:
         # A type Twilio may add later must not cost us the text; the body still decides.
         logger.warning("ignoring unknown OptOutType %r on %s", opt_out_type, message_id)
         opt_out_type = None
+    num_media = _integer(params, "NumMedia", 0) or 0
     return InboundSms(
         provider=PROVIDER,
         message_id=message_id,
         account_id=_optional(params, "AccountSid"),
-        from_phone=from_phone,
+        from_phone=sender.phone,
         to=to,
         service_id=_optional(params, "MessagingServiceSid"),
         body=_text(params, "Body") or "",  # verbatim; absent on a media-only MMS
-        num_media=_integer(params, "NumMedia", 0) or 0,
+        num_media=num_media,
         opt_out_type=opt_out_type,
         params=dict(params),
+        channel=sender.channel,
+        media=_media(params, num_media),
+        from_address=None if sender.channel == CHANNEL_SMS else sender.raw,
     )
+
+
+def _media(params: Mapping[str, Any], count: int) -> tuple[Media, ...]:
+    """An MMS's attachments: MediaUrl0… with MediaContentType0…, as many as NumMedia says (at most 10)."""
+    found = []
+    for index in range(min(count, MAX_MEDIA)):
+        url = _optional(params, f"MediaUrl{index}")
+        if url is not None:
+            found.append(Media(url=url, content_type=_optional(params, f"MediaContentType{index}")))
+    return tuple(found)
 
 
 def parse_status(params: Mapping[str, str]) -> StatusUpdate:

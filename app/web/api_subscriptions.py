@@ -3,6 +3,7 @@ programs and messages."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -15,7 +16,8 @@ from starlette.routing import Route
 
 from app.errors import InvalidInput, Unprocessable
 from app.models import inbound_messages, outbox, subscriptions
-from app.optin import ApiActor, opt_in, opt_out, profile_ref, resolve_program
+from app.consent import load_subs
+from app.optin import ApiActor, check_consent_is_current, opt_in, opt_out, profile_ref, resolve_program
 from app.phone import to_e164
 from app.schemas import (
     ContactChannelsOut,
@@ -143,18 +145,25 @@ async def put_contact(request: Request) -> JSONResponse:
     if unknown:
         raise Unprocessable(f"unknown program {unknown[0]!r}", field=f"channels.sms.programs.{unknown[0]}")
     actor = ApiActor(key.id)
-    now = state.clock()
 
-    def apply(conn: Connection, now_: datetime) -> None:
+    def apply(conn: Connection, now: datetime) -> None:
+        joining = {p: v for p, v in wanted.items() if v.subscribe_status == "subscribed"}
+        # Every consent is checked before anything is written: a 409 for one program changes none.
+        current = load_subs(conn, brand=brand.key, phone=phone, programs=list(joining))
+        for program, value in joining.items():
+            try:
+                check_consent_is_current(current.get(program), consented_at=value.consented_at, now=now)
+            except InvalidInput as exc:
+                exc.errors = [(f"channels.sms.programs.{program}.consentedAt", exc.message)]
+                raise
         leaving = [p for p, v in wanted.items() if v.subscribe_status == "unsubscribed"]
         if leaving:
-            opt_out(conn, now_, rules=state.rules, brand=brand, programs=leaving, phone=phone, notify=True, actor=actor)
-        for program, value in wanted.items():
-            if value.subscribe_status == "subscribed":
-                # The Cordial rule: an API subscribe asks the person to confirm by SMS.
-                opt_in(conn, now_, rules=state.rules, brand=brand, program=program, phone=phone, double_opt_in=True,
-                       actor=actor, consent_source="api:contacts", consented_at=now,
-                       consent_proof={"sourceText": "PUT /v1/contacts subscribeStatus=subscribed"}, profile_id=None)
+            opt_out(conn, now, rules=state.rules, brand=brand, programs=leaving, phone=phone, notify=True, actor=actor)
+        for program, value in joining.items():
+            # The Cordial rule: an API subscribe asks the person to confirm by SMS.
+            opt_in(conn, now, rules=state.rules, brand=brand, program=program, phone=phone, double_opt_in=True,
+                   actor=actor, consent_source=value.consent_source or "api:contacts", consented_at=value.consented_at,
+                   consent_proof={"sourceText": "PUT /v1/contacts subscribeStatus=subscribed"}, profile_id=None)
 
     await state.writer.run(apply, locks=[phone])
     state.wake_sender()
@@ -185,19 +194,29 @@ async def list_messages(request: Request) -> JSONResponse:
     limit, cursor = page_params(request)
     phone = phone_param(request, brand.default_region)
     inbound = sa.select(
-        sa.literal("inbound").label("direction"), inbound_messages.c.id, inbound_messages.c.from_phone.label("phone"),
+        sa.literal("inbound").label("direction"), inbound_messages.c.id, inbound_messages.c.channel,
+        inbound_messages.c.from_phone.label("phone"), inbound_messages.c.from_address.label("address"),
         inbound_messages.c.to.label("peer"), inbound_messages.c.body, inbound_messages.c.kind.label("status"),
         inbound_messages.c.program, inbound_messages.c.message_id.label("provider_message_id"),
-        sa.null().label("error_code"), inbound_messages.c.received_at.label("at"),
+        sa.null().label("error_code"), inbound_messages.c.media, inbound_messages.c.flagged,
+        inbound_messages.c.received_at.label("at"),
     ).where(inbound_messages.c.brand == key.brand)
     outbound = sa.select(
-        sa.literal("outbound").label("direction"), outbox.c.id, outbox.c.phone,
-        sa.func.coalesce(outbox.c.from_number, outbox.c.service_id).label("peer"), outbox.c.body, outbox.c.status,
-        outbox.c.program, outbox.c.provider_message_id, outbox.c.error_code, outbox.c.created_at.label("at"),
+        sa.literal("outbound").label("direction"), outbox.c.id, sa.literal("sms").label("channel"), outbox.c.phone,
+        sa.null().label("address"), sa.func.coalesce(outbox.c.from_number, outbox.c.service_id).label("peer"),
+        outbox.c.body, outbox.c.status, outbox.c.program, outbox.c.provider_message_id, outbox.c.error_code,
+        sa.null().label("media"), sa.false().label("flagged"), outbox.c.created_at.label("at"),
     ).where(outbox.c.brand == key.brand, outbox.c.channel == "sms")
     if phone is not None:
         inbound = inbound.where(inbound_messages.c.from_phone == phone)
         outbound = outbound.where(outbox.c.phone == phone)
+    flagged = request.query_params.get("flagged")
+    if flagged is not None:
+        if flagged not in ("true", "false"):
+            raise InvalidInput("flagged must be true or false", field="flagged")
+        inbound = inbound.where(inbound_messages.c.flagged.is_(flagged == "true"))
+        if flagged == "true":
+            outbound = outbound.where(sa.false())
     union = sa.union_all(inbound, outbound).subquery()
     query = sa.select(union).order_by(union.c.at, union.c.direction, union.c.id).limit(limit + 1)
     if cursor is not None:
@@ -213,13 +232,21 @@ async def list_messages(request: Request) -> JSONResponse:
     rows = rows[:limit]
     items = [
         MessageOut(direction=r.direction, id=f"{'in' if r.direction == 'inbound' else 'out'}_{r.id}",
-                   phone_number=r.phone, peer=r.peer, body=r.body, status=r.status, program=r.program,
+                   channel=r.channel, phone_number=r.phone, address=r.address, peer=r.peer, body=r.body,
+                   media=_json_list(r.media), flagged=bool(r.flagged), status=r.status, program=r.program,
                    provider_message_id=r.provider_message_id, error_code=r.error_code, at=_aware(r.at))
         for r in rows
     ]
     last = rows[-1] if rows else None
     next_cursor = encode_cursor([_aware(last.at).isoformat(), last.direction, last.id]) if more and last else None
     return JSONResponse(MessagePage(items=items, next_cursor=next_cursor).model_dump(mode="json"))
+
+
+def _json_list(value: Any) -> list[Any]:
+    # A UNION loses the JSON type on SQLite too.
+    if isinstance(value, str):
+        value = json.loads(value)
+    return list(value or [])
 
 
 def _aware(value: Any) -> datetime:

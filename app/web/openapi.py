@@ -107,7 +107,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/v1/programs", "The brand's programs as configured", "programs", response=s.ProgramPage,
        errors=(401,)),
     Op("get", "/v1/messages", "Inbound and outbound texts with their statuses", "messages", response=s.MessagePage,
-       params=(LIMIT, CURSOR, PHONE_Q)),
+       params=(LIMIT, CURSOR, PHONE_Q, Param("flagged", "query", {"type": "string", "enum": ["true", "false"]},
+                                             "true: only inbound texts flagged as close to an opt-out"))),
 )
 
 
