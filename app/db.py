@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,6 +47,9 @@ log = logging.getLogger("optline.db")
 
 T = TypeVar("T")
 Job = Callable[[Connection, datetime], T]
+
+# How long a SQLite connection waits for another's write lock (never on the event loop).
+SQLITE_BUSY_MS = 30000
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -95,11 +99,18 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 8) -> Engine
             # Take transaction control from pysqlite so BEGIN is ours to issue.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            # WAL is a property of the file, kept once set. Setting it again needs a lock, which
+            # another connection's open write transaction refuses ("database is locked").
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError:
+                    log.warning("SQLite is busy: journal_mode stays %s until optline migrate sets WAL",
+                                cur.execute("PRAGMA journal_mode").fetchone()[0])
             # FULL: a webhook answered 200 must survive a power cut; group commit pays for it.
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -270,7 +281,19 @@ class Writer:
                 return
             self._conn_lock.acquire()
             try:
-                trans = self._execute(batch)
+                try:
+                    begun = self._begin_nowait()
+                except Exception:  # noqa: BLE001 - cannot even connect now: the helper reports it per job
+                    log.debug("cannot begin a batch on the loop", exc_info=True)
+                    begun = None
+                if begun is None:
+                    # Someone that is no optline writer (a backup, the sqlite3 shell, a CLI command)
+                    # holds SQLite's write lock: wait for it on the helper, never on the loop, so
+                    # /healthz keeps answering and webhooks reach their deadline (and the spool).
+                    self._release()
+                    self._helper_pool().submit(self._run_on_helper, loop, batch)
+                    return
+                trans = self._execute(batch, begun)
             except BaseException:
                 self._release()
                 raise
@@ -348,18 +371,36 @@ class Writer:
             self._conn = self.engine.connect()
         return self._conn
 
-    def _execute(self, batch: list[_Item]) -> RootTransaction | None:
-        """Run the batch's jobs in one open transaction and return it, uncommitted.
+    def _begin_nowait(self) -> RootTransaction | None:
+        """BEGIN IMMEDIATE without waiting (SQLite, on the loop): the transaction, or None while another holds the lock."""
+        conn = self._connection()
+        dbapi = conn.connection.driver_connection
+        dbapi.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
+        try:
+            return conn.begin()
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig).lower() and "busy" not in str(exc.orig).lower():
+                raise
+            if conn.in_transaction():
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+            return None
+        finally:
+            dbapi.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")  # type: ignore[union-attr]
+
+    def _execute(self, batch: list[_Item], begun: RootTransaction | None = None) -> RootTransaction | None:
+        """Run the batch's jobs in one open transaction (`begun`, or a new one) and return it, uncommitted.
 
         If any job fails, the batch is rolled back and each job runs again in its own
         transaction (its result or error recorded on the item); then None is returned.
         """
         self.batches += 1
         self.jobs += len(batch)
-        trans: RootTransaction | None = None
+        trans: RootTransaction | None = begun
         try:
             conn = self._connection()
-            trans = conn.begin()
+            if trans is None:
+                trans = conn.begin()
             lock_phones(conn, (k for item in batch for k in item.locks))
             self._run_jobs(conn, batch)
             return trans

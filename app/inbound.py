@@ -59,6 +59,9 @@ class InboundJob:
 
     sms: InboundSms
     rules: Rules
+    # When the webhook arrived, for a text applied late from the spool: it applies as of then,
+    # so it can never undo an opt-out that came after it. None: as of the batch's time.
+    received_at: datetime | None = None
 
     def __call__(self, conn: Connection, now: datetime) -> InboundResult:
         return record_texts(conn, [(now, self)])[0]
@@ -71,6 +74,7 @@ class InboundJob:
 
 def record_texts(conn: Connection, texts: Sequence[tuple[datetime, InboundJob]]) -> list[InboundResult]:
     """Apply inbound texts in order and write them; a MessageSid already seen changes nothing."""
+    texts = [(job.received_at or now, job) for now, job in texts]
     batch = _Batch(conn, texts)
     results = [batch.apply(i, now, job.sms, job.rules, sender, match)
                for i, ((now, job), (sender, match)) in enumerate(zip(texts, batch.routes, strict=True))]

@@ -31,11 +31,18 @@ _DROPPED = frozenset({"color_message"})
 _TRACEBACKS = logging.Formatter()
 
 
+# A national number without its +: a run of 9 to 15 digits standing alone, as PostgreSQL's
+# error details and contexts quote a parameter a client sent ("4155550123").
+_NATIONAL = re.compile(r"(?<![\w.+%-])(\d{9,15})(?![\w.])")
+
+
 def mask_text(text: str) -> str:
-    """`text` with every E.164-looking number masked (+14155550123 -> +1415***0123)."""
-    if "+" not in text and "%2" not in text:  # the common case costs one scan, no regex
-        return text
-    return _PHONE.sub(lambda m: mask("+" + m.group(1)), text)
+    """`text` with every phone-number-looking run masked (+14155550123 -> +1415***0123, 4155550123 -> 415*****23)."""
+    if "+" in text or "%2" in text:
+        text = _PHONE.sub(lambda m: mask("+" + m.group(1)), text)
+    if any(ch.isdigit() for ch in text):
+        text = _NATIONAL.sub(lambda m: m.group(1)[:3] + "*" * (len(m.group(1)) - 5) + m.group(1)[-2:], text)
+    return text
 
 
 def _mask_value(value: Any) -> Any:
@@ -113,4 +120,7 @@ def setup_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # The twilio library logs every request it makes at INFO (method, URL with the Account
+    # SID, headers): eight lines a send. Its warnings and errors still come through.
+    logging.getLogger("twilio").setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +34,7 @@ from app.providers.base import Provider
 from app.providers.console import ConsoleProvider
 from app.providers.twilio import TwilioProvider, TwilioSignature
 from app.settings import Settings, load_settings
+from app.spool import Spool, drain_forever
 from app.web import api, api_profiles, api_subscriptions, openapi, webhooks
 from app.web.idempotency import IdempotencyMiddleware
 from app.web.problems import EXCEPTION_HANDLERS, problem
@@ -76,7 +78,7 @@ def build_state(
         settings=settings, rules=rules, reader=reader, provider=provider,
         writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds),
         signature=TwilioSignature(settings.twilio_auth_token) if settings.twilio_auth_token else None,
-        keys=KeyCache(reader), metrics=metrics, clock=clock,
+        keys=KeyCache(reader), metrics=metrics, clock=clock, spool=Spool(settings.spool_dir, database=settings.database_url),
     )
     state.sender = OutboxSender(
         writer=state.writer, reader=reader, provider=provider, rules=rules,
@@ -130,6 +132,7 @@ async def stop_background(state: AppState) -> None:
         if isinstance(poster, EventPoster):
             poster.close()
     state.writer.stop()
+    state.spool.close()
     close = getattr(state.provider, "close", None)
     if callable(close):
         close()
@@ -187,6 +190,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await start_background(state, sender=settings.inprocess_worker)
+        # Webhooks spooled while the database was away (here, or by a process that died since).
+        state.spool_wake = asyncio.Event()
+        state.tasks.append(asyncio.create_task(drain_forever(
+            state.spool, partial(webhooks.apply_spooled, state), wake=state.spool_wake), name="optline-spool"))
         try:
             yield
         finally:
@@ -207,7 +214,7 @@ def create_app(
     ]
     app = _Optline(
         routes=routes, lifespan=lifespan, exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
-        middleware=[Middleware(IdempotencyMiddleware, state=state)],
+        middleware=[Middleware(IdempotencyMiddleware, state=state, routes=routes)],
     )
     app.state.optline = state
     return app

@@ -31,6 +31,14 @@ def upgrade(url: str) -> None:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")
+    if url.startswith("sqlite"):
+        # WAL once, here, while nobody else writes: switching later needs an exclusive lock.
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        finally:
+            engine.dispose()
 
 
 def head_revision() -> str | None:

@@ -177,6 +177,7 @@ class Outbox(SQLModel, table=True):
     deadline_at: datetime | None = _ts()
     lease_until: datetime | None = _ts()
     claimed_by: str | None = Field(default=None, max_length=64)
+    dispatched_at: datetime | None = _ts()  # when the send was decided (no stop before it, under the phone's lock)
     provider_message_id: str | None = Field(default=None, max_length=64)
     error_code: int | None = Field(default=None)
     error_reason: str | None = Field(default=None)

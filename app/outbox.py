@@ -315,7 +315,7 @@ def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bo
     raw = Raw(conn)
     params = {"id": row_id, "worker": worker, "now": now}
     decided = raw.rowcount(
-        "UPDATE outbox SET status = 'dispatching', updated_at = :now"
+        "UPDATE outbox SET status = 'dispatching', dispatched_at = :now, updated_at = :now"
         " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')"
         " AND (purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
         " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"

@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     # a random key is made once and kept in `secret_key_file`.
     secret_key: str | None = Field(None, min_length=32, validation_alias="OPTLINE_SECRET_KEY")
     secret_key_file: str = Field(str(PROJECT_ROOT / "var" / "secret.key"), validation_alias="OPTLINE_SECRET_KEY_FILE")
-    # How long a request waits for the database before answering 503 (Twilio gives a webhook 15 s).
+    # Where webhooks the database could not take in time are kept (fsynced) until it can.
+    spool_dir: str = Field(str(PROJECT_ROOT / "var" / "spool"), validation_alias="OPTLINE_SPOOL_DIR")
+    # How long a request waits for the database before a webhook is spooled, or an API call answers 503.
     db_deadline_seconds: float = Field(4.0, gt=0, le=60, validation_alias="OPTLINE_DB_DEADLINE_SECONDS")
 
     @field_validator("database_url")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -164,6 +165,8 @@ def make_settings(database_url: str, fake: FakeTwilio, **overrides: Any) -> Sett
         "retry_base_seconds": 0.05,
         "retry_cap_seconds": 0.2,
         "lease_seconds": 30.0,
+        # Each test's spool lives beside its database, never in the repository's var/.
+        "spool_dir": str(Path(tempfile.mkdtemp(prefix="optline-spool-"))),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

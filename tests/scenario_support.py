@@ -267,6 +267,7 @@ class Processes:
             OPTLINE_RETRY_BASE_SECONDS="0.1",
             OPTLINE_RETRY_CAP_SECONDS="1",
             OPTLINE_LOG_LEVEL="WARNING",
+            OPTLINE_SPOOL_DIR=str(self.workdir / "spool"),
         )
         env.update(self.extra_env)
         env.update(overrides)

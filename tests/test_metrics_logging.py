@@ -218,6 +218,37 @@ def test_each_record_is_one_json_line_with_numbers_masked(json_log: io.StringIO)
     assert "4155550123" not in json_log.getvalue()
 
 
+def test_national_numbers_in_database_errors_are_masked(json_log: io.StringIO) -> None:
+    """PostgreSQL quotes the parameters a client sent in its error details, with no + in front."""
+    log = logging.getLogger("optline.db")
+    try:
+        raise RuntimeError('duplicate key value violates unique constraint\nDETAIL:  Key (brand, phone)=(acme, '
+                           '4155550123) already exists.\nCONTEXT:  unnamed portal parameter $3 = \'33612345678\'')
+    except RuntimeError:
+        log.exception("batch failed")
+    text = json_log.getvalue()
+    assert "4155550123" not in text and "33612345678" not in text
+    assert "415*****23" in text and "336******78" in text
+
+
+def test_the_twilio_librarys_per_request_info_lines_are_quiet() -> None:
+    from app.logs import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("INFO")
+        client = logging.getLogger("twilio.http_client")
+        assert not client.isEnabledFor(logging.INFO) and client.isEnabledFor(logging.WARNING)
+        assert logging.getLogger("optline.outbox").isEnabledFor(logging.INFO)
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("twilio").setLevel(logging.NOTSET)
+        logging.captureWarnings(False)
+
+
 def test_mask_text_leaves_other_text_alone() -> None:
     assert mask_text("order 12345678, +1 415 555 0123, +29912345") == "order 12345678, +1 415 555 0123, +29***45"
     assert mask_text("no numbers here") == "no numbers here"

@@ -58,6 +58,7 @@ def upgrade() -> None:
 
     op.add_column('outbox', sa.Column('deadline_at', app.db.UtcDateTime(timezone=True), nullable=True))
     op.add_column('outbox', sa.Column('priority', sa.SmallInteger(), server_default='2', nullable=False))
+    op.add_column('outbox', sa.Column('dispatched_at', app.db.UtcDateTime(timezone=True), nullable=True))
     op.execute("UPDATE outbox SET priority = CASE WHEN purpose = 'stop' THEN 0"
                " WHEN purpose IN ('help', 'welcome', 'already_subscribed', 'doi_expired') THEN 1 ELSE 2 END")
     op.create_index('ix_outbox_priority_due', 'outbox', ['priority', 'status', 'next_attempt_at'], unique=False)
@@ -87,6 +88,7 @@ def downgrade() -> None:
         batch_op.drop_column('method')
     op.drop_index('ix_outbox_priority_due', table_name='outbox')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_column('dispatched_at')
         batch_op.drop_column('priority')
         batch_op.drop_column('deadline_at')
     op.execute("DELETE FROM inbound_messages WHERE from_phone IS NULL")

@@ -19,6 +19,7 @@ from app.outbox import OutboxSender
 from app.providers.base import Provider
 from app.providers.twilio import TwilioSignature
 from app.settings import Settings
+from app.spool import Spool
 
 T = TypeVar("T")
 
@@ -36,7 +37,9 @@ class AppState:
     keys: KeyCache
     metrics: Metrics
     clock: Callable[[], datetime]
+    spool: Spool
     sender: OutboxSender | None = None
+    spool_wake: asyncio.Event | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def wake_sender(self) -> None:

@@ -2,25 +2,34 @@
 
 The signature is checked first, against OPTLINE_PUBLIC_URL + path + query (never the Host
 header, which a proxy rewrites), over every parameter received. Nothing is stored for a
-request that fails it. The answer is sent only after the writer committed the text.
+request that fails it. The answer is sent only after the writer committed the text, or, when
+the database cannot take it within its deadline (down, or SQLite's write lock held by another
+process), after the verified form is in the durable spool (app.spool), which applies it as
+soon as the database answers. Only when the spool cannot be written either is the answer 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
+from datetime import datetime
 from functools import partial
 from urllib.parse import unquote_plus
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.errors import InvalidPayload
-from app.inbound import InboundJob
+from app.errors import DatabaseUnavailable, InvalidPayload
+from app.inbound import InboundJob, InboundResult
 from app.models import outbox
 from app.outbox import carrier_opt_out, record_delivery
 from app.phone import mask
-from app.providers.twilio import ERROR_UNSUBSCRIBED, FormPairs, parse_inbound, parse_status
+from app.providers.base import StatusUpdate
+from app.providers.twilio import PROVIDER, ERROR_UNSUBSCRIBED, FormPairs, parse_inbound, parse_status
+from app.spool import Record, SpoolError
 from app.web.problems import problem
 from app.web.state import AppState
 
@@ -66,7 +75,7 @@ def parse_form(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-async def _verified_form(request: Request, state: AppState) -> dict[str, str] | Response:
+async def _verified_form(request: Request, state: AppState) -> list[tuple[str, str]] | Response:
     """The form Twilio signed, or the 4xx response that refuses the request."""
     try:
         body = await _read_body(request)
@@ -85,40 +94,104 @@ async def _verified_form(request: Request, state: AppState) -> dict[str, str] | 
     if state.signature is None or not state.signature.valid(url, FormPairs(pairs),
                                                             request.headers.get("x-twilio-signature")):
         return problem(403, "missing or invalid X-Twilio-Signature")
-    # Repeated keys were all signed; past the signature, the last value of each counts.
-    return dict(pairs)
+    return pairs
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, media_type="text/xml")
+
+
+async def _spool(state: AppState, kind: str, pairs: list[tuple[str, str]], received_at: datetime,
+                 why: str) -> Response:
+    """Keep a verified webhook in the durable spool and answer 200; 503 only when the spool cannot take it."""
+    try:
+        await state.spool.append(Record(kind=kind, provider=PROVIDER, received_at=received_at, form=tuple(pairs)))
+    except SpoolError as exc:
+        log.error("%s; answering 503 (%s)", exc, why)
+        return problem(503, "the database and the spool are both unavailable; retry later",
+                       headers={"Retry-After": "5"})
+    log.warning("spooled a %s webhook: %s", kind, why)
+    if state.spool_wake is not None:
+        state.spool_wake.set()
+    return _twiml()
 
 
 async def twilio_inbound(request: Request) -> Response:
     """POST /webhooks/twilio: one inbound text."""
     state: AppState = request.app.state.optline
-    form = await _verified_form(request, state)
-    if isinstance(form, Response):
-        return form
+    pairs = await _verified_form(request, state)
+    if isinstance(pairs, Response):
+        return pairs
     try:
-        sms = parse_inbound(form)
+        # Repeated keys were all signed; past the signature, the last value of each counts.
+        sms = parse_inbound(dict(pairs))
     except InvalidPayload as exc:
         return problem(400, exc.message, errors=exc.errors)
-    result = await state.writer.run(InboundJob(sms, state.rules), locks=[sms.from_phone])
+    received_at = state.clock()
+    if state.spool.pending:
+        # Texts spooled earlier are not applied yet: this one waits its turn behind them.
+        return await _spool(state, "inbound", pairs, received_at, "earlier texts are still spooled")
+    try:
+        result = await state.writer.run(InboundJob(sms, state.rules), locks=_locks(sms.from_phone))
+    except DatabaseUnavailable as exc:
+        return await _spool(state, "inbound", pairs, received_at, str(exc))
     if log.isEnabledFor(logging.INFO):
-        log.info("inbound %s from %s: %s%s", sms.message_id, mask(sms.from_phone), result.kind,
+        log.info("inbound %s from %s: %s%s", sms.message_id, mask(sms.from_phone or sms.from_address), result.kind,
                  " (duplicate)" if result.duplicate else "")
     state.metrics.inbound(result)
     if result.outbox_id is not None:
         state.wake_sender()
-    return Response(EMPTY_TWIML, media_type="text/xml")
+    return _twiml()
+
+
+def _locks(phone: str | None) -> list[str]:
+    return [phone] if phone else []
 
 
 async def twilio_status(request: Request) -> Response:
     """POST /webhooks/twilio/status: a delivery report for a text we sent."""
     state: AppState = request.app.state.optline
-    form = await _verified_form(request, state)
-    if isinstance(form, Response):
-        return form
+    pairs = await _verified_form(request, state)
+    if isinstance(pairs, Response):
+        return pairs
     try:
-        update = parse_status(form)
+        update = parse_status(dict(pairs))
     except InvalidPayload as exc:
         return problem(400, exc.message, errors=exc.errors)
+    received_at = state.clock()
+    if state.spool.pending:
+        return await _spool(state, "status", pairs, received_at, "earlier webhooks are still spooled")
+    try:
+        await apply_status(state, update)
+    except (DatabaseUnavailable, SQLAlchemyError) as exc:
+        return await _spool(state, "status", pairs, received_at, str(exc))
+    return _twiml()
+
+
+async def apply_spooled(state: AppState, records: list[Record]) -> None:
+    """Apply spooled webhooks in order, each as of when it was received (the spool's drain task calls this)."""
+    jobs: list[Awaitable[object]] = []
+    for record in records:
+        try:
+            if record.kind == "inbound":
+                sms = parse_inbound(dict(record.form))
+                jobs.append(state.writer.run(InboundJob(sms, state.rules, received_at=record.received_at),
+                                             locks=_locks(sms.from_phone)))
+            else:
+                jobs.append(apply_status(state, parse_status(dict(record.form))))
+        except InvalidPayload as exc:  # it was verified and parsed before it was spooled: a bug, not input
+            log.error("dropping a spooled %s webhook that no longer parses: %s", record.kind, exc.message)
+    # Handed to the writer together, in order: it applies them as one batch, oldest first.
+    results = await asyncio.gather(*jobs)
+    for result in results:
+        if isinstance(result, InboundResult):
+            state.metrics.inbound(result)
+            if result.outbox_id is not None:
+                state.wake_sender()
+
+
+async def apply_status(state: AppState, update: StatusUpdate) -> None:
+    """Record a delivery report; Twilio's 21610 also opts the phone out."""
     await state.writer.run(partial(record_delivery, message_id=update.message_id, status=update.status,
                                    error_code=update.error_code))
     if update.error_code == ERROR_UNSUBSCRIBED:
@@ -133,4 +206,3 @@ async def twilio_status(request: Request) -> Response:
                                                   code=update.error_code, message_id=update.message_id),
                 locks=[row.phone],
             )
-    return Response(EMPTY_TWIML, media_type="text/xml")

@@ -1,0 +1,290 @@
+"""A local durable spool for webhooks the database could not take in time: answered 200, applied later.
+
+When the database is down, or SQLite's write lock is held by another process, a provider's
+webhook cannot wait: Twilio gives up after 15 s and does not retry a 503 by default, so a
+STOP would be lost. Instead the verified form is appended here (fsynced before the 200) and
+applied, in order, as soon as the database answers again, and at start-up.
+
+    webhook ──writer.run──▶ committed ─▶ 200
+       │  (DatabaseUnavailable, or the spool already holds texts: keep their order)
+       └──append + fsync──▶ spool file ─▶ 200            (only if that fails: 503)
+                                 │
+    drain task ─────────────────┘──▶ writer.run(jobs, as of when each was received) ─▶ truncate
+
+Each process appends to a file of its own (`spool-<database>-<host>-<pid>-<n>.jsonl` in the
+spool folder) and holds an exclusive flock on it while it lives; a file nobody holds belongs to a
+process that died, and any live process adopts it. Records are applied as of the time they
+were received and deduplicated by message id, so applying one twice (a crash mid-drain, or a
+job that did commit after its webhook gave up on it) changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("optline.spool")
+
+VERSION = 1
+CHUNK = 64  # records applied per round: the writer takes them as one batch
+
+
+@dataclass(frozen=True)
+class Record:
+    """One spooled webhook: which kind, from which provider, when it arrived, and the form as verified."""
+
+    kind: str  # "inbound" | "status"
+    provider: str
+    received_at: datetime
+    form: tuple[tuple[str, str], ...]
+
+    def line(self) -> bytes:
+        """The record as one JSON line."""
+        return (json.dumps({"v": VERSION, "kind": self.kind, "provider": self.provider,
+                            "receivedAt": self.received_at.isoformat(), "form": [list(p) for p in self.form]},
+                           ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def parse(cls, line: bytes) -> Record:
+        """A record from one line; ValueError for anything else."""
+        data = json.loads(line)
+        if not isinstance(data, dict) or data.get("v") != VERSION:
+            raise ValueError("not a spool record")
+        return cls(kind=str(data["kind"]), provider=str(data["provider"]),
+                   received_at=datetime.fromisoformat(data["receivedAt"]),
+                   form=tuple((str(k), str(v)) for k, v in data["form"]))
+
+
+class SpoolError(Exception):
+    """The spool could not take a record (the disk is full or read-only)."""
+
+
+class Spool:
+    """This process's spool file, and the orphans of dead processes in the same folder."""
+
+    def __init__(self, folder: str | os.PathLike[str], *, database: str = ""):
+        self.folder = Path(folder)
+        # Files are named after the database they belong to: a spool folder shared by two
+        # deployments (or a developer's test runs) never applies one's texts to the other.
+        self._scope = "spool-" + hashlib.sha256(database.encode()).hexdigest()[:12]
+        self._name = f"{self._scope}-{socket.gethostname()}-{os.getpid()}"
+        self._serial = 0
+        self._file: Any = None  # the open active file (binary, append)
+        self._path: Path | None = None
+        self._size = 0  # bytes written to the active file
+        self._drained = 0  # bytes of the active file applied so far
+        self._queue: queue.SimpleQueue[tuple[Any, Future[None]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.backlog = 0  # records appended and not yet applied, in this process
+        self.appended = 0
+
+    # --- appending (a thread of its own: fsync must not block the event loop) -------------------
+
+    async def append(self, record: Record) -> None:
+        """Write `record` durably (fsync); SpoolError when that is impossible."""
+        self._start()
+        fut: Future[None] = Future()
+        self.backlog += 1
+        self._queue.put((record.line(), fut))
+        try:
+            await asyncio.wrap_future(fut)
+        except OSError as exc:
+            self.backlog -= 1
+            raise SpoolError(f"cannot write the spool in {self.folder}: {exc.strerror or exc}") from exc
+        self.appended += 1
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._writer, name="optline-spool", daemon=True)
+                self._thread.start()
+
+    def _writer(self) -> None:
+        """Write what is queued, one fsync for all of it (group commit), then report each."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            items = [first]
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                items.append(nxt)
+            try:
+                with self._lock:
+                    self._open()
+                    data = b"".join(line for line, _fut in items if isinstance(line, bytes))
+                    self._file.write(data)
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                    self._size += len(data)
+                error: BaseException | None = None
+            except OSError as exc:
+                error = exc
+            for _line, fut in items:
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+    def _open(self) -> None:
+        if self._file is not None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._serial += 1
+        path = self.folder / f"{self._name}-{self._serial}.jsonl"
+        fh = open(path, "ab")  # noqa: SIM115 - kept open for the process's life
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # ours while we live; a dead process's lock is released
+        _fsync_dir(self.folder)  # the new file's name survives a power cut too
+        self._file, self._path, self._size, self._drained = fh, path, 0, 0
+
+    def close(self) -> None:
+        """Stop the writer thread and release the file (its undrained records are adopted later)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    # --- draining --------------------------------------------------------------------------------
+
+    def own_records(self) -> tuple[list[tuple[int, Record]], int]:
+        """This process's records not yet applied, each with the offset after it, and where they start."""
+        with self._lock:
+            if self._path is None or self._drained >= self._size:
+                return [], self._drained
+            start, end, path = self._drained, self._size, self._path
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(end - start)
+        return _records(data, start), start
+
+    def mark_drained(self, offset: int, count: int) -> None:
+        """Records up to `offset` were applied; when everything written was, empty the file."""
+        with self._lock:
+            self._drained = max(self._drained, offset)
+            self.backlog = max(0, self.backlog - count)
+            if self._file is not None and self._drained >= self._size and self.backlog == 0:
+                self._file.truncate(0)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._size = self._drained = 0
+
+    def orphans(self) -> list[Path]:
+        """Spool files of processes that are gone (nobody holds their lock)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob(f"{self._scope}-*.jsonl") if p != self._path)
+
+    @contextlib.contextmanager
+    def adopt(self, path: Path) -> Any:
+        """Hold an orphan's lock while it is drained; yields its records, or None if its process still lives."""
+        try:
+            fh = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+            yield [record for _offset, record in _records(fh.read(), 0)]
+        finally:
+            fh.close()
+
+    @property
+    def pending(self) -> bool:
+        """True while this process holds records not yet applied: new texts queue behind them, in order."""
+        return self.backlog > 0
+
+
+def _records(data: bytes, start: int) -> list[tuple[int, Record]]:
+    out = []
+    offset = start
+    for line in data.splitlines(keepends=True):
+        offset += len(line)
+        if not line.endswith(b"\n"):
+            break  # a record cut off by a crash mid-write was never answered 200
+        try:
+            out.append((offset, Record.parse(line)))
+        except (ValueError, KeyError, TypeError):
+            log.error("skipping an unreadable spool record of %d bytes", len(line))
+    return out
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def drain_forever(spool: Spool, apply: Callable[[list[Record]], Awaitable[None]], *,
+                        idle: float = 1.0, wake: asyncio.Event | None = None) -> None:
+    """Apply spooled records, oldest first, whenever there are any; back off while the database is away."""
+    pause = 0.2
+    while True:
+        try:
+            progressed = await drain_once(spool, apply)
+            pause = 0.2
+        except Exception as exc:  # noqa: BLE001 - the database is still away: try again later
+            log.warning("spool: cannot apply yet (%s); retrying in %.1f s", type(exc).__name__, pause)
+            progressed = False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            continue
+        if progressed:
+            continue
+        if wake is None:
+            await asyncio.sleep(idle)
+            continue
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=idle)
+        wake.clear()
+
+
+async def drain_once(spool: Spool, apply: Callable[[list[Record]], Awaitable[None]]) -> bool:
+    """Apply one chunk of this process's records, or one orphan file; True when something was applied."""
+    records, _start = spool.own_records()
+    if records:
+        chunk = records[:CHUNK]
+        await apply([record for _offset, record in chunk])
+        spool.mark_drained(chunk[-1][0], len(chunk))
+        log.info("spool: applied %d record(s)", len(chunk))
+        return True
+    for path in spool.orphans():
+        with spool.adopt(path) as orphaned:
+            if orphaned is None:
+                continue
+            for start in range(0, len(orphaned), CHUNK):
+                await apply(orphaned[start:start + CHUNK])
+            path.unlink()
+            log.info("spool: applied %d record(s) left by a process that stopped (%s)", len(orphaned), path.name)
+            return True
+    return False

@@ -1,0 +1,181 @@
+"""The durable spool: a webhook the database cannot take in time is answered 200 and applied later.
+
+Faults are real: another process's connection holds SQLite's write lock (as a backup, the
+sqlite3 shell or a CLI command would), and the gateway keeps answering — /healthz at once,
+webhooks at their deadline — then applies every spooled STOP, in order, once the lock is free.
+(PostgreSQL stopped or hung under a stream of STOPs: tests/test_scenarios.py.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.spool import Record, Spool, drain_once
+from tests.conftest import Gateway
+
+STOP_REPLY = "ACME: you are unsubscribed from all ACME texts"
+DEADLINE = 0.5
+
+
+def joined(gateway: Gateway, phones: list[str]) -> None:
+    for phone in phones:
+        for text in ("JOIN", "YES"):
+            assert gateway.text(text, from_=phone).status_code == 200
+    gateway.drain(10)
+
+
+def hold_write_lock(path: str, seconds: float, taken: threading.Event) -> None:
+    """Another process's view of the file: BEGIN IMMEDIATE, then sit on it."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        taken.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def test_stops_while_another_process_holds_sqlites_write_lock_answer_200_and_all_apply(
+    gateway_factory: Callable[..., Gateway], sqlite_url: str
+) -> None:
+    gateway = gateway_factory(sqlite_url, db_deadline_seconds=DEADLINE)
+    phones = [f"+1415555{n:04d}" for n in range(12)]
+    joined(gateway, phones)
+    before = {p: len(gateway.replies(p)) for p in phones}
+    taken = threading.Event()
+    locker = threading.Thread(target=hold_write_lock, args=(sa.make_url(sqlite_url).database, 4.0, taken))
+    locker.start()
+    assert taken.wait(5)
+    answered: dict[str, tuple[int, float, float]] = {}
+    health: list[float] = []
+
+    def stop(phone: str) -> None:
+        started = time.monotonic()
+        status = gateway.text("STOP", from_=phone).status_code
+        answered[phone] = (status, time.monotonic() - started, time.time())
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(stop, phone) for phone in phones]
+        while not all(f.done() for f in futures):
+            started = time.monotonic()
+            assert gateway.client.get("/healthz").status_code == 200
+            health.append(time.monotonic() - started)
+            time.sleep(0.05)
+        for f in futures:
+            f.result()
+    locker.join()
+    assert all(status == 200 for status, _s, _t in answered.values()), answered
+    assert max(seconds for _st, seconds, _t in answered.values()) < DEADLINE + 2.0
+    assert max(health) < 0.5, f"/healthz froze for {max(health):.2f}s while the lock was held"
+    assert gateway.state.spool.appended > 0  # they did go through the spool
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(gateway.subs(p)["deals"] != "unsubscribed" for p in phones):
+        time.sleep(0.1)
+    gateway.drain(10)
+    assert {p: gateway.subs(p)["deals"] for p in phones} == dict.fromkeys(phones, "unsubscribed")
+    for phone in phones:
+        replies = gateway.replies(phone)[before[phone]:]
+        assert len(replies) == 1 and replies[0].startswith(STOP_REPLY), (phone, replies)
+    # Each text stored once, however many copies (the spool's and the writer's late one) were applied.
+    assert gateway.query("SELECT count(*) FROM inbound_messages WHERE kind = 'stop'")[0][0] == len(phones)
+
+
+def test_a_spooled_text_applies_as_of_when_it_arrived(gateway: Gateway, tmp_path: Path) -> None:
+    """A JOIN spooled before an opt-out that was applied first cannot undo that opt-out."""
+    phone = "+14155550123"
+    joined(gateway, [phone])
+    join_params = gateway.text("DEALS", from_="+14155550199").params  # any valid signed form, reshaped below
+    arrived = gateway.clock()
+    gateway.clock.advance(seconds=5)
+    assert gateway.text("STOP", from_=phone).status_code == 200  # the later opt-out, applied now
+    gateway.drain()
+    form = dict(join_params, From=phone, MessageSid="SM" + "ab" * 16, Body="JOIN")
+    spool = Spool(tmp_path, database="test")
+
+    async def apply_later() -> None:
+        await spool.append(Record(kind="inbound", provider="twilio", received_at=arrived, form=tuple(form.items())))
+        from app.web.webhooks import apply_spooled
+
+        assert await drain_once(spool, lambda records: apply_spooled(gateway.state, records))
+
+    gateway.client.portal.call(apply_later)  # type: ignore[union-attr]
+    spool.close()
+    gateway.drain()
+    assert gateway.subs(phone)["deals"] == "unsubscribed"
+    assert gateway.query("SELECT kind FROM inbound_messages WHERE message_id = :m", m=form["MessageSid"])[0][0] == "join"
+    assert not gateway.replies(phone)[-1].startswith("ACME Deals: reply YES")
+
+
+def test_the_spool_survives_a_crash_and_is_adopted(tmp_path: Path) -> None:
+    """A record fsynced by a process that died is applied by the next one, once."""
+    import asyncio
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, os\n"
+        "from datetime import UTC, datetime\n"
+        "from app.spool import Record, Spool\n"
+        f"s = Spool({str(tmp_path)!r}, database='db')\n"
+        "asyncio.run(s.append(Record('inbound', 'twilio', datetime(2026, 1, 1, tzinfo=UTC), (('Body', 'STOP'),))))\n"
+        "os._exit(9)  # killed: no close, no drain\n"
+    )
+    died = subprocess.run([sys.executable, "-c", script], cwd=str(Path(__file__).parent.parent), timeout=30)
+    assert died.returncode == 9
+    applied: list[Record] = []
+
+    async def apply(records: list[Record]) -> None:
+        applied.extend(records)
+
+    spool = Spool(tmp_path, database="db")
+    other = Spool(tmp_path, database="another database")
+    assert asyncio.run(drain_once(other, apply)) is False  # never another database's texts
+    assert asyncio.run(drain_once(spool, apply)) is True
+    assert [r.form for r in applied] == [(("Body", "STOP"),)]
+    assert applied[0].received_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert asyncio.run(drain_once(spool, apply)) is False and list(tmp_path.glob("*.jsonl")) == []
+
+
+def test_when_the_spool_cannot_be_written_the_answer_is_503(
+    gateway_factory: Callable[..., Gateway], sqlite_url: str, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the spool folder should be")
+    gateway = gateway_factory(sqlite_url, db_deadline_seconds=DEADLINE, spool_dir=str(blocker))
+    taken = threading.Event()
+    locker = threading.Thread(target=hold_write_lock, args=(sa.make_url(sqlite_url).database, 2.0, taken))
+    locker.start()
+    assert taken.wait(5)
+    try:
+        response = gateway.text("STOP")
+    finally:
+        locker.join()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize("line", [b"not json\n", b'{"v": 99}\n', b'{"v": 1, "kind": "inbound"'])
+def test_unreadable_or_cut_off_records_are_skipped(tmp_path: Path, line: bytes) -> None:
+    import asyncio
+
+    path = tmp_path / f"spool-{__import__('hashlib').sha256(b'db').hexdigest()[:12]}-gone-1-1.jsonl"
+    good = Record("inbound", "twilio", datetime(2026, 1, 1, tzinfo=UTC), (("Body", "STOP"),)).line()
+    path.write_bytes(good + line)
+    applied: list[Record] = []
+
+    async def apply(records: list[Record]) -> None:
+        applied.extend(records)
+
+    assert asyncio.run(drain_once(Spool(tmp_path, database="db"), apply)) is True
+    assert len(applied) == 1
