@@ -10,7 +10,8 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -39,11 +40,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_database(settings)
     setup_logging(settings.log_level)
     # log_config=None: uvicorn's loggers propagate to our JSON handler instead of its own.
-    uvicorn.run(
-        "app.main:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-        loop="uvloop", http="httptools", log_level=settings.log_level.lower(), access_log=False,
-        timeout_graceful_shutdown=30, log_config=None,
+    options: dict[str, Any] = dict(
+        factory=True, host=args.host, port=args.port, workers=args.workers, loop="uvloop", http="httptools",
+        log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=30, log_config=None,
     )
+    if args.workers <= 1:
+        uvicorn.run("app.main:app_from_env", **options)
+        return 0
+    # uvicorn.run's multi-process path, with a supervisor that passes SIGHUP (a keywords
+    # reload) on to its children instead of restarting them.
+    from app.reload import forwarding_supervisor
+
+    config = uvicorn.Config("app.main:app_from_env", **options)
+    forwarding_supervisor()(config, sockets=[config.bind_socket()]).run()
     return 0
 
 
@@ -52,7 +61,8 @@ def cmd_worker(_args: argparse.Namespace) -> int:
     from app.events import check_event_secrets
     from app.keywords import load_rules
     from app.logs import setup_logging
-    from app.main import build_state, check_database, start_background, stop_background
+    from app.main import build_state, check_database, listen_for_reload, start_background, stop_background
+    from app.reload import unregister
     from app.settings import load_settings
 
     settings = load_settings()
@@ -68,9 +78,11 @@ def cmd_worker(_args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await start_background(state, sender=True)
+        pid_file = listen_for_reload(state, "worker")  # its sender and sweep use the rules too
         log.info("worker %s sending", state.sender.worker_id if state.sender else "?")
         await stop.wait()
         log.info("worker stopping: finishing sends in flight")
+        unregister(pid_file)
         await stop_background(state)
         log.info("worker stopped")
 
@@ -106,6 +118,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     if report.errors:
         return 1
     print(f"{path}: ok ({len(report.warnings)} warning{'s' if len(report.warnings) != 1 else ''})")
+    return 0
+
+
+def cmd_reload(_args: argparse.Namespace) -> int:
+    """Check keywords.yaml, then ask every running serve and worker process to load it."""
+    from app.keywords import check
+    from app.reload import signal_all
+    from app.settings import load_settings
+
+    settings = load_settings()
+    report = check(settings.keywords)
+    if report.errors:
+        for finding in report.errors:
+            print(f"error: {finding}", file=sys.stderr)
+        return _fail("not reloaded: the running processes keep the rules they have")
+    pids = signal_all(settings.run_dir)
+    if not pids:
+        return _fail(f"no running optline serve or worker registered in {settings.run_dir}")
+    print(f"asked {len(pids)} process{'es' if len(pids) != 1 else ''} to reload {settings.keywords} "
+          f"(pids {', '.join(map(str, pids))}); /readyz shows the sha256 each one runs")
     return 0
 
 
@@ -167,35 +199,55 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_brand(brand: str, keywords: str) -> int | None:
+    """None when keywords.yaml has this brand, else the failure (one line naming the known brands)."""
+    from app.keywords import load_rules
+
+    rules = load_rules(keywords)
+    if brand in rules.brands:
+        return None
+    return _fail(f"unknown brand {brand!r}; {keywords} has {', '.join(sorted(rules.brands))}")
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create, list and revoke brand API keys."""
     from app.auth import create_key, list_keys, revoke_key
     from app.db import make_engine, run_in_transaction
-    from app.keywords import load_rules
     from app.main import check_database
     from app.settings import load_settings
 
     settings = load_settings()
+    if args.keys_command == "create" and (failed := _known_brand(args.brand, settings.keywords)) is not None:
+        return failed
     check_database(settings)
     engine = make_engine(settings.database_url, writer=True)
     try:
         if args.keys_command == "create":
-            rules = load_rules(settings.keywords)
-            if args.brand not in rules.brands:
-                return _fail(f"unknown brand {args.brand!r} (keywords.yaml has {', '.join(sorted(rules.brands))})")
             info, key = run_in_transaction(engine, lambda c, now: create_key(c, now, brand=args.brand, name=args.name))
             print(f"created key {info.prefix} for brand {info.brand}; store it now, it is not shown again:")
             print(key)
         elif args.keys_command == "list":
+            print(f"{'PREFIX':<8}  {'BRAND':<16} {'STATUS':<18} {'CREATED (UTC)':<16}  NAME")
             for info in run_in_transaction(engine, lambda c, now: list_keys(c)):
                 state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
-                print(f"{info.prefix}  {info.brand:<16} {state:<18} {info.created_at:%Y-%m-%d %H:%M}  {info.name or ''}")
+                print(f"{info.prefix:<8}  {info.brand:<16} {state:<18} {info.created_at:%Y-%m-%d %H:%M}  {info.name or ''}")
         else:
-            info = run_in_transaction(engine, lambda c, now: revoke_key(c, now, prefix=args.prefix))
-            print(f"revoked key {info.prefix} of brand {info.brand}")
+            info = run_in_transaction(engine, lambda c, now: revoke_key(c, now, key_or_prefix=args.key))
+            print(f"revoked key {info.prefix} of brand {info.brand}; every process refuses it from now on")
     finally:
         engine.dispose()
     return 0
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO 8601 time with a zone, or a date alone (midnight UTC); ValueError otherwise."""
+    value = text.strip()
+    if len(value) == 10:
+        return datetime.combine(date.fromisoformat(value), time(0, tzinfo=UTC))
+    since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if since.tzinfo is None:
+        raise ValueError("no time zone")
+    return since
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -206,15 +258,16 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from app.settings import load_settings
 
     settings = load_settings()
+    if args.brand is not None and (failed := _known_brand(args.brand, settings.keywords)) is not None:
+        return failed
     check_database(settings)
     since = None
     if args.since:
         try:
-            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+            since = parse_since(args.since)
         except ValueError:
-            return _fail("--since must be an ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
-        if since.tzinfo is None:
-            return _fail("--since must carry a time zone, e.g. 2026-01-01T00:00:00Z")
+            return _fail("--since must be a date (2026-11-26, midnight UTC) or an ISO 8601 time with a zone "
+                         "(2026-11-26T09:00:00Z)")
     engine = make_engine(settings.database_url, writer=True)
     try:
         count = run_in_transaction(engine, lambda conn, now: redrive(conn, now, since=since, brand=args.brand,
@@ -233,16 +286,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from app.settings import load_settings
 
     settings = load_settings()
-    check_database(settings)
+    if (failed := _known_brand(args.brand, settings.keywords)) is not None:
+        return failed
     query = sa.select(consent_events).where(consent_events.c.brand == args.brand).order_by(consent_events.c.id)
     if args.since:
         try:
-            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+            since = parse_since(args.since)
         except ValueError:
-            return _fail("--since must be an ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
-        if since.tzinfo is None:
-            return _fail("--since must carry a time zone, e.g. 2026-01-01T00:00:00Z")
+            return _fail("--since must be a date (2026-11-26, midnight UTC) or an ISO 8601 time with a zone "
+                         "(2026-11-26T09:00:00Z)")
         query = query.where(consent_events.c.created_at >= since)
+    check_database(settings)
     engine = make_engine(settings.database_url)
     columns = [c.name for c in consent_events.columns]
     writer = csv.writer(sys.stdout)
@@ -260,55 +314,91 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
-    parser = argparse.ArgumentParser(prog="optline", description="Inbound SMS keyword and double-opt-in gateway")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default; keeps the layout readable at 100 columns."""
 
-    serve = sub.add_parser("serve", help="serve webhooks and the API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # Required options have no default, and a None default is spelled out in the help itself.
+        if action.required or action.default is None or isinstance(action, argparse._StoreTrueAction):
+            return action.help  # (a flag is off unless given)
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every option says what it does and its default."""
+    parser = argparse.ArgumentParser(
+        prog="optline", formatter_class=_Help,
+        description="Inbound SMS keyword and double-opt-in gateway. Settings come from OPTLINE_* environment "
+                    "variables or a .env file (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+
+    serve = command("serve", "serve the webhooks and the API (and the outbox sender unless "
+                             "OPTLINE_INPROCESS_WORKER=0); SIGHUP reloads keywords.yaml")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     serve.set_defaults(func=cmd_serve)
 
-    sub.add_parser("worker", help="run the outbox sender only").set_defaults(func=cmd_worker)
-    sub.add_parser("migrate", help="migrate the database").set_defaults(func=cmd_migrate)
+    command("worker", "run the outbox sender and the DOI-expiry sweep only; SIGHUP reloads keywords.yaml"
+            ).set_defaults(func=cmd_worker)
+    command("migrate", "migrate the database (OPTLINE_DATABASE_URL) to the newest schema").set_defaults(func=cmd_migrate)
+    command("reload", "check keywords.yaml, then make every running serve and worker process on this machine "
+                      "load it (found by their pid files in OPTLINE_RUN_DIR)").set_defaults(func=cmd_reload)
 
-    check = sub.add_parser("check", help="validate keywords.yaml")
-    check.add_argument("file", nargs="?")
+    check = command("check", "validate keywords.yaml: errors (exit 1) and compliance warnings")
+    check.add_argument("file", nargs="?", default=None,
+                       help="the keywords file (default: OPTLINE_KEYWORDS, else the project's keywords.yaml)")
     check.set_defaults(func=cmd_check)
 
-    simulate = sub.add_parser("simulate", help="run one inbound text through the pipeline")
+    simulate = command("simulate", "run one inbound text through the real pipeline and print the reply")
     simulate.add_argument("--from", required=True, metavar="NUMBER",
-                          help="the texting phone, E.164 (or whatsapp:+1…, rcs:+1…, messenger:ID)")
-    simulate.add_argument("--to", required=True, metavar="NUMBER", help="the brand's number (a sender in keywords.yaml)")
+                          help="the texting phone, E.164 (or whatsapp:+1…, rcs:+1…, messenger:ID) (required)")
+    simulate.add_argument("--to", required=True, metavar="NUMBER",
+                          help="the brand's number, a sender in keywords.yaml (required)")
     simulate.add_argument("--dry-run", action="store_true",
                           help="print what the text would do (rule, transitions, reply) and write nothing")
     simulate.add_argument("text", help="the text, as the phone would send it")
     simulate.set_defaults(func=cmd_simulate)
 
-    keys = sub.add_parser("keys", help="manage brand API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create")
-    create.add_argument("--brand", required=True)
-    create.add_argument("--name")
-    keys_sub.add_parser("list")
-    revoke = keys_sub.add_parser("revoke")
-    revoke.add_argument("prefix")
+    keys = command("keys", "manage brand API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="make a key (printed once, alone on the last line)",
+                                 description="make a key (printed once, alone on the last line)", formatter_class=_Help)
+    create.add_argument("--brand", required=True, help="the brand it acts for, a key of keywords.yaml (required)")
+    create.add_argument("--name", default=None, help="a label for `keys list` (default: none)")
+    keys_sub.add_parser("list", help="every key, with its prefix and status", formatter_class=_Help)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key; every process refuses it at once",
+                                 description="revoke a key; every process refuses it at once", formatter_class=_Help)
+    revoke.add_argument("key", metavar="PREFIX_OR_KEY", help="the prefix `keys list` shows, or the whole key")
     keys.set_defaults(func=cmd_keys)
 
-    outbox = sub.add_parser("outbox", help="operate the outbox")
-    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
-    retry = outbox_sub.add_parser("retry", help="re-queue failed rows that are still allowed, with a new deadline")
-    retry.add_argument("--since", help="only rows that failed at or after this ISO 8601 time (default: all)")
-    retry.add_argument("--brand", help="only this brand's rows (default: every brand)")
+    outbox = command("outbox", "operate the outbox")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    retry = outbox_sub.add_parser("retry", help="re-queue failed rows that are still allowed, with a new deadline",
+                                  description="re-queue failed rows that are still allowed, with a new deadline",
+                                  formatter_class=_Help)
+    retry.add_argument("--since", default=None, metavar="DATE_OR_TIME",
+                       help="only rows that failed at or after then: 2026-11-26 (midnight UTC) or "
+                            "2026-11-26T09:00:00Z (default: all)")
+    retry.add_argument("--brand", default=None, help="only this brand's rows (default: every brand)")
     outbox.set_defaults(func=cmd_outbox)
 
-    export = sub.add_parser("export", help="export data")
-    export_sub = export.add_subparsers(dest="export_command", required=True)
-    consent = export_sub.add_parser("consent", help="the consent ledger as CSV")
-    consent.add_argument("--brand", required=True)
-    consent.add_argument("--since")
+    export = command("export", "export data")
+    export_sub = export.add_subparsers(dest="export_command", required=True, metavar="WHAT")
+    consent = export_sub.add_parser("consent", help="the consent ledger of one brand as CSV on stdout",
+                                    description="the consent ledger of one brand as CSV on stdout",
+                                    formatter_class=_Help)
+    consent.add_argument("--brand", required=True, help="a brand key of keywords.yaml (required)")
+    consent.add_argument("--since", default=None, metavar="DATE_OR_TIME",
+                         help="only events from then on: 2026-11-26 (midnight UTC) or 2026-11-26T09:00:00Z "
+                              "(default: the whole ledger)")
     export.set_defaults(func=cmd_export)
     return parser
 

@@ -115,8 +115,9 @@ class Writes:
             raw.insert_rows("consent_events", _CONSENT_COLUMNS, self._consents)
         if self._events:
             raw.insert_rows("outbox", EVENT_COLUMNS, self._events)
-        for program, event, before, after in self._transitions:
-            note_transition(conn, program=program, event=event, from_status=before, to_status=after)
+        for row in self._consents:
+            note_transition(conn, brand=row["brand"], program=row["program"], event=row["event"],
+                            from_status=row["from_status"], to_status=row["to_status"])
         self._clear()
 
 

@@ -58,14 +58,14 @@ class DryRun:
             how = f"keyword {match.keyword!r}"
             if match.by_intent:
                 how = f"opt-out intent ({match.keyword!r})"
-            why = getattr(match, "why", None)
-            if why:
-                how += f": {why}"
+            if match.why:
+                how += f": {match.why}"
             scope = f", program {match.program}" if match.program else ""
             lang = f", language {match.language}" if match.language else ""
             out.append(f"matched:     {match.kind.value} by {how}{scope}{lang}")
-        if getattr(match, "flagged", False):
-            out.append("flagged:     close to an opt-out, not honoured: a person should decide")
+        if match is not None and match.flagged:
+            reason = f" ({match.why})" if match.why else ""
+            out.append(f"flagged:     close to an opt-out, not honoured{reason}: a person should decide")
         if self.result.duplicate:
             out.append("duplicate:   this message id was seen before: nothing happens")
         for t in self.transitions:

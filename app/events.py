@@ -7,11 +7,14 @@
                               │   connection error             backoff, same webhook-id every time
                               └── any other answer (4xx, 3xx)  SendError: the row fails
 
-Two event types:
+Three event types:
 
 - `subscription.updated`, for every consent event (a change of status, or an API opt-in that
   restates consent): `subscription_event(...)` builds its data;
-- `message.received`, for an inbound text that matched no keyword: `message_received_event(...)`.
+- `message.received`, for an inbound text that matched no keyword, or came on another channel
+  (WhatsApp, RCS, Messenger) and changed nothing: `message_received_event(...)`;
+- `message.flagged`, instead of `message.received`, for a text close to an opt-out that the
+  detector did not honour (a negated or ambiguous one): the same data plus `reason`.
 
 Each body is `{"id": "evt_…", "type": …, "timestamp": …, "data": {…}}` with camelCase keys
 and RFC 3339 UTC times. Delivery is at least once and not ordered: a retried event can arrive
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
 
 SUBSCRIPTION_UPDATED = "subscription.updated"  # a consent event was written
 MESSAGE_RECEIVED = "message.received"  # an inbound text matched no keyword
+MESSAGE_FLAGGED = "message.flagged"  # one close to an opt-out that was not honoured: a person should decide
 
 CHANNEL = "event"  # app.outbox.CHANNEL_EVENT (not imported: see the module docstring)
 _PENDING = "pending"  # app.outbox.OutboxStatus.PENDING
@@ -244,6 +248,10 @@ class EventPoster:
                     headers={"user-agent": USER_AGENT},
                 )
             return self._client
+
+    def reload(self, rules: Rules, environ: Mapping[str, str]) -> None:
+        """Use the events secrets of reloaded rules; ConfigError (and nothing changed) when one is missing."""
+        self._signers = load_event_secrets(rules, environ)  # one assignment: a send sees old or new
 
     def close(self) -> None:
         """Close the HTTP client; idempotent."""

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from app.consent import Proof, Sub, Writes, apply_event
-from app.events import MESSAGE_RECEIVED, event_row, message_received_event
+from app.events import MESSAGE_FLAGGED, MESSAGE_RECEIVED, event_row, message_received_event
 from app.keywords import Brand, Kind, Match, Program, Rules, SenderRules
 from app.models import subscriptions
 from app.outbox import CANCELLED_BY_OPT_OUT, SMS_COLUMNS, OutboxStatus, cancel_queued, sms_row
@@ -188,17 +188,18 @@ class _Batch:
         if sms.channel != CHANNEL_SMS and (match.kind is not Kind.STOP or not sms.from_phone):
             # Consent is per channel: a JOIN, YES or START on WhatsApp or Messenger is no SMS
             # consent and earns no SMS. The brand hears of it, and a person can act.
-            self._received_event(now, brand, sms)
+            self._received_event(now, brand, sms, match)
             self._inbound(now, sms, brand=brand.key, kind=kind, match=match, program=None)
             return InboundResult(duplicate=False, kind=kind)
         if kind == UNMATCHED:
-            self._received_event(now, brand, sms)
+            self._received_event(now, brand, sms, match)
         assert sms.from_phone is not None  # only channel addresses lack a phone, and they stopped above
         stored = self.subs[(brand.key, sms.from_phone)]
         keys = {p.key for p in sender.programs}
         subs = {program: sub for program, sub in stored.items() if program in keys}
         _expire_due(self.writes, now, subs=subs, sender=sender)
-        proof = Proof(source=Source.SMS, keyword=match.keyword, message_id=sms.message_id, raw_text=sms.body)
+        proof = Proof(source=Source.SMS, keyword=match.keyword, message_id=sms.message_id, raw_text=sms.body,
+                      reason=match.why if match.kind is Kind.STOP else None)
         ctx = _Ctx(batch=self, now=now, sms=sms, sender=sender, stored=stored, subs=subs, proof=proof, match=match)
         if match.kind is Kind.STOP:
             plan = ctx.stop()
@@ -224,10 +225,17 @@ class _Batch:
         self.replies.append((position, index, row))
         return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body, language=plan.language)
 
-    def _received_event(self, now: datetime, brand: Brand, sms: InboundSms) -> None:
-        self.writes.event(event_row(now, brand=brand, type=MESSAGE_RECEIVED, data=message_received_event(
+    def _received_event(self, now: datetime, brand: Brand, sms: InboundSms, match: Match | None) -> None:
+        """message.received for a text that changes nothing; message.flagged, with why, for one close to an opt-out."""
+        flagged = match is not None and match.flagged
+        data = message_received_event(
             brand=brand.key, phone=sms.from_phone, to=sms.to, body=sms.body, provider_message_id=sms.message_id,
-            received_at=now, channel=sms.channel, address=sms.from_address, media=media_json(sms.media))))
+            received_at=now, channel=sms.channel, address=sms.from_address, media=media_json(sms.media))
+        if flagged:
+            assert match is not None
+            data["reason"] = match.why
+        self.writes.event(event_row(now, brand=brand, type=MESSAGE_FLAGGED if flagged else MESSAGE_RECEIVED,
+                                    data=data))
 
     def _inbound(self, now: datetime, sms: InboundSms, *, brand: str | None, kind: str, match: Match | None,
                  program: str | None) -> int:
@@ -236,7 +244,9 @@ class _Batch:
             "service_id": sms.service_id, "from_phone": sms.from_phone, "from_address": sms.from_address,
             "channel": sms.channel, "to": sms.to, "body": sms.body, "num_media": sms.num_media,
             "media": media_json(sms.media), "opt_out_type": sms.opt_out_type, "brand": brand, "program": program,
-            "kind": kind, "keyword": match.keyword if match else None, "params": dict(sms.params), "received_at": now,
+            "kind": kind, "keyword": match.keyword if match else None, "params": dict(sms.params),
+            # Flagged only when nothing acted on it: a person decides what it meant.
+            "flagged": bool(match is not None and match.flagged and match.kind is None), "received_at": now,
         })
         return len(self.inbound) - 1
 
@@ -272,7 +282,7 @@ class _Batch:
 
 _INBOUND_COLUMNS = ("provider", "message_id", "account_id", "service_id", "from_phone", "from_address", "channel", "to",
                     "body", "num_media", "media", "opt_out_type", "brand", "program", "kind", "keyword", "params",
-                    "received_at")
+                    "flagged", "received_at")
 
 
 def media_json(media: Sequence[Media]) -> list[dict[str, str | None]] | None:

@@ -7,6 +7,7 @@ re-exported here so they import from one place.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
@@ -31,7 +32,6 @@ from app.matching import (
     Kind,
     Match,
     SenderRules,
-    _intent_words,
     is_opt_out_intent,
     keyword_words,
     normalize,
@@ -176,9 +176,11 @@ class Rules:
     """Every brand, program and sender of one keywords.yaml; built once, never changed."""
 
     def __init__(
-        self, path: str, brands: Mapping[str, Brand], entries: Mapping[tuple[str, str], list[KeywordEntry]]
+        self, path: str, brands: Mapping[str, Brand], entries: Mapping[tuple[str, str], list[KeywordEntry]],
+        *, sha256: str = "",
     ) -> None:
         self.path = path
+        self.sha256 = sha256  # of the file these rules were loaded from
         self.brands: Mapping[str, Brand] = MappingProxyType(dict(brands))
         # Every message rendered once: placeholders only name config values.
         self._rendered: dict[tuple[str, str | None, str], dict[str, str]] = {}
@@ -385,6 +387,7 @@ class _Loader:
 
     def __init__(self, file: str) -> None:
         self.file = file
+        self.sha256 = ""  # of the file's bytes, once read
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.brands: dict[str, _RawBrand] = {}
@@ -773,7 +776,7 @@ class _Loader:
                 return
         else:
             try:
-                e164 = to_e164(value, None, strict=False)
+                e164 = to_e164(value, None)
             except InvalidPhone:
                 e164 = None
             if e164 != value:
@@ -835,17 +838,16 @@ class _Loader:
                             line or 1,
                             f"keyword '{kw.written}' is both a {seen[0]} and a {kind} keyword on sender {sender}",
                         )
-        # A keyword the opt-out intent rule would read as a stop can never do its job.
-        stops = {words: kw.written for words, (kind, kw) in fixed.items() if kind is Kind.STOP}
-        lengths = tuple(sorted({len(w) for w in stops}, reverse=True))
+        # A keyword the opt-out detector would read as a stop can never do its job.
+        stops = [kw.written for kind, kw in fixed.values() if kind is Kind.STOP]
         for program in programs:
             for kind in (Kind.HELP, Kind.START, Kind.CONFIRM, Kind.JOIN):
                 for kw in program.keywords[kind]:
-                    if kw.line is not None and kw.words not in fixed and _intent_words(kw.words, stops, lengths):
+                    if kw.line is not None and kw.words not in fixed and is_opt_out_intent(kw.written, stops):
                         self.error(
                             kw.line,
                             f"{kind} keyword '{kw.written}' would be read as an opt-out (stop) "
-                            "by the opt-out intent rule",
+                            "by the opt-out detector",
                         )
         confirms: dict[tuple[str, ...], tuple[_RawProgram, _Kw]] = {}
         for program in programs:
@@ -905,6 +907,64 @@ class _Loader:
                         "Twilio Advanced Opt-Out claims YES as an opt-in keyword by default "
                         "(turn it off there, or pick another confirm keyword)",
                     )
+                if program.keywords[Kind.JOIN] and "already_subscribed" not in program.messages:
+                    self.warn(
+                        program.messages_line or program.line,
+                        f"program '{brand.key}/{program.key}' has no 'already_subscribed' message: "
+                        "a subscriber who texts a join keyword again gets no answer",
+                    )
+                self.language_warnings(brand, program)
+            self.brand_language_warnings(brand)
+
+    def language_warnings(self, brand: _RawBrand, program: _RawProgram) -> None:
+        """Replies follow the matched keyword's language, else the program's: each must have text in it."""
+        where = f"program '{brand.key}/{program.key}'"
+        required = ["welcome", "stop", "help"] + (["doi_prompt"] if program.double_opt_in else [])
+        for name in required:
+            by_lang = program.messages.get(name)
+            if by_lang and not _has_language(by_lang, program.language):
+                self.warn(
+                    _first_line(by_lang),
+                    f"{where} message '{name}' has no {program.language} text, the program's language; "
+                    f"its replies would be in {_languages(by_lang)}",
+                )
+        reported: set[tuple[str, str]] = set()
+        joined = "doi_prompt" if program.double_opt_in else "welcome"
+        for kind, names in _REPLIES_TO.items():
+            names = tuple(joined if n == "joined" else n for n in names)
+            for kw in program.keywords[kind]:
+                if kw.language is None or kw.language == program.language:
+                    continue
+                for name in names:
+                    by_lang = program.messages.get(name)
+                    if not by_lang or _has_language(by_lang, kw.language) or (name, kw.language) in reported:
+                        continue
+                    reported.add((name, kw.language))
+                    self.warn(
+                        _first_line(by_lang),
+                        f"{where} message '{name}' has no {kw.language} text, so a {kind} keyword in "
+                        f"{kw.language} ('{kw.written}', line {kw.line}) is answered in {_languages(by_lang)}",
+                    )
+
+    def brand_language_warnings(self, brand: _RawBrand) -> None:
+        """Brand-level replies are in the matched keyword's language, else the brand's."""
+        for name, by_lang in brand.messages.items():
+            if not _has_language(by_lang, brand.language):
+                self.warn(
+                    _first_line(by_lang),
+                    f"brand '{brand.key}' message '{name}' has no {brand.language} text, the brand's language; "
+                    f"its replies would be in {_languages(by_lang)}",
+                )
+                continue
+            kind = Kind(name)  # brand-level messages are stop and help
+            languages = {kw.language: kw for p in brand.programs.values() for kw in p.keywords[kind]
+                         if kw.language is not None and not _has_language(by_lang, kw.language)}
+            for language, kw in sorted(languages.items()):
+                self.warn(
+                    _first_line(by_lang),
+                    f"brand '{brand.key}' message '{name}' has no {language} text, so a {kind} keyword in "
+                    f"{language} ('{kw.written}', line {kw.line}) is answered in {_languages(by_lang)}",
+                )
 
     def message_warnings(
         self, brand: _RawBrand, program: _RawProgram | None, name: str, lang: str | None, msg: _Msg
@@ -937,6 +997,19 @@ class _Loader:
                 )
             if not _RATES_DISCLOSURE.search(normalize(rendered)):
                 self.warn(msg.line, f"{where} should say 'Msg&data rates may apply'")
+        programs = [program] if program is not None else list(brand.programs.values())
+        kinds = _INSTRUCTED_KINDS.get(name, tuple(Kind))
+        for forms in _instructed_words(rendered):
+            wanted_words = {keyword_words(form) for form in forms}
+            if not any(kw.words in wanted_words and kw.language in (None, lang)
+                       for p in programs for kind in kinds for kw in p.keywords[kind]):
+                word = forms[0]
+                wanted = " or ".join(str(kind) for kind in kinds) if name in _INSTRUCTED_KINDS else "any"
+                self.warn(
+                    msg.line,
+                    f"{where} tells people to send {word}, which is not a {wanted} keyword of "
+                    f"{'this program' if program is not None else 'its programs'} in {lang}",
+                )
 
     # -- building
 
@@ -976,7 +1049,7 @@ class _Loader:
                 events_secret_env=raw.events_secret_env,
                 programs=MappingProxyType(programs),
             )
-        return Rules(path, brands, entries)
+        return Rules(path, brands, entries, sha256=self.sha256)
 
 
 def _mentions(words: tuple[str, ...], keywords: list[_Kw]) -> bool:
@@ -985,6 +1058,57 @@ def _mentions(words: tuple[str, ...], keywords: list[_Kw]) -> bool:
         if any(words[i : i + size] == kw.words for i in range(len(words) - size + 1)):
             return True
     return False
+
+
+# The replies a keyword of each kind can draw (the transition table, as far as languages go);
+# "joined" is the prompt under double opt-in, else the welcome.
+_REPLIES_TO: Mapping[Kind, tuple[str, ...]] = {
+    Kind.JOIN: ("joined", "already_subscribed"),
+    Kind.CONFIRM: ("welcome", "doi_expired"),
+    Kind.STOP: ("stop",),
+    Kind.HELP: ("help",),
+    Kind.START: ("joined",),
+}
+# What a message may tell people to send: a prompt asks for the confirm keyword, an expiry
+# notice for a join keyword; stop and help are always fair to name. Others: any keyword.
+_INSTRUCTED_KINDS: Mapping[str, tuple[Kind, ...]] = {
+    "doi_prompt": (Kind.CONFIRM, Kind.STOP, Kind.HELP),
+    "doi_expired": (Kind.JOIN, Kind.STOP, Kind.HELP),
+}
+# "Reply YES", "text JOIN", "répondez OUI", "envoyez MENU", "responde SI", "antworte JA"...:
+# the verb (any case) and the word in capitals right after it, the way SMS copy names a
+# keyword; "reply to this message" or "text us" name none.
+_INSTRUCTION = re.compile(
+    r"(?i:\b(?:reply|text|txt|send|respond|r[ée]pond(?:ez|re|s)|envoy(?:ez|er)|envoie|tapez|[ée]crivez|textez"
+    r"|responde|responda|env[ií]a|env[ií]e|escribe|antworte|antworten|sende|senden|rispondi|invia"
+    r"|antwoord|stuur)(?:\s+(?:with|avec|con|mit|com|met))?)\s+"
+    r"[\"'«“]?\s*(\w+)(?: (\w+))?"
+)
+
+
+def _instructed_words(text: str) -> list[tuple[str, ...]]:
+    """The keywords a message tells people to send, as written in capitals: each as (word, two-word form?)."""
+    out = []
+    for found in _INSTRUCTION.finditer(text):
+        first, second = found.group(1), found.group(2)
+        if not first.isupper() or any(ch.isdigit() for ch in first):
+            continue
+        # "Reply OPT OUT" names a two-word keyword; "Reply YES NOW" names YES.
+        out.append((first, f"{first} {second}") if second and second.isupper() else (first,))
+    return out
+
+
+def _has_language(by_lang: Mapping[str | None, _Msg], language: str) -> bool:
+    # As Rules.render picks: the language itself, else its base (pt-BR -> pt).
+    return language in by_lang or language.split("-")[0] in by_lang
+
+
+def _first_line(by_lang: Mapping[str | None, _Msg]) -> int:
+    return min(m.line for m in by_lang.values())
+
+
+def _languages(by_lang: Mapping[str | None, _Msg]) -> str:
+    return ", ".join(str(lang) for lang in by_lang)
 
 
 def _written(keywords: list[_Kw]) -> tuple[str, ...]:
@@ -1004,8 +1128,11 @@ def _read(path: str | os.PathLike[str]) -> tuple[str, _Loader]:
     file = os.fspath(path)
     loader = _Loader(file)
     try:
-        with open(file, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(file, "rb") as fh:
+            data = fh.read()
+        # Read once, hashed as stored: /readyz shows which file a process runs.
+        loader.sha256 = hashlib.sha256(data).hexdigest()
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     except OSError as exc:
         loader.errors.append(Finding(file, 0, f"cannot read the keywords file: {exc.strerror or exc}"))
         return file, loader

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +35,7 @@ from app.outbox import Deadlines, OutboxSender, backlog
 from app.providers.base import Provider
 from app.providers.console import ConsoleProvider
 from app.providers.twilio import TwilioProvider, TwilioSignature
+from app.reload import RELOAD_SIGNAL, register, reload_rules, unregister
 from app.settings import Settings, load_settings
 from app.spool import Spool, drain_forever
 from app.web import api, api_profiles, api_subscriptions, openapi, webhooks
@@ -136,8 +139,16 @@ async def stop_background(state: AppState) -> None:
     close = getattr(state.provider, "close", None)
     if callable(close):
         close()
+    state.keys.close()
     state.writer.engine.dispose()
     state.reader.dispose()
+
+
+def listen_for_reload(state: AppState, role: str) -> Path:
+    """Reload the rules on SIGHUP (off the event loop) and register this process for `optline reload`."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(RELOAD_SIGNAL, lambda: loop.run_in_executor(None, reload_rules, state))
+    return register(state.settings.run_dir, role)
 
 
 async def healthz(_request: Request) -> JSONResponse:
@@ -155,7 +166,9 @@ async def readyz(request: Request) -> Response:
     head = head_revision()
     if current != head:
         return problem(503, f"database at migration {current}, code expects {head}: run optline migrate")
-    return JSONResponse({"status": "ready", "migration": current, "brands": sorted(state.rules.brands)})
+    # The file's hash, not its brands: /readyz is often public, and the hash tells which file each process runs.
+    rules = state.rules
+    return JSONResponse({"status": "ready", "migration": current, "keywords": {"sha256": rules.sha256}})
 
 
 async def metrics(request: Request) -> Response:
@@ -181,9 +194,13 @@ class _Optline(Starlette):
 
 def create_app(
     settings: Settings | None = None, *, provider: Provider | None = None, rules: Rules | None = None,
-    clock: Callable[[], datetime] = utcnow, state: AppState | None = None,
+    clock: Callable[[], datetime] = utcnow, state: AppState | None = None, reload_on_signal: bool = False,
 ) -> Starlette:
-    """The optline web app; tests pass their own provider, rules and clock."""
+    """The optline web app; tests pass their own provider, rules and clock.
+
+    `reload_on_signal` (a served process, on its main thread): reload keywords.yaml on SIGHUP
+    and register the process for `optline reload`.
+    """
     settings = settings or load_settings()
     state = state or build_state(settings, provider=provider, rules=rules, clock=clock)
 
@@ -194,9 +211,11 @@ def create_app(
         state.spool_wake = asyncio.Event()
         state.tasks.append(asyncio.create_task(drain_forever(
             state.spool, partial(webhooks.apply_spooled, state), wake=state.spool_wake), name="optline-spool"))
+        pid_file = listen_for_reload(state, "serve") if reload_on_signal else None
         try:
             yield
         finally:
+            unregister(pid_file)
             await stop_background(state)
 
     routes = [
@@ -228,7 +247,9 @@ def app_from_env() -> Starlette:
     # wait for it to come back; Python's default 5 ms switch interval turns each of those
     # waits into a stall while the event loop is busy (a GIL convoy).
     sys.setswitchinterval(0.0005)
-    app = create_app(settings)
+    # Until the lifespan listens for it, a SIGHUP (a reload) must not end the process.
+    signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
+    app = create_app(settings, reload_on_signal=True)
     # What start-up built (rules, models, routes, libraries) lives as long as the process:
     # move it out of the collector's sight, and collect the young generation less often.
     # The webhooks' objects are freed by reference counting; the full collections that

@@ -1,19 +1,21 @@
-"""Normalising inbound texts and matching them against one sender's keywords (pure).
+"""Matching inbound texts against one sender's keywords (pure); the normaliser is app.normalize.
 
 `app.keywords` loads keywords.yaml and builds one `SenderRules` per receiving number or
 Messaging Service; everything here runs on the webhook hot path, so the tables are built
-once at load and `SenderRules.match` is a normalise, one regex scan and a few dict lookups.
+once at load and `SenderRules.match` is a normalise, one regex scan and a few dict lookups
+for a keyword; any other text goes to the opt-out detector (app.optout).
 """
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
+
+from app.normalize import _WORD, normalize, split_words
+from app.optout import Outcome, detect_normalized
+from app.optout.detector import only_politeness
 
 if TYPE_CHECKING:
     from app.keywords import Brand, Program
@@ -34,9 +36,12 @@ RANK: dict[Kind, int] = {kind: rank for rank, kind in enumerate(Kind)}
 # Enum member lookups and Enum.__hash__ run Python code; the hot path uses these instead.
 _STOP, _HELP, _CONFIRM, _JOIN, _START = Kind.STOP, Kind.HELP, Kind.CONFIRM, Kind.JOIN, Kind.START
 
-# The floor every sender answers to, whatever keywords.yaml says: carriers and the CTIA
-# handbook expect these on every number, and the FCC's 2024 revocation rule names them.
+# The floor every sender answers to, whatever keywords.yaml says: exact stop words on every
+# number. Each group names the list it comes from; a word that normalises like one already
+# listed (OPT-OUT = OPT OUT, ARRÊT = ARRET) is named in a comment, not twice.
 BUILTIN_STOP: tuple[str, ...] = (
+    # Twilio's default opt-out keywords, the CTIA handbook and the FCC's 2024 revocation rule
+    # (47 CFR 64.1200(a)(10)): https://www.twilio.com/docs/messaging/tutorials/advanced-opt-out
     "STOP",
     "STOPALL",
     "UNSUBSCRIBE",
@@ -45,174 +50,81 @@ BUILTIN_STOP: tuple[str, ...] = (
     "QUIT",
     "REVOKE",
     "OPTOUT",
-    "OPT OUT",
+    "OPT OUT",  # also OPT-OUT (AWS)
+    # Telnyx's defaults add the two-word form:
+    # https://developers.telnyx.com/docs/messaging/messages/advanced-opt-in-out
+    "STOP ALL",
+    # AWS End User Messaging SMS required opt-out keywords add REMOVE, TD and ARRET (Canada):
+    # https://docs.aws.amazon.com/sms-voice/latest/userguide/keywords-required.html
+    "REMOVE",
+    "TD",
+    "ARRET",  # also ARRÊT
+    # Nordic and German carriers' STOPP (Norway, Sweden, Germany).
+    "STOPP",
+    # Spanish-language programs (US Hispanic, Latin America, Spain): BAJA, ALTO, PARAR.
+    "BAJA",
+    "ALTO",
+    "PARAR",
+    # Brazil's SAIR (operators' and MEF Brasil's opt-out word).
+    "SAIR",
+    # China: MIIT rules for marketing SMS, "回复TD退订" (reply TD to unsubscribe).
+    "退订",
+    # Japan: 特定電子メール法 refusals, conventionally 配信停止.
+    "配信停止",
+    # Korea: 정보통신망법 art. 50 free refusal, 수신거부.
+    "수신거부",
 )
 BUILTIN_HELP: tuple[str, ...] = ("HELP", "INFO")
 BUILTIN_START: tuple[str, ...] = ("START", "UNSTOP")
 BUILTIN_CONFIRM: tuple[str, ...] = ("YES", "Y")
-
-# Characters a phone keyboard or a copy-paste can slip into "STOP" without the sender
-# seeing them: zero-width spaces and joiners, bidi marks, soft hyphen, BOM, variation
-# selectors and emoji tag characters.
-_INVISIBLE_RANGES = (
-    (0x00AD, 0x00AD),
-    (0x061C, 0x061C),
-    (0x180E, 0x180E),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x2064),
-    (0x2066, 0x2069),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xE0000, 0xE007F),
-    (0xE0100, 0xE01EF),
-)
-_INVISIBLE = frozenset(cp for lo, hi in _INVISIBLE_RANGES for cp in range(lo, hi + 1))
-
-
-class _DropTable(dict[int, int | None]):
-    """str.translate table dropping invisibles and combining marks (accents), filled lazily.
-
-    A per-character unicodedata loop costs microseconds per text; translate() with a dict
-    is C-speed once a character has been seen.
-    """
-
-    def __missing__(self, cp: int) -> int | None:
-        drop = cp in _INVISIBLE or unicodedata.category(chr(cp)) in ("Mn", "Me")
-        value = None if drop else cp
-        self[cp] = value
-        return value
-
-
-_DROP = _DropTable()
-
-# ASCII fast path: most texts are plain ASCII, for which NFKC and accent stripping are no-ops.
-_ASCII_EDGE = string.punctuation + string.whitespace + "".join(map(chr, range(32))) + "\x7f"
-
-# A word is a run of letters/digits; an apostrophe inside a word keeps it one word, so
-# "don't stop" counts two words, not three, for the short-text rule.
-_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
-
-# Opt-out intent (see is_opt_out_intent).
-_SHORT_TEXT_WORDS = 6
-_INTENT_WORDS = frozenset({"stop", "stopall", "unsubscribe", "optout", "revoke"})
-_INTENT_PAIRS = frozenset({("opt", "out")})
-# Unmistakable requests, honoured at any length; each maps to the stop word it reports.
-_INTENT_PHRASES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = tuple(
-    (tuple(phrase.split()), tuple(reported.split()))
-    for phrase, reported in (
-        ("stop texting", "stop"),
-        ("stop txting", "stop"),
-        ("stop sending", "stop"),
-        ("stop messaging", "stop"),
-        ("stop contacting", "stop"),
-        ("stop spamming", "stop"),
-        ("stop the texts", "stop"),
-        ("stop these texts", "stop"),
-        ("stop the messages", "stop"),
-        ("stop these messages", "stop"),
-        ("unsubscribe me", "unsubscribe"),
-        ("opt me out", "opt out"),
-        ("remove me from", "remove me"),
-        ("take me off", "take me off"),
-        ("do not text me", "do not text me"),
-        ("don't text me", "don't text me"),
-        ("dont text me", "dont text me"),
-    )
-)
-
-
-def _is_edge(ch: str) -> bool:
-    # Punctuation, symbols (emoji are So/Sk), separators, controls/format/unassigned
-    # (newer emoji than this Python's Unicode tables) and marks left at an edge.
-    return unicodedata.category(ch)[0] in "PSZCM"
-
-
-def normalize(text: str) -> str:
-    """Normalise a text or keyword for matching: NFKC, no invisibles or accents, casefolded, trimmed."""
-    if text.isascii():
-        return " ".join(text.lower().split()).strip(_ASCII_EDGE)
-    # Accents go after casefolding, which can itself produce combining marks (İ -> i̇).
-    s = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold()).translate(_DROP)
-    s = " ".join(unicodedata.normalize("NFC", s).split())
-    start, end = 0, len(s)
-    while start < end and _is_edge(s[start]):
-        start += 1
-    while end > start and _is_edge(s[end - 1]):
-        end -= 1
-    return s[start:end]
-
-
-def split_words(normalized: str) -> tuple[str, ...]:
-    """The words of a normalised text: runs of letters and digits ("stop, please" -> stop, please)."""
-    return tuple(_WORD.findall(normalized))
-
 
 def keyword_words(keyword: str) -> tuple[str, ...]:
     """The word sequence a keyword matches, normalised exactly as inbound texts are."""
     return split_words(normalize(keyword))
 
 
-# Phrases indexed by their first word, so a scan is one set lookup per word.
-_PHRASES_BY_FIRST: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {}
-for _phrase, _reported in _INTENT_PHRASES:
-    _PHRASES_BY_FIRST[_phrase[0]] = (*_PHRASES_BY_FIRST.get(_phrase[0], ()), (_phrase, _reported))
-_SHORT_FIRSTS = _INTENT_WORDS | {first for first, _ in _INTENT_PAIRS}
-
-
-def _intent_words(
-    words: tuple[str, ...], stop_prefixes: dict[tuple[str, ...], str], lengths: tuple[int, ...]
+def _stop_keyword_in(
+    words: tuple[str, ...], stop_words: dict[tuple[str, ...], str], lengths: tuple[int, ...]
 ) -> tuple[str, ...] | None:
-    """The words of the stop keyword or intent word behind an opt-out reading of `words`, else None."""
+    """The first stop keyword (longest first) found among a text's words, else None."""
     n = len(words)
-    for length in lengths:  # longest first: "opt out now" is OPT OUT, not a shorter prefix
-        if length <= n and words[:length] in stop_prefixes:
-            return words[:length]
-    if n <= _SHORT_TEXT_WORDS:
-        for i, word in enumerate(words):
-            if word in _SHORT_FIRSTS:
-                if word in _INTENT_WORDS:
-                    return (word,)
-                if i + 1 < n and (word, words[i + 1]) in _INTENT_PAIRS:
-                    return (word, words[i + 1])
-    for i, word in enumerate(words):
-        candidates = _PHRASES_BY_FIRST.get(word)
-        if candidates is not None:
-            for phrase, reported in candidates:
-                if words[i : i + len(phrase)] == phrase:
-                    return reported
+    for length in lengths:
+        for i in range(n - length + 1):
+            if words[i : i + length] in stop_words:
+                return words[i : i + length]
     return None
 
 
-def is_opt_out_intent(normalized: str, stop_keywords: Iterable[str] = BUILTIN_STOP) -> bool:
-    """Whether a text revokes consent under the FCC rule, beyond an exact stop keyword.
+# A brand's own stop keyword (keywords.yaml) with only politeness around it is a stop too
+# ("BASTA ya", "ENOUGH please"): the detector's lexicons cannot know every brand's words.
+def _keyword_with_fillers(
+    words: tuple[str, ...], stop_words: dict[tuple[str, ...], str], lengths: tuple[int, ...]
+) -> tuple[str, ...] | None:
+    """A stop keyword that begins or ends the text, everything else politeness ("arret svp"), else None."""
+    n = len(words)
+    for length in lengths:
+        if length < n:
+            if words[:length] in stop_words and only_politeness(words[length:]):
+                return words[:length]
+            if words[-length:] in stop_words and only_politeness(words[:-length]):
+                return words[-length:]
+    return None
 
-    The FCC (2024 TCPA order) treats a reply of "stop", "quit", "end", "revoke", "opt out",
-    "cancel" or "unsubscribe" as a revocation by reasonable means. optline reads a text as
-    an opt-out when, after normalising:
 
-    1. its words begin with the words of any stop keyword (exact keywords included):
-       "Stop please", "STOP. Thank you", "stop texting me", "Opt out now", "End";
-    2. or it has at most six words and one of them is "stop", "stopall", "unsubscribe",
-       "optout" or "revoke", or it has "opt out" as two consecutive words: "please stop",
-       "can you unsubscribe me", "Don't stop" (doubt is resolved towards honouring it);
-    3. or, at any length, it contains an unmistakable request such as "stop texting",
-       "stop sending", "unsubscribe me", "opt me out", "remove me from", "don't text me".
+def is_opt_out_intent(text: str, stop_keywords: Iterable[str] = BUILTIN_STOP) -> bool:
+    """Whether a text revokes consent: a stop keyword (alone or with politeness around it), or a detected opt-out.
 
-    Not opt-outs: long texts that merely contain such a word ("I can't stop drinking your
-    coffee it is the best thing ever in my life"), and "end", "quit" or "cancel" anywhere
-    but first ("what time does the sale end", "can I cancel my order"): they are everyday
-    words, so only their leading position signals a revocation. "stopwatch" is not "stop".
-
-    `normalized` should come from `normalize()`; raw text is normalised again (idempotent).
+    The detector (app.optout) reads paraphrases, typos, spaced letters, wrong-number and
+    never-signed-up replies in twelve languages, and refuses negated uses and other senses
+    ("don't stop the deals", "bus stop", "cancel my order"); see app/optout/detector.py.
     """
-    prefixes: dict[tuple[str, ...], str] = {}
-    for keyword in stop_keywords:
-        words = keyword_words(keyword)
-        if words:
-            prefixes.setdefault(words, keyword)
-    lengths = tuple(sorted({len(w) for w in prefixes}, reverse=True))
-    return _intent_words(split_words(normalize(normalized)), prefixes, lengths) is not None
+    normalized = normalize(text)
+    words = split_words(normalized)
+    stops = {w: k for k in stop_keywords if (w := keyword_words(k))}
+    lengths = tuple(sorted({len(w) for w in stops}, reverse=True))
+    if words in stops or _keyword_with_fillers(words, stops, lengths) is not None:
+        return True
+    return detect_normalized(normalized).outcome is Outcome.OPT_OUT
 
 
 @dataclass(frozen=True)
@@ -220,11 +132,13 @@ class Match:
     """How one inbound text reads on one sender."""
 
     kind: Kind | None  # None = unmatched
-    keyword: str | None  # the configured keyword as written ("OPT OUT"); for intent stops the stop word found
+    keyword: str | None  # the configured keyword as written ("OPT OUT"); for detected stops the stop word or phrase
     language: str | None  # language of the keyword list that matched; None for language-less lists
     program: str | None  # program key this match is scoped to; None = the whole sender
     normalized: str  # the normalised text
-    by_intent: bool = False  # a stop found by the opt-out intent rule, not an exact keyword
+    by_intent: bool = False  # a stop found by the opt-out detector, not an exact keyword
+    flagged: bool = False  # close to an opt-out but not honoured (negated, vetoed, ambiguous): a person should look
+    why: str | None = None  # the rule and words that decided, human-readable: "phrase(fr): 'ne plus recevoir'"
 
 
 def _match(
@@ -234,18 +148,22 @@ def _match(
     program: str | None,
     normalized: str,
     by_intent: bool = False,
+    flagged: bool = False,
+    why: str | None = None,
 ) -> Match:
     # A frozen dataclass's __init__ costs ~2 µs (object.__setattr__ per field); on the
     # webhook hot path we fill the instance dict directly. Same object, same equality.
     m = object.__new__(Match)
     m.__dict__.update(
-        kind=kind, keyword=keyword, language=language, program=program, normalized=normalized, by_intent=by_intent
-    )
+        kind=kind, keyword=keyword, language=language, program=program, normalized=normalized, by_intent=by_intent,
+        flagged=flagged, why=why,
+    )  # fmt: skip
     return m
 
 
-_Resolved = tuple[Kind | None, str | None, str | None, str | None, bool]
-_UNMATCHED: _Resolved = (None, None, None, None, False)
+# kind, keyword, language, program, by_intent, flagged, why
+_Resolved = tuple[Kind | None, str | None, str | None, str | None, bool, bool, str | None]
+_UNMATCHED: _Resolved = (None, None, None, None, False, False, None)
 
 
 class KeywordEntry(NamedTuple):
@@ -278,9 +196,10 @@ class SenderRules:
             if current is None or RANK[entry.kind] < RANK[current.kind]:
                 exact[entry.words] = entry
             elif current.kind is entry.kind and current.language is None and entry.language is not None:
-                # YES from the language-less default list and YES under `en:`: the reply
-                # should still know the person wrote English.
-                exact[entry.words] = current._replace(language=entry.language)
+                # YES from the language-less default list and YES under `en:`, ARRET from the
+                # floor and ARRÊT under `fr:`: the reply should still know the person wrote
+                # French, and the record shows the brand's own spelling.
+                exact[entry.words] = entry._replace(program=current.program)
         self._args = args
         self._lengths = tuple(sorted({len(w) for w in exact}))
         self._stop_prefixes = stop_prefixes
@@ -308,22 +227,25 @@ class SenderRules:
         # Twilio Advanced Opt-Out has already acted on its own keyword lists; the state we
         # keep must agree with what the carrier and Twilio now believe.
         kind = opt_out_type.strip().upper()
+        why = f"provider: OptOutType {kind}"
         if kind == "STOP" and found.kind is not _STOP:
-            return _match(_STOP, "STOP", None, None, normalized)
+            return _match(_STOP, "STOP", None, None, normalized, why=why)
         if kind == "HELP" and found.kind is not _HELP:
-            return _match(_HELP, "HELP", None, None, normalized)
+            return _match(_HELP, "HELP", None, None, normalized, why=why)
         if kind == "START" and found.kind is not _CONFIRM and found.kind is not _JOIN and found.kind is not _START:
-            return _match(_START, "START", None, None, normalized)
+            return _match(_START, "START", None, None, normalized, why=why)
         return found
 
     def _match_words(self, normalized: str, words: tuple[str, ...]) -> Match:
         resolved = self._resolved.get(words)
         if resolved is None:
-            resolved = self._resolve(words)
-        return _match(resolved[0], resolved[1], resolved[2], resolved[3], normalized, resolved[4])
+            resolved = self._resolve(words, normalized)
+        return _match(
+            resolved[0], resolved[1], resolved[2], resolved[3], normalized, resolved[4], resolved[5], resolved[6]
+        )
 
-    def _resolve(self, words: tuple[str, ...]) -> _Resolved:
-        """kind, keyword, language, program, by_intent for a text's words."""
+    def _resolve(self, words: tuple[str, ...], normalized: str | None = None) -> _Resolved:
+        """kind, keyword, language, program, by_intent, flagged, why for a text's words (and its punctuation)."""
         if not words:
             return _UNMATCHED
         exact = self._exact
@@ -341,14 +263,25 @@ class SenderRules:
                 target = self._args.get(words[length:])
                 if target is not None and (best is None or head[1] < best[1]):
                     best, program = head, target
+        flagged, why = False, None
         if best is None or best[1]:
-            found = _intent_words(words, self._stop_prefixes, self._stop_lengths)
-            if found is not None:
-                hit = exact.get(found)
-                if hit is not None and not hit[1]:
-                    return (_STOP, hit[0].keyword, hit[0].language, None, True)
-                return (_STOP, " ".join(found).upper(), None, None, True)
+            stops, lengths = self._stop_prefixes, self._stop_lengths
+            own = _keyword_with_fillers(words, stops, lengths)
+            if own is not None:
+                hit = exact[own][0]
+                return (_STOP, hit.keyword, hit.language, None, True, False, f"keyword: '{hit.keyword}' + politeness")
+            verdict = detect_normalized(normalized if normalized is not None else " ".join(words))
+            if verdict.outcome is Outcome.OPT_OUT:
+                # Report the sender's own stop keyword when the text holds one ("please stop" -> STOP).
+                found = _stop_keyword_in(words, stops, lengths)
+                if found is not None:
+                    hit = exact[found][0]
+                    return (_STOP, hit.keyword, hit.language, None, True, False, verdict.why)
+                return (_STOP, (verdict.words or "").upper(), None, None, True, False, verdict.why)
+            flagged, why = verdict.outcome is Outcome.FLAGGED, verdict.why
         if best is None:
-            return _UNMATCHED
+            return (None, None, None, None, False, flagged, why)
         entry = best[0]
-        return (entry.kind, entry.keyword, entry.language, program, False)
+        if why is None and not best[1]:
+            why = f"keyword: '{entry.keyword}'"
+        return (entry.kind, entry.keyword, entry.language, program, False, flagged, why)

@@ -4,7 +4,7 @@ Where each figure is taken, chosen so the webhook path does no extra database wo
 
     optline_inbound_total{kind}, optline_inbound_duplicates_total, optline_replies_queued_total
         the webhook, from the result of its inbound job
-    optline_transitions_total{program,event,from_status,to_status}
+    optline_transitions_total{brand,program,event,from_status,to_status}
         `app.consent.record` notes each consent event on its connection (`note_transition`);
         the writer engine's commit counts them and a rollback drops them, so a batch that
         fails and is re-run job by job is counted once
@@ -36,11 +36,13 @@ BACKLOG_CHANNELS = ("sms", "event")
 BACKLOG_STATUSES = ("pending", "sending")
 
 
-def note_transition(conn: Connection, *, program: str, event: str, from_status: str, to_status: str) -> None:
+def note_transition(
+    conn: Connection, *, brand: str, program: str, event: str, from_status: str, to_status: str
+) -> None:
     """Remember one consent event for the metrics, counted when the transaction commits."""
     pending = conn.info.get(_PENDING)
     if pending is not None:
-        pending.append((program, event, from_status, to_status))
+        pending.append((brand, program, event, from_status, to_status))
 
 
 def forget_transitions(conn: Connection, mark: int | None) -> int:
@@ -74,8 +76,8 @@ class Metrics:
         self.duplicates_total = Counter("optline_inbound_duplicates_total", "Inbound texts already seen", registry=r)
         self.replies_total = Counter("optline_replies_queued_total", "Replies queued", registry=r)
         self.transitions_total = Counter(
-            "optline_transitions_total", "Consent events committed, by program, event and status change",
-            ["program", "event", "from_status", "to_status"], registry=r)
+            "optline_transitions_total", "Consent events committed, by brand, program, event and status change",
+            ["brand", "program", "event", "from_status", "to_status"], registry=r)
         self.sends_total = Counter("optline_sends_total", "Outbox sends by channel and outcome "
                                    "(sent, retry, failed, opted_out, cancelled)", ["channel", "outcome"], registry=r)
         self.send_seconds = Histogram("optline_send_seconds", "Provider (or brand events URL) call latency",

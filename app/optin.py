@@ -153,10 +153,15 @@ def opt_out(
 
 
 def profile_ref(conn: Connection, *, brand: str, profile_id: str) -> tuple[str, str | None] | None:
-    """(id, externalId) of a live profile of this brand, or None."""
+    """(id, externalId) of the live profile of this brand whose `prof_` id or externalId is `profile_id`, or None.
+
+    Noticia's own opt-in example names the profile by the CRM's externalId. As for
+    GET /v1/profiles/{ref}, an id wins over an externalId that happens to look like one.
+    """
     rows = Raw(conn).rows(
-        "SELECT id, external_id FROM profiles WHERE id = :id AND brand = :brand AND deleted_at IS NULL",
-        {"id": profile_id, "brand": brand},
+        "SELECT id, external_id FROM profiles WHERE brand = :brand AND deleted_at IS NULL"
+        " AND (id = :ref OR external_id = :ref) ORDER BY CASE WHEN id = :ref THEN 0 ELSE 1 END LIMIT 1",
+        {"ref": profile_id, "brand": brand},
     )
     return (rows[0]["id"], rows[0]["external_id"]) if rows else None
 

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.consent import Proof, apply_event, load_subs
 from app.db import Writer
+from app.errors import DatabaseUnavailable
 from app.keywords import Rules
 from app.metrics import Metrics
 from app.models import outbox
@@ -52,6 +53,9 @@ from app.sql import Raw, in_list, insert_sql
 from app.subscriptions import Event, Source
 
 log = logging.getLogger("optline.outbox")
+
+# How long a sender keeps trying to record a send's outcome through a database outage.
+RECORD_PATIENCE = 300.0
 
 
 class OutboxStatus(StrEnum):
@@ -204,7 +208,11 @@ def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: ti
         # behind 5,000 prompts, which capped a worker at about 220 sends/s. Sorting and bitmap
         # scans are priced out for these queries only (set_config's `true`: this transaction).
         # (If _pick fails, the transaction fails with it, and so do these settings.)
-        raw.execute("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)")
+        # JIT off too: a plan priced out like that crosses jit_above_cost, and compiling it cost
+        # about a second a claim. It stays off for the rest of the transaction: its other jobs
+        # are short OLTP statements that JIT never helps.
+        raw.execute("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),"
+                    " set_config('jit', 'off', true)")
         ids = _pick(raw, now, limit=limit, channel=channel)
         raw.execute("SELECT set_config('enable_sort', 'on', true), set_config('enable_bitmapscan', 'on', true)")
     else:
@@ -294,13 +302,24 @@ def _pick(raw: Raw, now: datetime, *, limit: int, channel: str | None) -> list[i
             f"{where_channel}{turn} ORDER BY next_attempt_at LIMIT :limit{lock}", params).fetchall()]
         if len(picked) >= limit:
             return picked
-    # Rows whose sender died mid-send (few: at most what the senders had in flight).
-    params["limit"] = limit - len(picked)
-    expired = raw.execute(
-        "SELECT id FROM outbox WHERE status IN ('sending', 'dispatching') AND lease_until < :now"
-        f"{where_channel} AND (purpose = 'stop' OR {_IN_TURN}) ORDER BY next_attempt_at LIMIT :limit{lock}",
-        params).fetchall()
-    return picked + [row[0] for row in expired]
+    # Rows whose sender died mid-send (few: at most what the senders had in flight). One status
+    # a query, so each walks the (status, next_attempt_at) index in order instead of sorting.
+    for status in ("sending", "dispatching"):
+        params.update(status=status, limit=limit - len(picked))
+        picked += [row[0] for row in raw.execute(
+            "SELECT id FROM outbox WHERE status = :status AND lease_until < :now"
+            f"{where_channel} AND (purpose = 'stop' OR {_IN_TURN}) ORDER BY next_attempt_at LIMIT :limit{lock}",
+            params).fetchall()]
+        if len(picked) >= limit:
+            break
+    return picked
+
+
+# A text may still go out: a stop reply or a brand event always; any other text unless the
+# phone opted out of its program (of any of the brand's, for a brand-level text) since it was queued.
+_STILL_ALLOWED = ("(purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
+                  " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
+                  " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))")
 
 
 def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bool:
@@ -316,10 +335,7 @@ def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bo
     params = {"id": row_id, "worker": worker, "now": now}
     decided = raw.rowcount(
         "UPDATE outbox SET status = 'dispatching', dispatched_at = :now, updated_at = :now"
-        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')"
-        " AND (purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
-        " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
-        " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))",
+        f" WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching') AND {_STILL_ALLOWED}",
         params)
     if decided:
         return True
@@ -369,12 +385,18 @@ def record_failure(
         "status": OutboxStatus.PENDING.value if retry_at is not None else OutboxStatus.FAILED.value,
         "next": retry_at,
     }
-    Raw(conn).execute(
+    raw = Raw(conn)
+    raw.execute(
         "UPDATE outbox SET status = :status, next_attempt_at = COALESCE(:next, next_attempt_at), error_code ="
         " :error_code, error_reason = :error_reason, lease_until = NULL, updated_at = :now"
         " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
         values,
     )
+    if retry_at is not None:
+        # A stop that landed while this send was in flight could not cancel it then: it does now.
+        raw.execute(f"UPDATE outbox SET status = 'cancelled', error_reason = :reason, updated_at = :now"
+                    f" WHERE id = :id AND status = 'pending' AND NOT {_STILL_ALLOWED}",
+                    {"id": row.id, "now": now, "reason": CANCELLED_BY_OPT_OUT})
     if error.opted_out and row.brand and row.phone:
         carrier_opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone,
                         to=row.from_number, service_id=row.service_id, code=error.code)
@@ -478,6 +500,7 @@ class OutboxSender:
                                             thread_name_prefix="optline-send")
         self._wakes = {CHANNEL_SMS: asyncio.Event(), CHANNEL_EVENT: asyncio.Event()}
         self._stopping = False
+        self._unrecorded: set[int] = set()  # rows sent whose outcome is not recorded yet
         self.sent = 0
 
     def wake(self) -> None:
@@ -515,6 +538,8 @@ class OutboxSender:
                 try:
                     rows = await self.writer.run(lambda conn, now: claim(
                         conn, now, worker=self.worker_id, limit=free, lease=self.lease, channel=channel))
+                except DatabaseUnavailable as exc:
+                    log.warning("outbox claim failed (%s); retrying", exc)
                 except Exception:  # noqa: BLE001 - a database blip must not kill the sender
                     log.exception("outbox claim failed; retrying")
             for row in rows:
@@ -577,6 +602,10 @@ class OutboxSender:
         return True
 
     async def _deliver(self, row: Claimed) -> None:
+        if row.id in self._unrecorded:
+            # Sent by this process already; its outcome is still being recorded (the database was
+            # away longer than the lease). Sending it again would text the phone twice.
+            return
         loop = asyncio.get_running_loop()
         outcome: SendResult | SendError | None
         try:
@@ -620,20 +649,28 @@ class OutboxSender:
                            row, locks=[row.phone] if outcome.opted_out and row.phone else ())
 
     async def _record(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...]) -> None:
-        """Record a send's outcome, retrying while the lease lasts: a lost record means a second send."""
-        deadline = time.monotonic() + self.lease.total_seconds() / 2
+        """Record a send's outcome, retrying through a database outage: a lost record means a second send.
+
+        Until it is recorded, this process does not send the row again even if its lease runs
+        out and a claim hands it back (see `_deliver`); another process could, after the lease.
+        """
+        deadline = time.monotonic() + RECORD_PATIENCE
         pause = 0.2
-        while True:
-            try:
-                await self.writer.run(job, locks=locks)
-                return
-            except Exception:  # noqa: BLE001 - a database blip; the lease keeps the row ours meanwhile
-                if time.monotonic() + pause > deadline or self._stopping:
-                    log.exception("could not record the outcome of outbox row %s; it is retried after its lease",
-                                  row.id)
+        self._unrecorded.add(row.id)
+        try:
+            while True:
+                try:
+                    await self.writer.run(job, locks=locks)
                     return
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+                except Exception:  # noqa: BLE001 - a database blip; the row stays ours meanwhile
+                    if time.monotonic() + pause > deadline or self._stopping:
+                        log.exception("could not record the outcome of outbox row %s; it is retried after its lease",
+                                      row.id)
+                        return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        finally:
+            self._unrecorded.discard(row.id)
 
     async def _dispatch(self, row: Claimed) -> bool:
         """The cancel rule, decided as late as possible and under the phone's lock (see `dispatch`)."""

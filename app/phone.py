@@ -20,13 +20,15 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber:
 # Cached: a subscriber's number arrives with every text they send, and libphonenumber's
 # parse is a tenth of a webhook's CPU. Refused numbers raise and are not cached.
 @lru_cache(maxsize=65536)
-def to_e164(raw: str, region: str | None = None, *, strict: bool = True) -> str:
+def to_e164(raw: str, region: str | None = None) -> str:
     """Parse `raw` into E.164, using `region` for numbers written without a country code.
 
     A number with a country code may be written `+33612345678` or as bare digits starting
-    with the code (`12225555151`). `strict` asks libphonenumber whether the number is
-    valid (API input); inbound texts use strict=False and only require a possible number,
-    because a carrier delivered it and losing a STOP over a numbering-plan detail is worse.
+    with the code (`12225555151`). One rule for the API, webhooks and the CLI: the number
+    must be *possible* for its country (a length and shape its plan allows, `_possible`),
+    not *valid* (an assigned range). Carriers deliver texts from numbers libphonenumber calls
+    invalid, and a brand must be able to read back, by that number, anything a webhook
+    stored; Cordial's own example address (12225555151) is possible but not valid.
     """
     text = (raw or "").strip()
     if not text:
@@ -48,12 +50,30 @@ def to_e164(raw: str, region: str | None = None, *, strict: bool = True) -> str:
             number = _parse(candidate, reg)
         except phonenumbers.NumberParseException:
             continue
-        ok = phonenumbers.is_valid_number(number) if strict else phonenumbers.is_possible_number(number)
-        if ok:
+        if _possible(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not text.startswith("+") and not region:
         raise InvalidPhone("phone number has no country code and no default region applies")
     raise InvalidPhone("not a valid phone number")
+
+
+def _possible(number: phonenumbers.PhoneNumber) -> bool:
+    """Possible for its country: a length its plan allows, and the shape of its plan's numbers.
+
+    libphonenumber's is_possible_number checks the length alone, so a French national
+    0612345678 read in region US would pass as +10612345678; the country's general pattern
+    (NANP: [2-9]XX...) refuses it while still taking every range, assigned or not.
+    """
+    if not phonenumbers.is_possible_number(number):
+        return False
+    region = phonenumbers.region_code_for_country_code(number.country_code)
+    metadata = (phonenumbers.PhoneMetadata.metadata_for_nongeo_region(number.country_code)
+                if region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+                else phonenumbers.PhoneMetadata.metadata_for_region(region))
+    pattern = metadata.general_desc.national_number_pattern if metadata and metadata.general_desc else None
+    if not pattern:
+        return True
+    return re.fullmatch(pattern, phonenumbers.national_significant_number(number)) is not None
 
 
 def country_of(e164: str) -> str | None:
@@ -95,8 +115,12 @@ def in_countries(e164: str, allowed: frozenset[str]) -> bool:
         return True
     if any(phonenumbers.is_valid_number_for_region(number, region) for region in candidates):
         return True
-    # Not valid in any allowed region: fall back to the full lookup (it may name no region).
-    return phonenumbers.region_code_for_number(number) in allowed
+    # Not valid in any allowed region: fall back to the full lookup. A possible number in no
+    # known range (Cordial's 12225555151) belongs to its calling code's main country (+1: US).
+    region = phonenumbers.region_code_for_number(number)
+    if region is None:
+        region = phonenumbers.region_code_for_country_code(number.country_code)
+    return region in allowed
 
 
 # Channels a provider may post through the same webhook, with a prefix on the address
@@ -145,7 +169,7 @@ def inbound_address(raw: str) -> Address:
         number = _parse(text, None)
     except phonenumbers.NumberParseException:
         raise InvalidPhone("not a phone number") from None
-    if not phonenumbers.is_possible_number(number):
+    if not _possible(number):  # the API's rule too: what a webhook stored, the API can read back
         raise InvalidPhone("not a possible phone number for its country")
     return Address(channel, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), raw.strip())
 

@@ -26,6 +26,9 @@ from pydantic_core import PydanticCustomError
 
 MAX_BATCH = 1000
 MAX_ATTRIBUTE_KEY = 100
+# Deeper than any real profile or consent proof; the cap keeps recursive code (validation,
+# JSON encoding, jsonb) far from Python's recursion limit.
+MAX_JSON_DEPTH = 32
 
 _REQUEST = ConfigDict(
     alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="forbid",
@@ -39,6 +42,62 @@ def _not_empty(value: Any) -> Any:
         value = value.strip()
         if not value:
             raise PydanticCustomError("empty_string", "must not be empty; send null to clear the field")
+    return value
+
+
+NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
+SURROGATE_MESSAGE = "must not contain unpaired surrogates (\\ud800 to \\udfff)"
+DEPTH_MESSAGE = f"is nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _text_fault(text: str) -> str | None:
+    # Neither database can store these: PostgreSQL's text refuses NUL, and a lone surrogate
+    # has no UTF-8 form at all (the driver, and the JSON answer, would fail on it).
+    if "\x00" in text:
+        return NUL_MESSAGE
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return SURROGATE_MESSAGE
+    return None
+
+
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """The first (dotted path, message) in parsed JSON that cannot be stored: too deep, NUL, or a lone surrogate.
+
+    The path is "" for the value itself. Iterative, so a deep value cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            fault = _text_fault(item)
+            if fault is not None:
+                return path, fault
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                return path, DEPTH_MESSAGE
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                child_path = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and (fault := _text_fault(key)) is not None:
+                    return child_path, f"field names {fault}"
+                stack.append((child, child_path, depth + 1))
+    return None
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):  # the common case, on every field of every batch item: no walk
+        fault = _text_fault(value)
+        if fault is not None:
+            raise PydanticCustomError("unstorable", fault)
+        return value
+    found = unstorable(value)
+    if found is not None:
+        path, message = found
+        raise PydanticCustomError("unstorable", "{path}{message}", {"path": f"{path}: " if path else "",
+                                                                      "message": message})
     return value
 
 
@@ -95,6 +154,10 @@ class ProfileIn(BaseModel):
     _strings_not_empty = field_validator(
         "external_id", "phone_number", "email", "first_name", "last_name", "timezone", mode="before",
     )(_not_empty)
+    # Batch items are checked here, one by one, so such an item fails only itself.
+    _strings_storable = field_validator(
+        "external_id", "phone_number", "email", "first_name", "last_name", "timezone", "attributes", mode="before",
+    )(_storable)
 
     @field_validator("attributes", mode="before")
     @classmethod
@@ -209,7 +272,8 @@ class OptInIn(_In):
 
     phone_number: str = Field(min_length=1, max_length=40, description="E.164, digits with a country code, or national")
     program: str | None = Field(None, min_length=1, max_length=64, description="program key; optional when the brand has one")
-    profile_id: str | None = Field(None, min_length=1, max_length=40, description="a prof_ id to attach")
+    profile_id: str | None = Field(None, min_length=1, max_length=255,
+                                   description="the profile to attach: its prof_ id or its externalId")
     consent_source: str = Field(min_length=1, max_length=200, description="where consent was given, e.g. web-checkout")
     consented_at: AwareDatetime = Field(description="when consent was given (RFC 3339 with offset)")
     consent_proof: ConsentProof
@@ -249,6 +313,8 @@ class ContactProgramIn(_In):
 
 
 class ContactSmsIn(_In):
+    # Cordial's SMS object carries the address too; when sent it must be the path's number.
+    address: str | None = Field(None, min_length=1, max_length=40, description="the path's number, if sent")
     programs: dict[str, ContactProgramIn] = Field(min_length=1)
 
 
@@ -365,8 +431,19 @@ class ContactOut(BaseModel):
     channels: ContactChannelsOut
 
 
+class StatusCounts(BaseModel):
+    """How many phones a program has in each status."""
+
+    model_config = _RESPONSE
+
+    none: int
+    pending_doi: int = Field(alias="pendingDOI")
+    subscribed: int
+    unsubscribed: int
+
+
 class ProgramOut(BaseModel):
-    """A program as configured in keywords.yaml."""
+    """A program as configured in keywords.yaml, with its subscriber counts."""
 
     model_config = _RESPONSE
 
@@ -378,6 +455,7 @@ class ProgramOut(BaseModel):
     prompt_cooldown_seconds: int
     language: str
     keywords: dict[str, list[str]] = Field(description="Active keywords by kind: join, confirm, stop, help, start.")
+    counts: StatusCounts = Field(description="Phones per subscription status, now.")
 
 
 class ProgramPage(BaseModel):
@@ -447,6 +525,7 @@ __all__ = [
     "OptOutIn",
     "ProgramOut",
     "ProgramPage",
+    "StatusCounts",
     "SubscriptionOut",
     "SubscriptionPage",
     "FieldError",

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # a random key is made once and kept in `secret_key_file`.
     secret_key: str | None = Field(None, min_length=32, validation_alias="OPTLINE_SECRET_KEY")
     secret_key_file: str = Field(str(PROJECT_ROOT / "var" / "secret.key"), validation_alias="OPTLINE_SECRET_KEY_FILE")
+    # Where each running `serve` / `worker` process leaves its pid file, so `optline reload`
+    # can find every one of them on this machine (also the children of `serve --workers N`).
+    run_dir: str = Field(str(PROJECT_ROOT / "var" / "run"), validation_alias="OPTLINE_RUN_DIR")
     # Where webhooks the database could not take in time are kept (fsynced) until it can.
     spool_dir: str = Field(str(PROJECT_ROOT / "var" / "spool"), validation_alias="OPTLINE_SPOOL_DIR")
     # How long a request waits for the database before a webhook is spooled, or an API call answers 503.

@@ -25,6 +25,7 @@ from typing import Any
 import httpx2 as httpx
 import sqlalchemy as sa
 
+from bench import optout
 from bench.load import (
     LUA_DONE,
     Server,
@@ -289,6 +290,7 @@ end
 
 def list_pages(app: Optline, key: str, url: str, args: argparse.Namespace) -> None:
     """Time list pages at the start and at the end of 10k, then of 1M profiles (keyset paging stays flat)."""
+    from app.settings import load_settings
     from app.web.api import encode_cursor
 
     engine = sa.create_engine(url)
@@ -299,7 +301,8 @@ def list_pages(app: Optline, key: str, url: str, args: argparse.Namespace) -> No
             with engine.connect() as conn:
                 rows = conn.execute(sa.text("SELECT updated_at, id FROM profiles WHERE brand = 'acme' "
                                             "ORDER BY updated_at, id LIMIT 1 OFFSET :o"), {"o": total - 200}).first()
-            deep = encode_cursor([str(rows[0]).replace(" ", "T") + "+00:00", rows[1]])
+            # Signed with the servers' key: they read OPTLINE_SECRET_KEY (or var/secret.key) as we do.
+            deep = encode_cursor([str(rows[0]).replace(" ", "T") + "+00:00", rows[1]], load_settings())
             for where, cursor in (("first", None), ("last", deep)):
                 times = []
                 for _ in range(30):
@@ -333,10 +336,13 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=20_000)
     parser.add_argument("--burst-timeout", type=float, default=240.0)
     parser.add_argument("--profiles", type=int, default=1_000_000)
-    parser.add_argument("--only", nargs="*", default=["inbound", "burst", "api"],
-                        choices=["inbound", "burst", "api"])
+    parser.add_argument("--only", nargs="*", default=["inbound", "burst", "api", "optout"],
+                        choices=["inbound", "burst", "api", "optout"])
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
+    if args.only == ["optout"]:  # pure: no servers, no fake Twilio
+        optout.run()
+        return
     folder = tempdir()
     emit(bench="optline", cores=os.cpu_count(), seconds=args.seconds, connections=args.connections, folder=str(folder))
     fake = FakeTwilio()
@@ -352,6 +358,8 @@ def main() -> None:
             burst(args, fake, folder)
         if "api" in args.only:
             api(args, fake, folder)
+    if "optout" in args.only:
+        optout.run()
 
 
 if __name__ == "__main__":

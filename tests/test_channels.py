@@ -96,3 +96,26 @@ def test_mms_media_is_kept_and_shown(gateway: Gateway, messages: Any) -> None:
     assert [m["url"] for m in item["media"]] == urls
     assert [m["contentType"] for m in item["media"]] == ["image/jpeg", "image/jpeg"]
     assert item["body"] == "" and item["flagged"] is False
+
+
+# --- what the detector reads, recorded (opt-outs in plain words, flagged texts) -------------------
+
+
+def test_an_opt_out_in_plain_words_records_why(gateway: Gateway) -> None:
+    sms(gateway, "JOIN", "YES")
+    assert gateway.text("Bonjour, je ne veux plus recevoir vos messages, merci", from_=PHONE).status_code == 200
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "unsubscribed"
+    [reason] = [r[0] for r in gateway.query("SELECT reason FROM consent_events WHERE event = 'stop' AND program = 'deals'")]
+    assert reason  # the rule and the words that fired, for a compliance officer to read
+
+
+def test_a_flagged_text_changes_nothing_and_is_listed(gateway: Gateway, messages: Any) -> None:
+    sms(gateway, "JOIN", "YES")
+    sent = len(gateway.replies(PHONE))
+    assert gateway.text("don't stop the deals!!", from_=PHONE).status_code == 200
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "subscribed" and len(gateway.replies(PHONE)) == sent
+    flagged = messages(flagged="true")["items"]
+    assert [m["body"] for m in flagged] == ["don't stop the deals!!"] and flagged[0]["flagged"] is True
+    assert all(not m["flagged"] for m in messages(flagged="false")["items"])

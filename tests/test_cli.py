@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
-from datetime import UTC, datetime
+import hashlib
 import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2 as httpx
@@ -31,10 +35,10 @@ def optline(*args: str, env: dict[str, str], cwd: Path, check: bool = True) -> s
 
 
 @pytest.fixture
-def env(sqlite_url: str) -> dict[str, str]:
+def env(sqlite_url: str, tmp_path: Path) -> dict[str, str]:
     """The CLI on SQLite: each command is a new process, and the engines are tested elsewhere."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPTLINE_", "TWILIO_"))}
-    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_LOG_LEVEL="WARNING")
+    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_LOG_LEVEL="WARNING", OPTLINE_RUN_DIR=str(tmp_path / "run"))
     return clean
 
 
@@ -87,6 +91,17 @@ def test_simulate_runs_a_conversation_through_the_pipeline(env: dict[str, str], 
     ]
     later = optline("export", "consent", "--brand", "acme", "--since", "2999-01-01T00:00:00Z", env=env, cwd=elsewhere)
     assert later.stdout.strip().count("\n") == 0  # header only
+    today = datetime.now(UTC).date()
+    for since, rows_expected in ((today.isoformat(), 4), ((today + timedelta(days=1)).isoformat(), 0)):
+        # A date alone is midnight UTC: today's events are in, tomorrow's are none.
+        dated = optline("export", "consent", "--brand", "acme", "--since", since, env=env, cwd=elsewhere).stdout
+        assert len(list(csv.DictReader(io.StringIO(dated)))) == rows_expected, since
+    refused = optline("export", "consent", "--brand", "acme", "--since", "2026-11-26T09:00:00", env=env, cwd=elsewhere,
+                      check=False)  # a time without its zone is ambiguous (parse_since is tested in-process)
+    assert refused.returncode == 2 and refused.stderr.startswith("optline: --since must be")
+    unknown = optline("export", "consent", "--brand", "acme-eu", env=env, cwd=elsewhere, check=False)
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.strip().splitlines() == [f"optline: unknown brand 'acme-eu'; {KEYWORDS} has acme, bistro"]
     assert optline("export", "consent", "--brand", "bistro", env=env, cwd=elsewhere).stdout.count("\n") == 1
 
 
@@ -145,14 +160,60 @@ def test_keys_create_list_revoke(env: dict[str, str], elsewhere: Path) -> None:
     key = created.strip().splitlines()[-1]
     assert key.startswith("olk_") and len(key) > 30
     prefix = key.split("_")[1]
-    listed = optline("keys", "list", env=env, cwd=elsewhere).stdout
-    assert prefix in listed and "active" in listed and key not in listed
+    listed = optline("keys", "list", env=env, cwd=elsewhere).stdout.splitlines()
+    assert listed[0].split() == ["PREFIX", "BRAND", "STATUS", "CREATED", "(UTC)", "NAME"]
+    assert listed[1].split()[:3] == [prefix, "acme", "active"] and key not in "\n".join(listed)
     optline("keys", "revoke", prefix, env=env, cwd=elsewhere)
-    assert "revoked" in optline("keys", "list", env=env, cwd=elsewhere).stdout
+    assert optline("keys", "list", env=env, cwd=elsewhere).stdout.splitlines()[1].split()[2] == "revoked"
     unknown = optline("keys", "revoke", "nope", env=env, cwd=elsewhere, check=False)
     assert unknown.returncode == 2 and "no key with prefix nope" in unknown.stderr
     other = optline("keys", "create", "--brand", "nobody", env=env, cwd=elsewhere, check=False)
-    assert other.returncode == 2 and "unknown brand" in other.stderr
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [f"optline: unknown brand 'nobody'; {KEYWORDS} has acme, bistro"]
+
+
+def _every_action(parser: argparse.ArgumentParser, path: str = "optline") -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _every_action(child, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            found.append((path, action))
+    return found
+
+
+def test_every_option_has_help_with_its_default() -> None:
+    from app.cli import build_parser
+
+    actions = _every_action(build_parser())
+    assert len(actions) >= 12
+    for path, action in actions:
+        name = f"{path} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help, f"{name} has no help"
+        if action.option_strings and not action.required:
+            rendered = argparse.ArgumentDefaultsHelpFormatter("x")._get_help_string(action) or ""
+            assert "default" in (action.help if action.default is None else rendered), f"{name} hides its default"
+    serve = next(a.choices["serve"] for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--port PORT" in serve.format_help() and "(default: 8000)" in serve.format_help()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-26", "2026-11-26T00:00:00+00:00"),
+    ("2026-11-26T09:30:00Z", "2026-11-26T09:30:00+00:00"),
+    ("2026-11-26T09:30:00+01:00", "2026-11-26T09:30:00+01:00"),
+    ("2026-11-26T09:30:00", None),
+    ("yesterday", None),
+    ("2026-13-01", None),
+], ids=["date-is-midnight-utc", "zulu", "offset", "no-zone", "words", "no-such-month"])
+def test_parse_since(text: str, expected: str | None) -> None:
+    from app.cli import parse_since
+
+    if expected is None:
+        with pytest.raises(ValueError):
+            parse_since(text)
+    else:
+        assert parse_since(text).isoformat() == expected
 
 
 @pytest.mark.parametrize("variables,message", [
@@ -210,3 +271,68 @@ def test_serve_answers_and_stops_gracefully(env: dict[str, str], elsewhere: Path
             proc.stdout.close()
     # uvicorn finishes the lifespan (in-flight sends) and then re-raises SIGTERM, as a Unix server should.
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def _wait_for(check: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_reload_reaches_every_worker_and_a_bad_file_changes_nothing(
+    env: dict[str, str], elsewhere: Path, tmp_path: Path
+) -> None:
+    keywords = tmp_path / "keywords.yaml"
+    keywords.write_text(KEYWORDS.read_text())
+    env = {**env, "OPTLINE_KEYWORDS": str(keywords), "OPTLINE_LOG_LEVEL": "INFO"}
+    run_dir = Path(env["OPTLINE_RUN_DIR"])
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],
+                            env=env, cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def served() -> set[str]:
+        # Each request is a new connection, so the two workers both answer over a few of them.
+        seen = set()
+        for _ in range(12):
+            try:
+                seen.add(httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["keywords"]["sha256"])
+            except httpx.TransportError:
+                seen.add("down")
+        return seen
+
+    def sha() -> str:
+        return hashlib.sha256(keywords.read_bytes()).hexdigest()
+
+    try:
+        _wait_for(lambda: len(list(run_dir.glob("serve-*.pid"))) == 2, proc)
+        first = sha()
+        assert served() == {first}
+
+        keywords.write_text(keywords.read_text().replace("join: [NEWS]", "join: [NEWS, WEEKLY]"))
+        reloaded = optline("reload", env=env, cwd=elsewhere).stdout
+        assert reloaded.startswith("asked 2 processes to reload")
+        second = sha()
+        _wait_for(lambda: served() == {second}, proc, timeout=10)
+
+        keywords.write_text(keywords.read_text().replace("join: [NEWS, WEEKLY]", "join: [NEWS, HELP]"))
+        refused = optline("reload", env=env, cwd=elsewhere, check=False)
+        assert refused.returncode == 2 and "is also a help keyword" in refused.stderr
+        assert refused.stderr.strip().endswith("not reloaded: the running processes keep the rules they have")
+        proc.send_signal(signal.SIGHUP)  # straight to serve: it passes the signal on; each worker refuses the file
+        time.sleep(1)
+        assert served() == {second}
+
+        keywords.write_text(keywords.read_text().replace("join: [NEWS, HELP]", "join: [NEWS, DAILY]"))
+        proc.send_signal(signal.SIGHUP)
+        third = sha()
+        _wait_for(lambda: served() == {third}, proc, timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    assert list(run_dir.glob("*.pid")) == []
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    refusals = [r for r in records if r["msg"].startswith("keywords not reloaded")]
+    assert len(refusals) == 2 and all(r["level"] == "ERROR" and first[:12] not in r["msg"] for r in refusals)
+    assert not [r for r in records if r["logger"].startswith("alembic")]

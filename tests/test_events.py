@@ -158,7 +158,7 @@ def claimed(url: str, *, brand: str = "zen", payload: Any = None, row_id: int = 
                    "data": sample_data(T0)}
     return Claimed(id=row_id, channel=CHANNEL_EVENT, brand=brand, program=None, phone=None, body="",
                    purpose=SUBSCRIPTION_UPDATED, from_number=None, service_id=None, attempts=1, url=url,
-                   payload=payload)
+                   payload=payload, created_at=T0, deadline_at=None)
 
 
 def closed_port_url() -> str:

@@ -6,10 +6,12 @@ import dataclasses
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.errors import ConfigError
+from app.matching import BUILTIN_STOP
 from app.keywords import (
     Brand,
     CheckReport,
@@ -46,6 +48,7 @@ brands:
           welcome: "{program}: you're in! Reply STOP to cancel."
           stop: "{program}: you're unsubscribed. Help: {help_contact}"
           help: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."
+          already_subscribed: "{program}: you're already subscribed. Reply STOP to cancel."
 """
 
 # Two programs on one shared number (brand-level messages required).
@@ -69,6 +72,7 @@ brands:
           welcome: "{program}: you're in! Reply STOP to cancel."
           stop: "{program}: you're unsubscribed. Help: {help_contact}"
           help: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."
+          already_subscribed: "{program}: you're already subscribed. Reply STOP to cancel."
       news:
         name: ACME News
         senders: ["+15005550006"]
@@ -92,6 +96,7 @@ SECOND_BRAND = """\
           welcome: "{program}: bienvenue ! STOP pour arreter."
           stop: "{program}: c'est fini. Aide : {help_contact}"
           help: "{program}. Aide : {help_contact}."
+          already_subscribed: "{program}: vous êtes déjà inscrit. STOP pour arreter."
 """
 
 
@@ -160,17 +165,7 @@ def test_built_in_defaults_apply(tmp_path: Path) -> None:
     assert program.doi_expires_after == timedelta(hours=48)
     assert program.prompt_cooldown == timedelta(minutes=10)
     assert program.language == "en"
-    assert program.keywords["stop"] == (
-        "STOP",
-        "STOPALL",
-        "UNSUBSCRIBE",
-        "CANCEL",
-        "END",
-        "QUIT",
-        "REVOKE",
-        "OPTOUT",
-        "OPT OUT",
-    )
+    assert program.keywords["stop"] == BUILTIN_STOP  # the floor, in its order
     assert program.keywords["help"] == ("HELP", "INFO")
     assert program.keywords["start"] == ("START", "UNSTOP")
     assert program.keywords["confirm"] == ("YES", "Y")
@@ -371,6 +366,7 @@ def test_render_placeholders_languages_and_fallbacks(tmp_path: Path) -> None:
         '          welcome: {en: "{program} ({brand}): in! Reply STOP to cancel. {{literal}}", fr: "{program} : inscrit ! STOP pour arreter."}\n'
         '          doi_expired: {fr: "{program} : expire."}',
     )
+    text = edit(text, '          already_subscribed: "{program}: you\'re already subscribed. Reply STOP to cancel."\n', "")
     rules = load_rules(write(tmp_path, text))
     assert (
         rules.render("acme", "deals", "welcome", "en")
@@ -671,9 +667,9 @@ ERROR_CASES = [
         "join keyword 'PLEASE STOP' would be read as an opt-out",
     ),
     (
-        "join-starts-with-stop-word",
+        "join-is-a-paraphrased-opt-out",
         "join: [JOIN, DEALS]",
-        'join: [JOIN, "END GAME"]',
+        'join: [JOIN, "NO MORE TEXTS"]',
         11,
         "would be read as an opt-out",
     ),
@@ -766,7 +762,7 @@ def test_a_sender_used_by_two_brands(tmp_path: Path) -> None:
     text = BASE + edit(SECOND_BRAND, 'senders: ["+15005550007"]', 'senders: ["+15005550006"]')
     errors = errors_of(tmp_path, text)
     assert [(f.line, f.message) for f in errors] == [
-        (23, "sender +15005550006 is already used by brand 'acme' (line 9); a sender belongs to one brand")
+        (24, "sender +15005550006 is already used by brand 'acme' (line 9); a sender belongs to one brand")
     ]
 
 
@@ -782,7 +778,7 @@ def test_two_brands_on_their_own_senders_load(tmp_path: Path) -> None:
 def test_one_join_keyword_for_two_programs_on_one_sender(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, edit(TWO, "join: [NEWS]", "join: [NEWS, deals]"))
     assert [(f.line, f.message) for f in errors] == [
-        (24, "join keyword 'deals' is used by programs 'deals' (line 14) and 'news' on sender +15005550006")
+        (25, "join keyword 'deals' is used by programs 'deals' (line 14) and 'news' on sender +15005550006")
     ]
 
 
@@ -803,7 +799,7 @@ def test_a_join_keyword_that_is_another_programs_confirm(tmp_path: Path) -> None
     text = edit(text, "join: [NEWS]", "join: [NEWS, OK]")
     errors = errors_of(tmp_path, text)
     assert [(f.line, f.message) for f in errors] == [
-        (25, "join keyword 'OK' of program 'news' is also a confirm keyword of program 'deals' on sender +15005550006")
+        (26, "join keyword 'OK' of program 'news' is also a confirm keyword of program 'deals' on sender +15005550006")
     ]
 
 
@@ -852,7 +848,7 @@ def test_brand_level_messages_are_not_required_when_senders_are_not_shared(tmp_p
 def test_precedence_a_program_cannot_take_help_as_a_join_keyword(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, edit(TWO, "join: [NEWS]", "join: [NEWS, HELP]"))
     assert [(f.line, f.message) for f in errors] == [
-        (24, "join keyword 'HELP' of program 'news' is also a help keyword")
+        (25, "join keyword 'HELP' of program 'news' is also a help keyword")
     ]
 
 
@@ -861,7 +857,7 @@ def test_a_program_stop_keyword_counts_against_other_programs_on_the_sender(tmp_
     text = edit(text, "join: [NEWS]", "join: [NEWS, basta]")
     errors = errors_of(tmp_path, text)
     assert [(f.line, f.message) for f in errors] == [
-        (25, "join keyword 'basta' of program 'news' is also a stop keyword")
+        (26, "join keyword 'basta' of program 'news' is also a stop keyword")
     ]
 
 
@@ -872,6 +868,7 @@ DOI = '"{program}: reply YES to confirm. Msg&data rates may apply. Reply HELP fo
 
 NO_INSTRUCTIONS = "should tell how to stop and get help (e.g. 'Reply HELP for help, STOP to cancel')"
 NO_RATES = "should say 'Msg&data rates may apply'"
+NOT_A_KEYWORD = "tells people to send HELPME, which is not a confirm or stop or help keyword of this program in en"
 
 
 @pytest.mark.parametrize(
@@ -880,7 +877,7 @@ NO_RATES = "should say 'Msg&data rates may apply'"
         ('"{program}: reply YES to confirm. Msg&data rates may apply. Reply STOP to cancel."', [NO_INSTRUCTIONS]),
         ('"{program}: reply YES to confirm. Msg&data rates may apply. Reply HELP for help."', [NO_INSTRUCTIONS]),
         ('"{program}: reply YES to confirm. Reply HELP for help, STOP to cancel."', [NO_RATES]),
-        ('"{program}: reply YES. Rates may apply. Text HELPME or STOPPED."', [NO_INSTRUCTIONS, NO_RATES]),
+        ('"{program}: reply YES. Rates may apply. Text HELPME or STOPPED."', [NO_INSTRUCTIONS, NO_RATES, NOT_A_KEYWORD]),
     ],
     ids=["no-help", "no-stop", "no-rates", "neither-and-words-must-be-whole"],
 )
@@ -909,6 +906,12 @@ def test_french_doi_prompt_with_french_disclosure_and_keywords(tmp_path: Path) -
     text = edit(
         BASE, "join: [JOIN, DEALS]", "join: [JOIN, DEALS]\n          help: {fr: [AIDE]}\n          confirm: {fr: [OUI]}"
     )
+    # OUI and AIDE are French, so the replies they draw need French text too.
+    text = edit(text, 'welcome: "{program}: you\'re in! Reply STOP to cancel."',
+                'welcome: {en: "{program}: you\'re in! Reply STOP to cancel.", fr: "{program} : inscrit ! STOP pour arreter."}')
+    text = edit(text, 'help: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."',
+                'help: {en: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel.", '
+                'fr: "{program}. Aide : {help_contact}. STOP pour arreter."}')
     prompt = (
         "{en: " + DOI + ', fr: "{program} : OUI pour confirmer. Des frais de messagerie et de données peuvent '
         "s'appliquer. AIDE pour l'aide, STOP pour arreter.\"}"
@@ -1056,3 +1059,128 @@ def test_parse_duration_refuses(text: str) -> None:
 )  # fmt: skip
 def test_segments(text: str, expected: tuple[str, int]) -> None:
     assert segments(text) == expected
+
+
+# --- what messages tell people to send, and the languages replies are in ---------------
+
+WELCOME = '"{program}: you\'re in! Reply STOP to cancel."'
+EXPIRED = '          doi_expired: "{program}: expired. Text JOIN to subscribe."\n'
+
+
+FR_DOI = ('"{program} : répondez OUI. Des frais de messagerie et de données peuvent s\'appliquer. '
+          'HELP pour l\'aide, STOP pour arreter."')
+
+
+def with_expired(text: str, line: str = EXPIRED) -> str:
+    return text.replace('          already_subscribed:', line + '          already_subscribed:', 1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (DOI, '"{program}: reply OK to confirm. Msg&data rates may apply. Reply HELP for help, STOP to cancel."',
+         [(13, "message 'doi_prompt' (en) tells people to send OK, which is not a confirm or stop or help keyword "
+               "of this program in en")]),
+        (DOI, '"{program}: reply JOIN to confirm. Msg&data rates may apply. Reply HELP for help, STOP to cancel."',
+         [(13, "message 'doi_prompt' (en) tells people to send JOIN, which is not a confirm or stop or help "
+               "keyword of this program in en")]),
+        (DOI, '{en: ' + DOI + ', fr: ' + FR_DOI + '}',
+         [(13, "message 'doi_prompt' (fr) tells people to send OUI, which is not a confirm or stop or help "
+               "keyword of this program in fr")]),
+        (WELCOME, '"{program}: you\'re in! Reply QUITTER to cancel."',
+         [(14, "message 'welcome' (en) tells people to send QUITTER, which is not a any keyword of this program "
+               "in en")]),
+        (EXPIRED, '          doi_expired: "{program}: expired. Text SIGNUP to subscribe."\n',
+         [(17, "message 'doi_expired' (en) tells people to send SIGNUP, which is not a join or stop or help "
+               "keyword of this program in en")]),
+        (EXPIRED, EXPIRED, []),
+        (WELCOME, '"{program}: you\'re in! Reply OPT OUT to cancel, HELP for help."', []),
+        (WELCOME, '"{program}: you\'re in! Reply to this text or text us anytime. Reply Y to stay."', []),
+        (WELCOME, '"{program}: you\'re in! Reply STOP NOW to cancel."', []),
+    ],
+    ids=["prompt-names-no-confirm-keyword", "prompt-names-a-join-keyword", "french-oui-not-a-french-confirm",
+         "welcome-names-no-keyword", "expiry-names-no-join-keyword", "expiry-names-join", "two-word-keyword",
+         "lowercase-and-confirm-in-welcome", "keyword-then-capitals"],
+)
+def test_messages_name_only_keywords_of_their_program(tmp_path: Path, old: str, new: str, expected: list) -> None:
+    text = with_expired(BASE, new) if old == EXPIRED else edit(BASE, old, new)
+    warnings = warnings_of(tmp_path, text)
+    assert [(f.line, f.message) for f in warnings] == [(line, f"program 'acme/deals' {m}") for line, m in expected]
+
+
+def test_a_french_confirm_keyword_makes_the_french_prompt_right(tmp_path: Path) -> None:
+    prompt = '{en: ' + DOI + ', fr: ' + FR_DOI + '}'
+    text = edit(edit(BASE, DOI, prompt), "join: [JOIN, DEALS]", "join: [JOIN, DEALS]\n          confirm: [OUI]")
+    assert [f.message for f in warnings_of(tmp_path, text) if "tells people" in f.message] == []
+
+
+def test_brand_level_messages_may_name_any_programs_keyword(tmp_path: Path) -> None:
+    old = '"ACME Coffee. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."'
+    ok = warnings_of(tmp_path, edit(TWO, old, '"ACME Coffee. Help: {help_contact}. Text NEWS for news, DEALS for deals."'))
+    assert ok == []
+    bad = warnings_of(tmp_path, edit(TWO, old, '"ACME Coffee. Help: {help_contact}. Text LUNCH for lunch."'))
+    assert [(f.line, f.message) for f in bad] == [
+        (8, "brand 'acme' message 'help' (en) tells people to send LUNCH, which is not a any keyword of its "
+            "programs in en")]
+
+
+def test_a_join_keyword_without_already_subscribed(tmp_path: Path) -> None:
+    text = edit(BASE, '          already_subscribed: "{program}: you\'re already subscribed. Reply STOP to cancel."\n', "")
+    assert [(f.line, f.message) for f in warnings_of(tmp_path, text)] == [
+        (12, "program 'acme/deals' has no 'already_subscribed' message: a subscriber who texts a join keyword "
+             "again gets no answer")]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("    help_contact: support@acme.example\n", "    help_contact: support@acme.example\n    language: fr\n",
+         [(15, "program 'acme/deals' message 'welcome' has no fr text, the program's language; its replies would "
+               "be in en")]),
+        ("        name: ACME Deals\n", "        name: ACME Deals\n        language: fr\n",
+         [(15, "program 'acme/deals' message 'welcome' has no fr text, the program's language; its replies would "
+               "be in en")]),
+        ("join: [JOIN, DEALS]", "join: {en: [JOIN], fr: [OFFRES]}",
+         [(13, "program 'acme/deals' message 'doi_prompt' has no fr text, so a join keyword in fr ('OFFRES', "
+               "line 11) is answered in en"),
+          (17, "program 'acme/deals' message 'already_subscribed' has no fr text, so a join keyword in fr "
+               "('OFFRES', line 11) is answered in en")]),
+        ("join: [JOIN, DEALS]", "join: {en: [JOIN], pt-BR: [OFERTAS]}",
+         [(13, "program 'acme/deals' message 'doi_prompt' has no pt-BR text, so a join keyword in pt-BR "
+               "('OFERTAS', line 11) is answered in en"),
+          (17, "program 'acme/deals' message 'already_subscribed' has no pt-BR text, so a join keyword in pt-BR "
+               "('OFERTAS', line 11) is answered in en")]),
+    ],
+    ids=["brand-language-fr", "program-language-fr", "french-join-keyword", "regional-join-keyword"],
+)
+def test_replies_have_text_in_the_language_they_are_sent_in(tmp_path: Path, old: str, new: str, expected: Any) -> None:
+    # The welcome is written as English explicitly (a plain string takes its owner's language).
+    text = edit(edit(BASE, old, new), "welcome: " + WELCOME, "welcome: {en: " + WELCOME + "}")
+    warnings = [(f.line, f.message) for f in warnings_of(tmp_path, text) if " has no " in f.message]
+    assert warnings == expected
+
+
+def test_a_regional_keyword_is_answered_from_its_base_language_text(tmp_path: Path) -> None:
+    text = edit(BASE, "join: [JOIN, DEALS]", "join: {en: [JOIN], fr-CA: [OFFRES]}")
+    text = edit(text, "doi_prompt: " + DOI, "doi_prompt: {en: " + DOI + ", fr: " + FR_DOI + "}")
+    text = edit(text, "already_subscribed: \"{program}: you're already subscribed. Reply STOP to cancel.\"",
+                "already_subscribed: {en: \"{program}: you're already subscribed. Reply STOP to cancel.\", "
+                "fr: \"{program} : déjà inscrit. STOP pour arreter.\"}")
+    assert [f.message for f in warnings_of(tmp_path, text) if " has no " in f.message] == []
+
+
+def test_brand_level_message_without_the_brand_language(tmp_path: Path) -> None:
+    text = edit(TWO, "    help_contact: support@acme.example\n    messages:",
+                "    help_contact: support@acme.example\n    language: fr\n    messages:")
+    text = edit(text, 'stop: "ACME: you\'re unsubscribed from all ACME texts. Help: {help_contact}"',
+                'stop: {en: "ACME: you\'re unsubscribed from all ACME texts. Help: {help_contact}"}')
+    brand = [(f.line, f.message) for f in warnings_of(tmp_path, text) if f.message.startswith("brand ")]
+    assert brand == [
+        (8, "brand 'acme' message 'stop' has no fr text, the brand's language; its replies would be in en"),
+    ]
+
+
+def test_shipped_file_answers_french_keywords_in_french() -> None:
+    rules = load_rules(SHIPPED)
+    assert rules.render("acme", "deals", "doi_expired", "fr").startswith("ACME Deals : votre demande a expiré")
+    assert rules.render("bistro", "menu", "already_subscribed", "en").startswith("Menu du jour: you're already")

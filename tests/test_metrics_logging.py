@@ -74,13 +74,15 @@ def test_a_conversation_is_counted_by_kind_transition_and_send(gateway: Gateway)
         assert value(samples, "optline_inbound_total", kind=kind) == 1
     transitions = {labels: v for (name, labels), v in samples.items() if name == "optline_transitions_total"}
     assert transitions == {
-        frozenset({"program": "deals", "event": "join", "from_status": "none", "to_status": "pendingDOI"}.items()): 1,
-        frozenset({"program": "deals", "event": "confirm", "from_status": "pendingDOI",
+        frozenset({"brand": "acme", "program": "deals", "event": "join", "from_status": "none",
+                   "to_status": "pendingDOI"}.items()): 1,
+        frozenset({"brand": "acme", "program": "deals", "event": "confirm", "from_status": "pendingDOI",
                    "to_status": "subscribed"}.items()): 1,
-        frozenset({"program": "deals", "event": "stop", "from_status": "subscribed",
+        frozenset({"brand": "acme", "program": "deals", "event": "stop", "from_status": "subscribed",
                    "to_status": "unsubscribed"}.items()): 1,
         # ACME's number hosts two programs: a plain STOP leaves news too.
-        frozenset({"program": "news", "event": "stop", "from_status": "none", "to_status": "unsubscribed"}.items()): 1,
+        frozenset({"brand": "acme", "program": "news", "event": "stop", "from_status": "none",
+                   "to_status": "unsubscribed"}.items()): 1,
     }
     assert value(samples, "optline_send_seconds_count", channel="sms") == 3
     assert value(samples, "optline_provider_errors_total", code="none") is None
@@ -96,8 +98,19 @@ def test_a_duplicate_is_counted_once_and_changes_no_transition(gateway: Gateway)
     samples = scrape(gateway)
     assert value(samples, "optline_inbound_total", kind="join") == 1
     assert value(samples, "optline_inbound_duplicates_total") == 1
-    assert value(samples, "optline_transitions_total", program="deals", event="join", from_status="none",
+    assert value(samples, "optline_transitions_total", brand="acme", program="deals", event="join", from_status="none",
                  to_status="pendingDOI") == 1
+
+
+def test_transitions_carry_their_brand(gateway: Gateway) -> None:
+    gateway.text("JOIN", from_=PHONE)
+    gateway.text("MENU", from_="+33612345678", to="+15005550007")  # bistro: French numbers only
+    samples = scrape(gateway)
+    for brand, program in (("acme", "deals"), ("bistro", "menu")):
+        assert value(samples, "optline_transitions_total", brand=brand, program=program, event="join",
+                     from_status="none", to_status="pendingDOI") == 1
+    assert value(samples, "optline_transitions_total", brand="bistro", program="deals", event="join",
+                 from_status="none", to_status="pendingDOI") is None
 
 
 def test_outbox_gauges_show_the_backlog_and_how_long_it_waited(
@@ -134,7 +147,7 @@ def test_provider_errors_are_counted_by_code(
     assert value(samples, "optline_sends_total", channel="sms", outcome=outcome) == 1
     assert value(samples, "optline_send_seconds_count", channel="sms") == (2 if outcome == "retry" else 1)
     if outcome == "opted_out":
-        assert value(samples, "optline_transitions_total", program="deals", event="carrier_opt_out",
+        assert value(samples, "optline_transitions_total", brand="acme", program="deals", event="carrier_opt_out",
                      from_status="pendingDOI", to_status="unsubscribed") == 1
 
 
@@ -157,7 +170,7 @@ def test_transitions_count_on_commit_only(sqlite_url: str) -> None:
     metrics = Metrics()
     engine = make_engine(sqlite_url, writer=True)
     metrics.watch(engine)
-    labels = {"program": "deals", "event": "join", "from_status": "none", "to_status": "pendingDOI"}
+    labels = {"brand": "acme", "program": "deals", "event": "join", "from_status": "none", "to_status": "pendingDOI"}
     try:
         with pytest.raises(RuntimeError), engine.begin() as conn:
             note_transition(conn, **labels)

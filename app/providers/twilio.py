@@ -234,22 +234,33 @@ def _optional(params: Mapping[str, Any], name: str) -> str | None:
     return value or None
 
 
+# The largest value an INTEGER column holds on both databases; Twilio's counts and codes are far below it.
+MAX_INTEGER = 2**31 - 1
+_MAX_DIGITS = len(str(MAX_INTEGER))
+
+
 def _integer(params: Mapping[str, Any], name: str, default: int | None) -> int | None:
-    """A non-negative integer parameter; blank or absent gives `default`."""
+    """A non-negative integer parameter up to MAX_INTEGER; blank or absent gives `default`."""
     raw = (_text(params, name) or "").strip()
     if not raw:
         return default
-    if not raw.isdigit():
-        raise InvalidPayload(f"{name} is not a whole number", field=name)
+    # ASCII digits only: str.isdigit also accepts "²" (which int() refuses) and "٣" (which it reads).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS or int(raw) > MAX_INTEGER:
+        raise InvalidPayload(f"{name} is not a whole number from 0 to {MAX_INTEGER}", field=name)
     return int(raw)
+
+
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
 
 
 def parse_inbound(params: Mapping[str, str]) -> InboundSms:
     """Decode the form of an inbound SMS/MMS webhook; raises InvalidPayload naming the bad field."""
-    if "\x00" in "".join(value for value in params.values() if isinstance(value, str)):
-        # PostgreSQL's text cannot hold NUL. Refusing the form would lose the text (a STOP
-        # among them), so the character is kept visible as U+FFFD instead.
-        params = {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+    if "\x00" in "".join(params) + "".join(value for value in params.values() if isinstance(value, str)):
+        # PostgreSQL's text cannot hold NUL, in a value or in a key (the whole form is stored).
+        # Refusing the form would lose the text (a STOP among them), so the character is kept
+        # visible as U+FFFD instead.
+        params = {_without_nul(key): _without_nul(value) if isinstance(value, str) else value
                   for key, value in params.items()}
     message_id = _message_sid(params)
     raw_from = (_text(params, "From") or "").strip()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -15,16 +16,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.auth import ApiKeyInfo
-from app.errors import InvalidInput, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.errors import InvalidInput, PayloadTooLarge, Unauthorized, Unprocessable, UnsupportedMediaType
 from app.models import consent_events, subscriptions
 from app.phone import to_e164
-from app.schemas import ConsentEventOut, ProfileRef, SubscriptionOut, field_errors
+from app.schemas import DEPTH_MESSAGE, MAX_JSON_DEPTH, ConsentEventOut, ProfileRef, SubscriptionOut, field_errors, unstorable
+from app.settings import Settings
+from app.signing import Signer, secret_key
 from app.subscriptions import Status
 from app.web.state import AppState
 
 M = TypeVar("M", bound=BaseModel)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+# The widest integer both databases store (BIGINT): a larger id in a cursor is not ours.
+MAX_ID = 2**63 - 1
 
 
 def _state(request: Request) -> AppState:
@@ -38,7 +43,12 @@ def api_key(request: Request) -> ApiKeyInfo:
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             key = auth[7:].strip()
-    return _state(request).keys.authenticate(key)
+    state = _state(request)
+    info = state.keys.authenticate(key)
+    if info.brand not in state.rules.brands:
+        # keywords.yaml no longer has the brand (a reload removed it): its keys act for nothing.
+        raise Unauthorized(f"this key's brand {info.brand!r} is not configured")
+    return info
 
 
 def iso(value: datetime | None) -> str | None:
@@ -46,25 +56,72 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def encode_cursor(last: Any) -> str:
-    """An opaque cursor for the row after `last`."""
-    return base64.urlsafe_b64encode(json.dumps(last).encode()).decode().rstrip("=")
+@lru_cache(maxsize=4)
+def _cursor_signer(key: str) -> Signer:
+    return Signer(key, "cursor")
 
 
-def decode_cursor(raw: str) -> Any:
+def encode_cursor(last: Any, settings: Settings) -> str:
+    """An opaque cursor for the row after `last`, signed so that only optline's own cursors are accepted."""
+    return _cursor_signer(secret_key(settings)).dumps(last)
+
+
+def decode_cursor(raw: str, settings: Settings) -> Any:
     """The position a cursor stands for; 400 when it was not made by us."""
-    try:
-        return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor is not valid", field="cursor") from None
+    # A cursor is a position in a keyset: a forged one could name any row, or any value the
+    # database then fails on (text for an integer id, a number no column holds).
+    position = _cursor_signer(secret_key(settings)).loads(raw)
+    if position is None:
+        raise InvalidInput("cursor is not valid", field="cursor")
+    return position
+
+
+def bad_cursor() -> InvalidInput:
+    """The error for a cursor that is signed but not one of this route's."""
+    return InvalidInput("cursor is not valid", field="cursor")
+
+
+def _key_position(position: Any, key: sa.Column[Any]) -> Any:
+    """A cursor's position checked against the type of the key column it stands for."""
+    if key.type.python_type is int:
+        valid = isinstance(position, int) and not isinstance(position, bool) and -MAX_ID <= position <= MAX_ID
+    else:
+        valid = isinstance(position, str)
+    if not valid:
+        raise bad_cursor()
+    return position
 
 
 def page_params(request: Request) -> tuple[int, str | None]:
     """`limit` (1..1000) and `cursor` from the query string."""
     raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit also says yes to "²" and "٣", which int() refuses or reads.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
     return int(raw), request.query_params.get("cursor")
+
+
+def query_text(request: Request, name: str) -> str | None:
+    """A text query parameter, or None; 400 when it holds NUL, which no stored value can contain."""
+    value = request.query_params.get(name)
+    if value is not None and "\x00" in value:
+        raise InvalidInput(f"{name} must not contain NUL characters", field=name)
+    return value
+
+
+def aware_time(raw: str, field: str) -> datetime:
+    """An ISO 8601 time with an offset, as UTC; 400 naming `field` otherwise."""
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{field} must be an ISO 8601 time", field=field) from None
+    if when.tzinfo is None:
+        raise InvalidInput(f"{field} must carry a time zone (e.g. Z)", field=field)
+    try:
+        # In UTC before it is bound: PostgreSQL takes offsets only up to ±15:59, Python ±23:59.
+        return when.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00-01:00 is before the first UTC time Python has
+        raise InvalidInput(f"{field} is out of range", field=field) from None
 
 
 def phone_param(request: Request, brand_region: str | None) -> str | None:
@@ -118,7 +175,7 @@ async def _page(request: Request, base: sa.Select[Any], filters: list[Any], to_j
     limit, cursor = page_params(request)
     query = base.where(*filters).order_by(key).limit(limit + 1)
     if cursor is not None:
-        query = query.where(key > decode_cursor(cursor))
+        query = query.where(key > _key_position(decode_cursor(cursor, _state(request).settings), key))
 
     def run(conn: Connection) -> list[Any]:
         return conn.execute(query).all()
@@ -126,7 +183,7 @@ async def _page(request: Request, base: sa.Select[Any], filters: list[Any], to_j
     rows = await _state(request).read(run)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(getattr(rows[-1], key.name)) if more and rows else None
+    next_cursor = encode_cursor(getattr(rows[-1], key.name), _state(request).settings) if more and rows else None
     return JSONResponse({"items": [to_json(r) for r in rows], "nextCursor": next_cursor})
 
 
@@ -138,7 +195,7 @@ def list_filters(request: Request, table: sa.Table) -> list[Any]:
     phone = phone_param(request, brand.default_region)
     if phone:
         filters.append(table.c.phone == phone)
-    program = request.query_params.get("program")
+    program = query_text(request, "program")
     if program is not None:
         filters.append(table.c.program == program)
     return filters
@@ -160,13 +217,7 @@ async def list_consent_events(request: Request) -> JSONResponse:
     filters = list_filters(request, consent_events)
     since = request.query_params.get("since")
     if since is not None:
-        try:
-            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidInput("since must be an ISO 8601 time", field="since") from None
-        if when.tzinfo is None:
-            raise InvalidInput("since must carry a time zone (e.g. Z)", field="since")
-        filters.append(consent_events.c.created_at >= when)
+        filters.append(consent_events.c.created_at >= aware_time(since, "since"))
     return await _page(request, sa.select(consent_events), filters, consent_event_json, consent_events.c.id)
 
 
@@ -177,8 +228,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES) -> Any:
-    """The request's JSON body: 413 over `limit` bytes, 415 not JSON, 400 unparseable."""
+async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES, walk: bool = True) -> Any:
+    """The request's JSON body: 413 over `limit` bytes, 415 not JSON, 400 unparseable or too deep.
+
+    With `walk`, a body nested deeper than MAX_JSON_DEPTH is 400 and a string no database can
+    store (NUL, a lone surrogate) is 422 naming its field; a route whose model checks both
+    itself, item by item, turns it off.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body over {limit} bytes")
@@ -192,9 +248,23 @@ async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES) -> Any:
         if len(body) > limit:
             raise PayloadTooLarge(f"body over {limit} bytes")
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidInput(f"body {DEPTH_MESSAGE}", field="body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    # Only a body with an escape (\u0000, \ud800) or enough brackets can hold what the walk looks for.
+    if walk and (body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH or _ESCAPE.search(body)):
+        found = unstorable(data)
+        if found is not None:
+            field, message = found
+            if message == DEPTH_MESSAGE:
+                raise InvalidInput(f"body {DEPTH_MESSAGE}", field="body")
+            raise Unprocessable(f"{field or 'body'} {message}", field=field or "body")
+    return data
+
+
+_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
 
 
 async def read_json(request: Request, model: type[M], *, limit: int = MAX_JSON_BYTES) -> M:

@@ -16,13 +16,23 @@ from starlette.routing import Route
 
 from app import profiles
 from app.db import Job
-from app.errors import InvalidInput, Unprocessable
+from app.errors import InvalidInput, NotFound, Unprocessable
 from app.events import iso
 from app.phone import to_e164
 from app.profiles import BatchResult, Changes, ProfileRow
 from app.schemas import ProfileBatchIn, field_errors
 from app.subscriptions import Status
-from app.web.api import _state, api_key, decode_cursor, encode_cursor, json_body, page_params
+from app.web.api import (
+    _state,
+    api_key,
+    aware_time,
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+    json_body,
+    page_params,
+    query_text,
+)
 from app.web.problems import problem
 
 MAX_BODY = 1024 * 1024
@@ -71,24 +81,22 @@ def _result_json(result: BatchResult) -> dict[str, Any]:
     return item
 
 
-def _aware(raw: str, field: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{field} must be an ISO 8601 time", field=field) from None
-    if when.tzinfo is None:
-        raise InvalidInput(f"{field} must carry a time zone (e.g. Z)", field=field)
-    return when
-
-
-def _profile_cursor(raw: str) -> tuple[datetime, str]:
-    position = decode_cursor(raw)
+def _profile_cursor(raw: str, request: Request) -> tuple[datetime, str]:
+    position = decode_cursor(raw, _state(request).settings)
     if not (isinstance(position, list) and len(position) == 2 and all(isinstance(p, str) for p in position)):
-        raise InvalidInput("cursor is not valid", field="cursor")
+        raise bad_cursor()  # signed, but another route's
     try:
-        return _aware(position[0], "cursor"), position[1]
+        return aware_time(position[0], "cursor"), position[1]
     except InvalidInput:
-        raise InvalidInput("cursor is not valid", field="cursor") from None
+        raise bad_cursor() from None
+
+
+def _ref(request: Request) -> str:
+    """The {ref} path parameter; 404 for one that holds NUL, which no stored id or externalId can."""
+    ref: str = request.path_params["ref"]
+    if "\x00" in ref:
+        raise NotFound(f"no profile {ref!r}")
+    return ref
 
 
 def _batch_job(brand: str, piece: list[Changes | InvalidInput], region: str | None, start: int) -> Job[list[BatchResult]]:
@@ -116,10 +124,10 @@ async def list_profiles(request: Request) -> Response:
     """GET /v1/profiles: cursor pages by last change; filters updatedSince, program, status."""
     key = api_key(request)
     limit, raw_cursor = page_params(request)
-    cursor = _profile_cursor(raw_cursor) if raw_cursor is not None else None
+    cursor = _profile_cursor(raw_cursor, request) if raw_cursor is not None else None
     params = request.query_params
-    since = _aware(params["updatedSince"], "updatedSince") if "updatedSince" in params else None
-    program = params.get("program")
+    since = aware_time(params["updatedSince"], "updatedSince") if "updatedSince" in params else None
+    program = query_text(request, "program")
     brand = _state(request).rules.brands.get(key.brand)
     if program is not None and (brand is None or program not in brand.programs):
         raise InvalidInput(f"program {program!r} is not one of this brand's programs", field="program")
@@ -134,15 +142,19 @@ async def list_profiles(request: Request) -> Response:
 
     rows, more = await _state(request).read(run)
     last = rows[-1] if rows else None
-    next_cursor = encode_cursor([last.updated_at.isoformat(), last.id]) if more and last else None
+    next_cursor = (encode_cursor([last.updated_at.isoformat(), last.id], _state(request).settings)
+                   if more and last else None)
     return JSONResponse({"items": [profile_json(r) for r in rows], "nextCursor": next_cursor})
 
 
 async def batch_profiles(request: Request) -> Response:
-    """POST /v1/profiles/batch: up to 1000 upserts, one result per item, in order."""
+    """POST /v1/profiles/batch: up to 1000 upserts (a bare array or `{"items": [...]}`), one result per item."""
     key = api_key(request)
     region = _region(request, key.brand)
-    body = await json_body(request, limit=MAX_BATCH_BODY)
+    # Each item checks its own strings and nesting (ProfileIn), so a NUL fails only its item.
+    body = await json_body(request, limit=MAX_BATCH_BODY, walk=False)
+    if isinstance(body, list):
+        body = {"items": body}  # Synerise posts the bare array; Noticia-style clients wrap it in items
     try:
         envelope = ProfileBatchIn.model_validate(body)
     except ValidationError as exc:
@@ -168,7 +180,7 @@ async def batch_profiles(request: Request) -> Response:
 async def get_profile(request: Request) -> Response:
     """GET /v1/profiles/{ref}: by `prof_` id or externalId."""
     key = api_key(request)
-    ref = request.path_params["ref"]
+    ref = _ref(request)
     row = await _state(request).read(lambda conn: profiles.get(conn, brand=key.brand, ref=ref))
     return JSONResponse(profile_json(row))
 
@@ -198,7 +210,7 @@ async def get_profile_by_email(request: Request) -> Response:
 async def patch_profile(request: Request) -> Response:
     """PATCH /v1/profiles/{ref}: change only the fields sent."""
     key = api_key(request)
-    ref = request.path_params["ref"]
+    ref = _ref(request)
     region = _region(request, key.brand)
     changes = profiles.parse(await json_body(request, limit=MAX_BODY), region=region)
     row = await _state(request).writer.run(
@@ -211,7 +223,7 @@ async def patch_profile(request: Request) -> Response:
 async def delete_profile(request: Request) -> Response:
     """DELETE /v1/profiles/{ref}: erase the personal data; subscriptions and consent events stay."""
     key = api_key(request)
-    ref = request.path_params["ref"]
+    ref = _ref(request)
     state = _state(request)
     # Lock the profile's phone so the erasure serialises with SMS work on that number.
     phone = await state.read(lambda conn: profiles.phone_of(conn, brand=key.brand, ref=ref))

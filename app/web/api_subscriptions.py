@@ -31,7 +31,9 @@ from app.schemas import (
     OptOutIn,
     ProgramOut,
     ProgramPage,
+    StatusCounts,
 )
+from app.stats import status_counts
 from app.subscriptions import Status
 from app.web.api import (
     _state,
@@ -68,15 +70,17 @@ async def post_opt_in(request: Request) -> JSONResponse:
     body = await read_json(request, OptInIn)
     program = resolve_program(brand, body.program)
     phone = _phone(body.phone_number, brand.default_region)
+    profile_id = None
     if body.profile_id is not None:
         found = await state.read(lambda conn: profile_ref(conn, brand=brand.key, profile_id=body.profile_id or ""))
         if found is None:
-            raise Unprocessable("no such profile", field="profileId")
+            raise Unprocessable("no profile with that prof_ id or externalId", field="profileId")
+        profile_id = found[0]
     sub = await state.writer.run(
         partial(opt_in, rules=state.rules, brand=brand, program=program, phone=phone, double_opt_in=body.double_opt_in,
                 actor=ApiActor(key.id), consent_source=body.consent_source, consented_at=body.consented_at,
                 consent_proof=body.consent_proof.model_dump(by_alias=True, exclude_none=True),
-                profile_id=body.profile_id),
+                profile_id=profile_id),
         locks=[phone],
     )
     state.wake_sender()
@@ -140,6 +144,9 @@ async def put_contact(request: Request) -> JSONResponse:
     brand = state.rules.brand(key.brand)
     phone = _phone(request.path_params["phone"], brand.default_region)
     body = await read_json(request, ContactIn)
+    address = body.channels.sms.address
+    if address is not None and _phone(address, brand.default_region) != phone:
+        raise Unprocessable("channels.sms.address is not the number in the path", field="channels.sms.address")
     wanted = body.channels.sms.programs
     unknown = [name for name in wanted if name not in brand.programs]
     if unknown:
@@ -171,15 +178,18 @@ async def put_contact(request: Request) -> JSONResponse:
 
 
 async def list_programs(request: Request) -> JSONResponse:
-    """GET /v1/programs: the brand's programs as configured."""
+    """GET /v1/programs: the brand's programs as configured, with their subscriber counts."""
     key = api_key(request)
-    brand = _state(request).rules.brand(key.brand)
+    state = _state(request)
+    brand = state.rules.brand(key.brand)
+    counts = await state.read(lambda conn: status_counts(conn, brand=brand.key, programs=brand.programs))
     items = [
         ProgramOut(
             key=p.key, name=p.name, senders=list(p.senders), double_opt_in=p.double_opt_in,
             doi_expires_after_seconds=int(p.doi_expires_after.total_seconds()),
             prompt_cooldown_seconds=int(p.prompt_cooldown.total_seconds()), language=p.language,
             keywords={kind: list(words) for kind, words in p.keywords.items()},
+            counts=StatusCounts.model_validate(counts[p.key]),
         )
         for p in brand.programs.values()
     ]
@@ -220,7 +230,7 @@ async def list_messages(request: Request) -> JSONResponse:
     union = sa.union_all(inbound, outbound).subquery()
     query = sa.select(union).order_by(union.c.at, union.c.direction, union.c.id).limit(limit + 1)
     if cursor is not None:
-        position = decode_cursor(cursor)
+        position = decode_cursor(cursor, state.settings)
         try:
             at, direction, row_id = datetime.fromisoformat(position[0]), str(position[1]), int(position[2])
         except (TypeError, ValueError, IndexError, KeyError):
@@ -238,7 +248,8 @@ async def list_messages(request: Request) -> JSONResponse:
         for r in rows
     ]
     last = rows[-1] if rows else None
-    next_cursor = encode_cursor([_aware(last.at).isoformat(), last.direction, last.id]) if more and last else None
+    next_cursor = (encode_cursor([_aware(last.at).isoformat(), last.direction, last.id], state.settings)
+                   if more and last else None)
     return JSONResponse(MessagePage(items=items, next_cursor=next_cursor).model_dump(mode="json"))
 
 

@@ -50,6 +50,7 @@ class Op:
     auth: bool = True
     form: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    bare_items: bool = False  # the body may also be the bare array of the request model's `items`
 
 
 STRING = {"type": "string"}
@@ -81,7 +82,7 @@ OPERATIONS: tuple[Op, ...] = (
        params=(LIMIT, CURSOR, Param("updatedSince", "query", {"type": "string", "format": "date-time"}), PROGRAM_Q,
                STATUS_Q)),
     Op("post", "/v1/profiles/batch", "Upsert up to 1000 profiles; one result per item", "profiles",
-       response=s.ProfileBatchOut, request=s.ProfileBatchIn, errors=(400, 401, 413, 415, 422)),
+       response=s.ProfileBatchOut, request=s.ProfileBatchIn, errors=(400, 401, 413, 415, 422), bare_items=True),
     Op("get", "/v1/profiles/by-phone/{phone}", "Get a profile by phone number", "profiles", response=s.ProfileOut,
        params=(PHONE_P,), errors=(401, 404, 422)),
     Op("get", "/v1/profiles/by-email/{email}", "Get a profile by email", "profiles", response=s.ProfileOut,
@@ -149,8 +150,12 @@ def document() -> dict[str, Any]:
         if params:
             item["parameters"] = params
         if op.request is not None:
-            item["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{op.request.__name__}"}}}}
+            schema: dict[str, Any] = {"$ref": f"#/components/schemas/{op.request.__name__}"}
+            if op.bare_items:
+                items = defs["$defs"][op.request.__name__]["properties"]["items"]
+                schema = {"oneOf": [schema, {key: items[key] for key in ("type", "items", "minItems", "maxItems")
+                                             if key in items}]}
+            item["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
         elif op.form:
             item["requestBody"] = {"required": True, "content": {
                 "application/x-www-form-urlencoded": {"schema": TWILIO_FORM}}}

@@ -21,6 +21,14 @@ _TITLES = {
 }
 
 
+def _utf8(text: str | None) -> str | None:
+    # A detail or field name may quote the client's input, and a lone surrogate in it (JSON's
+    # "\ud800") has no UTF-8 form: the answer could not be written at all. Shown escaped.
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def problem(status: int, detail: str, *, errors: list[tuple[str | None, str]] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
     """A problem+json response."""
@@ -28,8 +36,8 @@ def problem(status: int, detail: str, *, errors: list[tuple[str | None, str]] | 
         "type": f"https://optline.dev/problems/{status}",
         "title": _TITLES.get(status, "Error"),
         "status": status,
-        "detail": detail,
-        "errors": [{"field": f, "message": m} for f, m in (errors or [])],
+        "detail": _utf8(detail),
+        "errors": [{"field": _utf8(f), "message": _utf8(m)} for f, m in (errors or [])],
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 

@@ -29,7 +29,7 @@ class AppState:
     """The running app's parts."""
 
     settings: Settings
-    rules: Rules
+    rules: Rules  # replaced whole on reload (app.reload); read it once per request or job
     writer: Writer
     reader: Engine
     provider: Provider
