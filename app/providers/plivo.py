@@ -139,7 +139,7 @@ def _phone(params: Mapping[str, str], name: str) -> str:
     try:
         # A possible number is enough: the carrier delivered the text, and dropping a STOP
         # over a numbering-plan detail is worse than storing an unusual number.
-        return to_e164(raw, strict=False)
+        return to_e164(raw)
     except InvalidInput as exc:
         raise InvalidPayload(f"{name}: {exc.message}", field=name) from exc
 

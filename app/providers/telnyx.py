@@ -253,7 +253,7 @@ def parse_inbound(payload: Mapping[str, Any], params: Mapping[str, str], event_i
     try:
         # A possible number is enough: the carrier delivered the text, and dropping a STOP
         # over a numbering-plan detail is worse than storing an unusual number.
-        from_phone = to_e164(raw_from, strict=False)
+        from_phone = to_e164(raw_from)
     except InvalidInput as exc:
         raise InvalidPayload(f"data.payload.from.phone_number: {exc.message}", field="data.payload.from.phone_number") from exc
     to = _optional_text(_first_to(payload), "phone_number", "data.payload.to.0.phone_number")
@@ -348,7 +348,7 @@ def parse_status(payload: Mapping[str, Any], params: Mapping[str, str]) -> list[
 
 def _e164(raw: str, path: str) -> str:
     try:
-        return to_e164(raw, strict=False)
+        return to_e164(raw)
     except InvalidInput as exc:
         raise InvalidPayload(f"{path}: {exc.message}", field=path) from exc
 

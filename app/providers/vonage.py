@@ -158,7 +158,7 @@ def _phone(payload: Mapping[str, Any], name: str) -> str:
     raw = _required(payload, name)
     try:
         # A possible number is enough: dropping a STOP over a numbering-plan detail is worse.
-        return to_e164(raw, strict=False)
+        return to_e164(raw)
     except InvalidInput as exc:
         raise InvalidPayload(f"{name}: {exc.message}", field=name) from exc
 
