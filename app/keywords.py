@@ -165,6 +165,8 @@ def segments(text: str) -> tuple[str, int]:
 
 _PLACEHOLDERS = ("brand", "program", "help_contact")
 _MG_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+# A short code: 3 to 8 digits (5 or 6 in the US and Canada, 3 to 8 elsewhere), no plus.
+_SHORT_CODE = re.compile(r"[0-9]{3,8}")
 
 
 def _sender_key(sender: str) -> str:
@@ -729,7 +731,7 @@ class _Loader:
             if not isinstance(vn, SequenceNode) or not vn.value:
                 self.error(
                     _line(vn),
-                    f"{where}.senders must be a non-empty list of E.164 numbers or MG… Messaging Service SIDs",
+                    f"{where}.senders must be a non-empty list of E.164 numbers, short codes or MG… Messaging Service SIDs",
                 )
             else:
                 for item in vn.value:
@@ -774,6 +776,8 @@ class _Loader:
             if not _MG_SID.fullmatch(value):
                 self.error(line, f"{where}: '{value}' is not a Messaging Service SID (MG and 32 hex digits)")
                 return
+        elif _SHORT_CODE.fullmatch(value):
+            pass  # a short code, as Twilio posts it in To: digits only, valid in the brand's region
         else:
             try:
                 e164 = to_e164(value, None)

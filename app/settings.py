@@ -15,6 +15,7 @@ from app.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'optline.db'}"
 DEFAULT_KEYWORDS = str(PROJECT_ROOT / "keywords.yaml")
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 class Settings(BaseSettings):
@@ -24,7 +25,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="OPTLINE_DATABASE_URL")
     keywords: str = Field(DEFAULT_KEYWORDS, validation_alias="OPTLINE_KEYWORDS")
-    public_url: str = Field("http://127.0.0.1:8000", validation_alias="OPTLINE_PUBLIC_URL")
+    public_url: str = Field(DEFAULT_PUBLIC_URL, validation_alias="OPTLINE_PUBLIC_URL")
     provider: Literal["console", "twilio"] = Field("console", validation_alias="OPTLINE_PROVIDER")
     twilio_account_sid: str | None = Field(None, validation_alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: str | None = Field(None, validation_alias="TWILIO_AUTH_TOKEN")
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     def _twilio_needs_credentials(self) -> Settings:
         if self.provider == "twilio" and not (self.twilio_account_sid and self.twilio_auth_token):
             raise ValueError("OPTLINE_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        if self.provider == "twilio" and self.public_url == DEFAULT_PUBLIC_URL:
+            # Twilio cannot call 127.0.0.1, and refuses a StatusCallback there (error 21609):
+            # every send would fail. The URL must be the one Twilio reaches optline at.
+            raise ValueError(f"OPTLINE_PROVIDER=twilio needs OPTLINE_PUBLIC_URL set to the public https URL Twilio "
+                             f"calls optline at (not the default {DEFAULT_PUBLIC_URL})")
         return self
 
     @property

@@ -223,8 +223,10 @@ def test_parse_since(text: str, expected: str | None) -> None:
     ({"OPTLINE_DATABASE_URL": "mysql://x"}, "OPTLINE_DATABASE_URL"),
     ({"OPTLINE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}, "cannot reach the database"),
     ({"OPTLINE_PUBLIC_URL": "optline.example"}, "OPTLINE_PUBLIC_URL"),
+    ({"OPTLINE_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t" * 32},
+     "OPTLINE_PUBLIC_URL"),
 ], ids=["keywords-missing", "twilio-without-secret", "unknown-provider", "bad-db-url", "db-unreachable",
-        "public-url"])
+        "public-url", "twilio-with-the-default-public-url"])
 def test_serve_refuses_bad_configuration_with_one_line(env: dict[str, str], elsewhere: Path,
                                                        variables: dict[str, str], message: str) -> None:
     result = optline("serve", env={**env, **variables}, cwd=elsewhere, check=False)

@@ -350,7 +350,8 @@ def test_worker_sigterm_finishes_the_send_in_flight(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTLINE_", "TWILIO_"))}
     env.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_LOG_LEVEL="INFO", OPTLINE_PROVIDER="twilio",
                TWILIO_ACCOUNT_SID=gateway.settings.twilio_account_sid or "", TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-               OPTLINE_TWILIO_API_URL=gateway.fake.url, OPTLINE_POLL_SECONDS="0.05")
+               OPTLINE_TWILIO_API_URL=gateway.fake.url, OPTLINE_POLL_SECONDS="0.05",
+               OPTLINE_PUBLIC_URL=gateway.settings.public_url)
     stderr_path = tmp_path / "worker.log"
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, cwd=tmp_path,
