@@ -629,7 +629,7 @@ class OutboxSender:
             self.metrics.sent(row.channel, "sent")
             await self._record(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id,
                                                           result=outcome, rules=self.rules),
-                               row, locks=[row.phone] if row.phone else ())
+                               row, locks=[row.phone] if row.phone else (), sent=True)
             return
         retry_at = None
         if outcome.transient:
@@ -646,17 +646,20 @@ class OutboxSender:
                     " (will retry)" if retry_at else "")
         await self._record(lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
                                                          retry_at=retry_at, rules=self.rules),
-                           row, locks=[row.phone] if outcome.opted_out and row.phone else ())
+                           row, locks=[row.phone] if outcome.opted_out and row.phone else (), sent=False)
 
-    async def _record(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...]) -> None:
-        """Record a send's outcome, retrying through a database outage: a lost record means a second send.
+    async def _record(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...], sent: bool) -> None:
+        """Record a send's outcome, retrying through a database outage: a lost record of a sent text means a second send.
 
-        Until it is recorded, this process does not send the row again even if its lease runs
-        out and a claim hands it back (see `_deliver`); another process could, after the lease.
+        A text the provider accepted (`sent`) is retried for minutes, and until it is recorded
+        this process does not send the row again even if its lease runs out and a claim hands
+        it back (see `_deliver`); another process could, after the lease. A failure is retried
+        while the lease lasts: if it is lost, the row is simply tried again after its lease.
         """
-        deadline = time.monotonic() + RECORD_PATIENCE
+        deadline = time.monotonic() + (RECORD_PATIENCE if sent else self.lease.total_seconds() / 2)
         pause = 0.2
-        self._unrecorded.add(row.id)
+        if sent:
+            self._unrecorded.add(row.id)
         try:
             while True:
                 try:
