@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -420,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `optline export consent … | head`: the reader has all it wants; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

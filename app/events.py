@@ -1,4 +1,4 @@
-"""Brand events (SPEC §7): JSON webhooks to a brand's CRM, signed per Standard Webhooks, sent through the outbox.
+"""Brand events: JSON webhooks to a brand's CRM, signed per Standard Webhooks, sent through the outbox.
 
     consent event / unmatched text ──event_row──▶ outbox row (channel "event", same transaction)
         ──OutboxSender──▶ EventPoster(row) ──POST──▶ brand's events.url

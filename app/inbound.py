@@ -383,7 +383,10 @@ class _Ctx:
         whole = other_channel or len(scope) == len(self.sender.programs)
         self.batch.cancel(self.now, brand=self.sender.brand.key, phone=self.phone, programs=None if whole else scope)
         program = scope[0] if len(scope) == 1 else None
-        return _Plan(program=program, reply=Reply.STOP if reply else None, language=self.match.language)
+        # In the language of the stop word, else the one the phone joined in (a LUNCH joiner of a
+        # French program reads English), like help and welcome.
+        joined = next((sub.language for sub in subs if sub.language), None)
+        return _Plan(program=program, reply=Reply.STOP if reply else None, language=self.match.language or joined)
 
     def help(self) -> _Plan:
         program = self.match.program or self.batch.last_program(self.phone, self.sms.to)

@@ -4,7 +4,7 @@ Every record carries `ts`, `level`, `logger`, `msg`, the `request_id` of the HTT
 was logged in (when there is one), any `extra={...}` fields, and `exc` for a traceback.
 Phone numbers are masked twice over: the code calls `app.phone.mask` where it logs a number,
 and `MaskPhones` masks anything E.164-looking left in the final text, because a number that
-slips into a log through an exception message or a library is still personal data (§8).
+slips into a log through an exception message or a library is still personal data.
 """
 
 from __future__ import annotations

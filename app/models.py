@@ -257,7 +257,7 @@ class Profile(SQLModel, table=True):
 
 
 class IdempotencyKey(SQLModel, table=True):
-    """A stored answer to a POST/PUT/PATCH/DELETE sent with `Idempotency-Key`, kept 24 h (SPEC §7)."""
+    """A stored answer to a POST/PUT/PATCH/DELETE sent with `Idempotency-Key`, kept 24 h."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (

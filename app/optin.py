@@ -1,4 +1,4 @@
-"""API opt-in and opt-out (SPEC §4 API rows, §7): the brand's CRM acting with consent proof.
+"""API opt-in and opt-out: the brand's CRM acting with consent proof.
 
 Like app.inbound, these run inside the writer's transaction with the phone locked and never
 commit; replies are outbox rows sent from the program's own sender.

@@ -1,4 +1,4 @@
-"""Profiles: validate, upsert, patch, read, list, delete and batch (SPEC §7); callers own the transaction.
+"""Profiles: validate, upsert, patch, read, list, delete and batch; callers own the transaction.
 
 Rules, from the reference APIs:
 - an upsert matches on externalId, else phoneNumber, else email (one is required);

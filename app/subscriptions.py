@@ -1,4 +1,4 @@
-"""Subscription statuses and the transition table of SPEC §4, as data. Pure: no I/O.
+"""Subscription statuses and the transition table (docs/keywords.md), as data. Pure: no I/O.
 
 `transition(status, event)` answers where a subscription goes and which reply it earns; a
 pair missing from the table is an explicit error, never a silent fallthrough. Cooldowns,

@@ -268,6 +268,9 @@ class Processes:
             OPTLINE_RETRY_CAP_SECONDS="1",
             OPTLINE_LOG_LEVEL="WARNING",
             OPTLINE_SPOOL_DIR=str(self.workdir / "spool"),
+            # A worker needs a public URL too (its sends name the status callback); a server
+            # started by `serve` gets its own address instead.
+            OPTLINE_PUBLIC_URL="https://optline.example.test",
         )
         env.update(self.extra_env)
         env.update(overrides)

@@ -229,3 +229,17 @@ def test_repeated_keys_are_all_signed_and_the_last_one_is_used(gateway: Gateway)
     assert gateway.client.post("/webhooks/twilio", content=body,
                                headers={**headers, "X-Twilio-Signature": signature}).status_code == 200
     assert gateway.query("SELECT body FROM inbound_messages") == [("STOP",)]
+
+
+def test_a_signature_refusal_is_logged_with_the_url_checked(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    import app.web.webhooks as webhooks
+
+    webhooks._last_refusal_log = 0.0
+    params = twilio_inbound_params(Body="STOP")
+    with caplog.at_level("WARNING", logger="optline.webhooks"):
+        for _ in range(3):
+            assert gateway.client.post("/webhooks/twilio", data=params,
+                                       headers={"X-Twilio-Signature": "forged"}).status_code == 403
+    refusals = [r.getMessage() for r in caplog.records if "webhook refused" in r.getMessage()]
+    assert len(refusals) == 1  # rate-limited
+    assert "https://optline.example.test/webhooks/twilio" in refusals[0] and "does not match" in refusals[0]

@@ -101,3 +101,5 @@ def downgrade() -> None:
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.drop_column('joined_at')
         batch_op.drop_column('opted_out_at')
+    # Plain DROP COLUMN (SQLite 3.35+ has it): a batch copy would drop the ledger's triggers.
+    op.execute("ALTER TABLE consent_events DROP COLUMN reason")

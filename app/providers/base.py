@@ -5,6 +5,7 @@ of optline never sees a provider's field names:
 
     webhook form ──parse──▶ InboundSms        (one inbound text)
     webhook form ──parse──▶ StatusUpdate      (a delivery report for a text we sent)
+    webhook      ──parse──▶ OptOutSignal      (the provider's own report that a phone opted out)
     OutboundSms ──Provider.send──▶ SendResult (the provider accepted the text)
                                └──▶ raises SendError
                                      ├── transient=True   429, 5xx, timeout, connection error:
@@ -18,7 +19,9 @@ of optline never sees a provider's field names:
                                      └── otherwise        permanent: fail the row, do not retry
 
 `Provider.send` is synchronous and is called from worker threads; it never raises anything
-but `SendError` for a failure of the provider or of the network.
+but `SendError` for a failure of the provider or of the network. `WebhookProvider` is the
+shape of the adapters that own their webhooks (Telnyx, Plivo, Vonage): verify and parse a
+`WebhookRequest`, and send asynchronously over one pooled connection.
 """
 
 from __future__ import annotations
@@ -170,6 +173,23 @@ class SendError(Exception):
 
 
 @dataclass(frozen=True)
+class OptOutSignal:
+    """A provider's own report that a phone opted out of (or back in to) a sender.
+
+    Not a text: the provider classified a keyword itself, or refused a delivery because the
+    recipient is blocked. A STOP becomes a carrier opt-out of `phone` on `sender` (source `carrier`).
+    """
+
+    provider: str  # "telnyx"
+    phone: str  # the subscriber, E.164
+    sender: str | None  # our number or short code it concerns, None when the provider did not say
+    kind: str  # "STOP" (opted out) or "START" (opted back in)
+    message_id: str | None  # the provider's id of the text or report that carried it
+    error_code: int | None  # the provider's error code when it came as a refused delivery
+    params: Mapping[str, str] = field(hash=False)  # the payload flattened, for the raw record
+
+
+@dataclass(frozen=True)
 class WebhookRequest:
     """One provider webhook as received, before anything is trusted.
 
@@ -192,4 +212,27 @@ class Provider(Protocol):
 
     def send(self, message: OutboundSms) -> SendResult:
         """Send `message`; raise SendError when the provider does not accept it."""
+        ...
+
+
+@runtime_checkable
+class WebhookProvider(Protocol):
+    """An adapter that verifies and parses its own webhooks and sends asynchronously."""
+
+    name: str
+
+    def verify(self, request: WebhookRequest) -> bool:
+        """True when the request carries the provider's valid signature; False for anything else."""
+        ...
+
+    def parse(self, request: WebhookRequest) -> list[InboundSms | StatusUpdate | OptOutSignal]:
+        """The events in a verified webhook; raises InvalidPayload naming the bad field."""
+        ...
+
+    async def send(self, message: OutboundSms) -> SendResult:
+        """Send `message`; raise SendError when the provider does not accept it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close pooled connections; later sends raise SendError."""
         ...

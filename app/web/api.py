@@ -142,7 +142,7 @@ def subscription_json(row: Any) -> dict[str, Any]:
         id=row.id, program=row.program, phone_number=row.phone, status=status, keyword=row.keyword,
         consent_source=row.consent_source, consented_at=row.consented_at,
         subscribed_at=row.subscribed_at if status == Status.SUBSCRIBED.value else None,
-        # A pending re-join or a resubscription clears unsubscribedAt (SPEC §4).
+        # A pending re-join or a resubscription clears unsubscribedAt.
         unsubscribed_at=row.unsubscribed_at if status == Status.UNSUBSCRIBED.value else None,
         profile=ProfileRef(id=row.profile_id, external_id=getattr(row, "profile_external_id", None))
         if row.profile_id else None,

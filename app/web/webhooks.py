@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from datetime import datetime
 from functools import partial
@@ -93,8 +94,27 @@ async def _verified_form(request: Request, state: AppState) -> list[tuple[str, s
     url = state.settings.public_url + request.scope["path"] + (f"?{query}" if query else "")
     if state.signature is None or not state.signature.valid(url, FormPairs(pairs),
                                                             request.headers.get("x-twilio-signature")):
+        _refused(url, "no TWILIO_AUTH_TOKEN is set" if state.signature is None else
+                 "missing X-Twilio-Signature" if not request.headers.get("x-twilio-signature") else
+                 "X-Twilio-Signature does not match")
         return problem(403, "missing or invalid X-Twilio-Signature")
     return pairs
+
+
+_REFUSAL_LOG_EVERY = 60.0  # seconds: a flood of forged webhooks must not flood the log
+_last_refusal_log = 0.0
+_refusals_since = 0
+
+
+def _refused(url: str, why: str) -> None:
+    """Log a signature refusal, with the URL it was checked against, at most once a minute (with a count)."""
+    global _last_refusal_log, _refusals_since
+    _refusals_since += 1
+    now = time.monotonic()
+    if now - _last_refusal_log >= _REFUSAL_LOG_EVERY:
+        log.warning("webhook refused (403): %s; checked against %s (OPTLINE_PUBLIC_URL + path); %d refused since "
+                    "the last such line", why, url, _refusals_since)
+        _last_refusal_log, _refusals_since = now, 0
 
 
 def _twiml() -> Response:
