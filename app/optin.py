@@ -121,11 +121,16 @@ def opt_in(
 
 def opt_out(
     conn: Connection, now: datetime, *, rules: Rules, brand: Brand, programs: list[str], phone: str, notify: bool,
-    actor: ApiActor,
+    actor: ApiActor | None, proof: Proof | None = None,
 ) -> list[Sub]:
-    """Opt `phone` out of `programs`; a stop reply goes out when asked and something changed."""
+    """Opt `phone` out of `programs`; a stop reply goes out when asked and something changed.
+
+    The ledger records `proof` when given (a person in the console), else the API key `actor`.
+    """
     subs = load_subs(conn, brand=brand.key, phone=phone, programs=programs)
-    proof = Proof(source=Source.API, api_key_id=actor.api_key_id)
+    if proof is None:
+        assert actor is not None, "an opt-out needs its actor or its proof"
+        proof = Proof(source=Source.API, api_key_id=actor.api_key_id)
     changed: list[Sub] = []
     out: list[Sub] = []
     for program in programs:

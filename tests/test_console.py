@@ -6,6 +6,7 @@ The browser tests (tests/test_console_browser.py) drive the same pages in a real
 from __future__ import annotations
 
 import csv
+import html as html_text
 import io
 import re
 from collections.abc import Callable
@@ -159,7 +160,8 @@ def _other_session_token(console: Console) -> str:
     return CSRF.search(other.get("/console/keys").text).group(1)  # type: ignore[union-attr]
 
 
-CSRF_FORMS = {"logout": "/console/logout", "create-key": "/console/keys", "revoke-key": "/console/keys/revoke"}
+CSRF_FORMS = {"logout": "/console/logout", "create-key": "/console/keys", "revoke-key": "/console/keys/revoke",
+              "playground": "/console/playground", "flagged": "/console/flagged"}
 
 
 def test_every_form_is_refused_without_its_csrf_token(ada: Console, subtests: Any) -> None:
@@ -167,7 +169,8 @@ def test_every_form_is_refused_without_its_csrf_token(ada: Console, subtests: An
     for form, path in CSRF_FORMS.items():
         for kind, token in tokens.items():
             with subtests.test(form=form, token=kind):
-                data = {"name": "x", "prefix": "abcd1234", **({"csrf": token} if token else {})}
+                data = {"name": "x", "prefix": "abcd1234", "text": "STOP", "phone": ADA, "to": "+15005550006",
+                        "id": "1", "action": "dismiss", **({"csrf": token} if token else {})}
                 response = ada.client.post(path, data=data, follow_redirects=False)
                 assert response.status_code == 403
                 assert "Form refused" in response.text
@@ -390,3 +393,158 @@ def test_repeated_failed_sign_ins_are_throttled(gateway_factory: Callable[..., G
     assert response.status_code == 429
     assert int(response.headers["retry-after"]) > 0
     assert "Too many failed sign-ins" in response.text
+
+
+# --- keyword playground -------------------------------------------------------------------
+
+WRITTEN = ("inbound_messages", "consent_events", "outbox", "subscriptions")
+ACME_SENDER, BISTRO_SENDER = "+15005550006", "+15005550007"
+FACT = re.compile(r'data-fact="([a-z]+)">(.*?)</dd>', re.S)
+
+
+def _counts(gateway: Gateway) -> dict[str, int]:
+    return {table: gateway.query(f"SELECT count(*) FROM {table}")[0][0] for table in WRITTEN}
+
+
+def _facts(html: str) -> dict[str, str]:
+    """The playground's result, fact name -> its text without tags."""
+    return {name: " ".join(html_text.unescape(re.sub(r"<[^>]+>", "", value)).split())
+            for name, value in FACT.findall(html)}
+
+
+PLAYGROUND = {
+    "stop-from-a-subscriber": (ADA.removeprefix("+1"), "stop", {"normalized": "stop", "flagged": "no"},
+                               ("deals", "subscribed", "unsubscribed")),
+    "negated-stop-is-flagged": (ADA, "don't stop the deals!!", {"flagged": "yes"}, None),
+    "join-from-a-new-phone": ("(415) 555-0199", "JOIN", {"flagged": "no", "language": ""},
+                              ("deals", "none", "pendingDOI")),
+}
+TRANSITION_ROW = re.compile(r"<tr><td>(.*?)</td><td>.*?</td><td>(.*?)</td><td>(.*?)</td>")
+
+
+@pytest.mark.parametrize(("phone", "text", "facts", "transition"), PLAYGROUND.values(), ids=PLAYGROUND.keys())
+def test_the_playground_shows_the_dry_run_and_writes_nothing(ada: Console, phone: str, text: str,
+                                                             facts: dict[str, str],
+                                                             transition: tuple[str, str, str] | None) -> None:
+    converse(ada.gateway)
+    before = _counts(ada.gateway)
+    page = ada.post("/console/playground", csrf=ada.csrf("/console/playground"), text=text, phone=phone,
+                    to=ACME_SENDER)
+    assert page.status_code == 200, page.text
+    shown = _facts(page.text)
+    assert shown["text"] == text
+    assert shown["phone"].startswith("+1415555")
+    for name, value in facts.items():
+        assert shown[name].startswith(value), (name, shown)
+    assert shown["matched"] and shown["reply"]
+    if transition:
+        assert transition in TRANSITION_ROW.findall(page.text)
+    else:
+        assert 'id="no-transitions"' in page.text
+    assert _counts(ada.gateway) == before  # nothing written, nothing queued
+
+
+BAD_TRIES = {
+    "another-brands-number": ({"to": BISTRO_SENDER}, "receives no texts on"),
+    "unknown-number": ({"to": "+15550000000"}, "receives no texts on"),
+    "bad-phone": ({"phone": "12"}, "not"),
+    "no-text": ({"text": "  "}, "Type a text"),
+}
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_TRIES.values(), ids=BAD_TRIES.keys())
+def test_the_playground_refuses_bad_input_on_the_page(ada: Console, change: dict[str, str], message: str) -> None:
+    before = _counts(ada.gateway)
+    data = {"csrf": ada.csrf("/console/playground"), "text": "STOP", "phone": ADA, "to": ACME_SENDER, **change}
+    page = ada.post("/console/playground", **data)
+    assert page.status_code == 422
+    assert 'role="alert"' in page.text and message in page.text
+    assert "data-fact" not in page.text
+    assert _counts(ada.gateway) == before
+
+
+def test_the_playground_offers_only_the_brands_numbers(console: Console) -> None:
+    console.add_user("chef@bistro.example", brand="bistro")
+    console.sign_in("chef@bistro.example")
+    page = console.get("/console/playground").text
+    assert f'value="{BISTRO_SENDER}"' in page and ACME_SENDER not in page
+
+
+# --- flagged texts ------------------------------------------------------------------------
+
+FLAGGED = "don't stop the deals!!"
+
+
+def _flag(gateway: Gateway, phone: str = ADA) -> int:
+    """A subscribed phone's negated stop: stored flagged; returns its inbound row id."""
+    assert gateway.text(FLAGGED, from_=phone).status_code == 200
+    [(row_id, flagged)] = gateway.query("SELECT id, flagged FROM inbound_messages WHERE body = :b AND from_phone = :p",
+                                        b=FLAGGED, p=phone)
+    assert flagged
+    return int(row_id)
+
+
+def _resolve(console: Console, row_id: int, action: str) -> Any:
+    return console.post("/console/flagged", csrf=console.csrf("/console/flagged"), id=str(row_id), action=action)
+
+
+def test_treat_as_opt_out_unsubscribes_with_a_console_consent_event(ada: Console) -> None:
+    converse(ada.gateway)
+    row_id = _flag(ada.gateway)
+    assert ada.gateway.subs(ADA)["deals"] == "subscribed"
+    page = ada.get("/console/flagged").text
+    assert f'data-id="{row_id}"' in page and "don&#39;t stop the deals!!" in page
+    response = _resolve(ada, row_id, "opt_out")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/flagged?resolved=opted_out"
+    assert set(ada.gateway.subs(ADA).values()) == {"unsubscribed"}
+    events = ada.gateway.query("SELECT program, event, source, consent_source, raw_text, to_status FROM consent_events"
+                               " WHERE phone = :p AND source = 'console'", p=ADA)
+    # Every program of the brand, as the API's opt-out does: one it never joined is closed too.
+    assert sorted((e.program, e.event, e.consent_source, e.raw_text, e.to_status) for e in events) == [
+        (program, "api_opt_out", "console:ada@acme.example", FLAGGED, "unsubscribed") for program in ("deals", "news")]
+    [row] = ada.gateway.query("SELECT flag_resolution, flag_resolved_by, flag_resolved_at FROM inbound_messages"
+                              " WHERE id = :i", i=row_id)
+    assert (row.flag_resolution, row.flag_resolved_by) == ("opted_out", "ada@acme.example")
+    assert row.flag_resolved_at is not None
+    assert ada.gateway.query("SELECT count(*) FROM outbox WHERE phone = :p AND purpose = 'stop'", p=ADA)[0][0] == 1
+    after = ada.get("/console/flagged", resolved="opted_out").text
+    assert f'data-id="{row_id}"' not in after
+    assert "treated as an opt-out" in after
+    assert _resolve(ada, row_id, "opt_out").status_code == 404  # resolved: gone from the queue
+
+
+def test_dismiss_changes_no_subscription(ada: Console) -> None:
+    converse(ada.gateway)
+    row_id = _flag(ada.gateway)
+    subs, events = ada.gateway.subs(ADA), _counts(ada.gateway)
+    response = _resolve(ada, row_id, "dismiss")
+    assert response.status_code == 303
+    assert ada.gateway.subs(ADA) == subs
+    assert _counts(ada.gateway) == events
+    [row] = ada.gateway.query("SELECT flag_resolution, flag_resolved_by FROM inbound_messages WHERE id = :i", i=row_id)
+    assert tuple(row) == ("dismissed", "ada@acme.example")
+    assert "flagged-empty" in ada.get("/console/flagged").text
+
+
+BAD_RESOLUTIONS = {"unknown-action": ("1", "delete", 400), "no-id": ("", "dismiss", 400),
+                   "missing-row": ("999999", "dismiss", 404)}
+
+
+@pytest.mark.parametrize(("row_id", "action", "status"), BAD_RESOLUTIONS.values(), ids=BAD_RESOLUTIONS.keys())
+def test_a_bad_decision_is_a_clear_4xx(ada: Console, row_id: str, action: str, status: int) -> None:
+    response = ada.post("/console/flagged", csrf=ada.csrf("/console/flagged"), id=row_id, action=action)
+    assert response.status_code == status
+    assert 'role="alert"' in response.text
+
+
+@pytest.mark.parametrize("action", ["opt_out", "dismiss"])
+def test_another_brands_flagged_text_is_not_found(console: Console, action: str) -> None:
+    converse(console.gateway)
+    row_id = _flag(console.gateway)
+    console.add_user("chef@bistro.example", brand="bistro")
+    console.sign_in("chef@bistro.example")
+    assert f'data-id="{row_id}"' not in console.get("/console/flagged").text
+    assert _resolve(console, row_id, action).status_code == 404
+    assert console.gateway.query("SELECT flag_resolution FROM inbound_messages WHERE id = :i", i=row_id)[0][0] is None
+    assert console.gateway.subs(ADA)["deals"] == "subscribed"

@@ -1,4 +1,5 @@
-"""The console's routes: sign-in, programs, a phone's timeline, the consent ledger, API keys.
+"""The console's routes: sign-in, programs, a phone's timeline, the consent ledger, the keyword
+playground, flagged texts, API keys.
 
 Thin, like the API's: read the form or query, call `queries` (reads, off the event loop)
 or a service through the writer (writes), render a template. Every page but sign-in needs
@@ -8,10 +9,12 @@ a session; every POST needs the session's CSRF token (403 without).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,14 +27,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.auth import create_key, revoke_key
-from app.console import chart, queries
+from app.console import chart, flags, queries
 from app.console.accounts import (
     MAX_EMAIL, ConsoleUser, credentials, note_sign_in, password_matches, sign_out_everywhere, user_by_id,
 )
 from app.console.sessions import Session, SessionCodec, Throttle
+from app.dryrun import dry_run
 from app.errors import InvalidInput, NotFound
 from app.keywords import Brand
 from app.phone import to_e164
+from app.providers.base import InboundSms
 from app.subscriptions import Event, Status
 from app.web.state import AppState
 
@@ -41,6 +46,7 @@ HERE = Path(__file__).parent
 CHART_DAYS = 30
 MAX_FORM_BYTES = 16 * 1024
 MAX_KEY_NAME = 200
+MAX_PLAYGROUND_TEXT = 1600  # ten SMS segments: longer than any text a phone sends as one
 # Failed sign-ins allowed per email and per client address in a quarter of an hour (per process).
 EMAIL_FAILURES, ADDRESS_FAILURES, FAILURE_WINDOW = 10, 50, 900.0
 STATUSES = tuple(s.value for s in Status)
@@ -67,6 +73,8 @@ NAV = (
     NavItem("console:programs", "Programs"),
     NavItem("console:phone", "Phone timeline"),
     NavItem("console:ledger", "Consent ledger"),
+    NavItem("console:playground", "Keyword playground"),
+    NavItem("console:flagged", "Flagged texts"),
     NavItem("console:keys", "API keys"),
 )
 
@@ -452,6 +460,110 @@ async def revoke_key_page(ctx: Ctx) -> Response:
     return _redirect(ctx.request.app.url_path_for("console:keys") + "?" + urlencode({"revoked": prefix}))
 
 
+def _senders(brand: Brand) -> list[str]:
+    """The brand's receiving numbers and Messaging Services, each once, in keywords.yaml's order."""
+    return list(dict.fromkeys(sender for program in brand.programs.values() for sender in program.senders))
+
+
+def _playground_page(ctx: Ctx, status: int = 200, *, text: str = "", number: str = "", to: str = "",
+                     error: str | None = None, field: str | None = None, phone: str | None = None,
+                     report: Any = None) -> Response:
+    return ctx.render("playground.html", status, text=text, number=number, to=to, senders=_senders(ctx.brand),
+                      error=error, field=field, phone=phone, report=report, max_text=MAX_PLAYGROUND_TEXT)
+
+
+@page("console:playground")
+async def playground(ctx: Ctx) -> Response:
+    """GET /console/playground: the form to try a text."""
+    return _playground_page(ctx)
+
+
+@page("console:try_text")
+async def try_text(ctx: Ctx) -> Response:
+    """POST /console/playground: what the text would do (the dry run of `optline simulate`), nothing written."""
+    form = ctx.request.state.form
+    raw_text = form.get("text")
+    text = raw_text if isinstance(raw_text, str) else ""
+    number, to = _text(form, "phone"), _text(form, "to")
+    again = {"text": text, "number": number, "to": to}
+    if not text.strip():
+        return _playground_page(ctx, 422, **again, error="Type a text to try.", field="text")
+    if len(text) > MAX_PLAYGROUND_TEXT:
+        return _playground_page(ctx, 422, **again, error=f"The text must have at most {MAX_PLAYGROUND_TEXT} "
+                                                         "characters.", field="text")
+    if to not in _senders(ctx.brand):
+        # Another brand's number is answered like an unknown one: a user learns nothing about other brands.
+        return _playground_page(ctx, 422, **again, error=f"{ctx.brand.name} receives no texts on {to!r}: pick one "
+                                                         "of its numbers.", field="to")
+    try:
+        e164 = to_e164(number, ctx.brand.default_region)
+    except InvalidInput as exc:
+        message = f"{number!r} is {exc.message}." if exc.message.startswith("not") else exc.message
+        return _playground_page(ctx, 422, **again, error=message, field="phone")
+    service = to if to.startswith("MG") else None
+    sms = InboundSms(
+        provider="playground", message_id="PLAY" + secrets.token_hex(16), account_id=None, from_phone=e164, to=to,
+        service_id=service, body=text, num_media=0, opt_out_type=None, params={"From": e164, "To": to, "Body": text},
+    )
+    report = await ctx.state.writer.run(partial(dry_run, sms=sms, rules=ctx.state.rules), locks=[e164])
+    return _playground_page(ctx, **again, phone=e164, report=report)
+
+
+RESOLUTIONS = {"opt_out": flags.Resolution.OPTED_OUT, "dismiss": flags.Resolution.DISMISSED}
+NOTICES = {
+    flags.Resolution.OPTED_OUT.value: "The text was treated as an opt-out: the phone is unsubscribed from every "
+                                      "program of this brand.",
+    flags.Resolution.DISMISSED.value: "The text was dismissed: nothing else changed.",
+}
+
+
+async def _flagged_page(ctx: Ctx, status: int = 200, *, error: str | None = None,
+                        notice: str | None = None) -> Response:
+    brand = ctx.brand.key
+    rows = await ctx.state.read(lambda c: queries.flagged_texts(c, brand=brand))
+    return ctx.render("flagged.html", status, rows=rows, error=error, notice=notice, limit=queries.FLAGGED_LIMIT)
+
+
+@page("console:flagged")
+async def flagged(ctx: Ctx) -> Response:
+    """GET /console/flagged: the brand's flagged texts awaiting a decision, newest first."""
+    return await _flagged_page(ctx, notice=NOTICES.get(ctx.request.query_params.get("resolved", "")))
+
+
+@page("console:resolve_flag")
+async def resolve_flag(ctx: Ctx) -> Response:
+    """POST /console/flagged: treat a flagged text as an opt-out, or dismiss it."""
+    form = ctx.request.state.form
+    raw_id, action = _text(form, "id"), _text(form, "action")
+    resolution = RESOLUTIONS.get(action)
+    if resolution is None or not (raw_id.isdigit() and len(raw_id) < 19):
+        return await _flagged_page(ctx, 400, error="The form named no flagged text or no action.")
+    message_id, brand, email = int(raw_id), ctx.brand, ctx.user.email
+    found, phone = await ctx.state.read(lambda c: queries.flagged_phone(c, brand=brand.key, message_id=message_id))
+    if not found:
+        # Another brand's text is answered like a missing one, as is a text resolved meanwhile.
+        return await _flagged_page(ctx, 404, error="This brand has no such flagged text awaiting a decision.")
+    try:
+        if resolution is flags.Resolution.DISMISSED:
+            await ctx.state.writer.run(lambda c, now: flags.dismiss(c, now, brand=brand, message_id=message_id,
+                                                                    email=email))
+        elif phone is None:
+            return await _flagged_page(ctx, 409, error="This text came from an address that is not a phone number: "
+                                                       "there is no subscription to end. Dismiss it instead.")
+        else:
+            rules = ctx.state.rules
+            await ctx.state.writer.run(
+                lambda c, now: flags.treat_as_opt_out(c, now, rules=rules, brand=brand, message_id=message_id,
+                                                      phone=phone, email=email),
+                locks=[phone])
+    except NotFound:
+        return await _flagged_page(ctx, 404, error="This brand has no such flagged text awaiting a decision.")
+    log.info("console: user %d resolved flagged text %d of brand %s as %s", ctx.user.id, message_id, brand.key,
+             resolution.value)
+    return _redirect(ctx.request.app.url_path_for("console:flagged") + "?"
+                     + urlencode({"resolved": resolution.value}))
+
+
 routes = [
     Route("/", home, name="home"),
     Route("/login", login_form, methods=["GET"], name="login"),
@@ -461,6 +573,10 @@ routes = [
     Route("/phone", phone, name="phone"),
     Route("/ledger", ledger, name="ledger"),
     Route("/ledger.csv", ledger_csv, name="ledger_csv"),
+    Route("/playground", playground, methods=["GET"], name="playground"),
+    Route("/playground", try_text, methods=["POST"], name="try_text"),
+    Route("/flagged", flagged, methods=["GET"], name="flagged"),
+    Route("/flagged", resolve_flag, methods=["POST"], name="resolve_flag"),
     Route("/keys", keys, methods=["GET"], name="keys"),
     Route("/keys", create_key_page, methods=["POST"], name="create_key"),
     Route("/keys/revoke", revoke_key_page, methods=["POST"], name="revoke_key"),

@@ -207,3 +207,41 @@ def brand_keys(conn: Connection, *, brand: str) -> list[ApiKeyInfo]:
 def key_brand(conn: Connection, *, prefix: str) -> str | None:
     """The brand of the key with this prefix, or None."""
     return conn.execute(sa.select(api_keys.c.brand).where(api_keys.c.prefix == prefix)).scalar()
+
+
+FLAGGED_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class FlaggedText:
+    """One flagged text awaiting a person's decision."""
+
+    id: int
+    phone: str | None
+    address: str | None  # the sender's address when it is not a phone (messenger:…)
+    received_at: datetime
+    body: str
+    program: str | None
+    channel: str
+
+
+def flagged_texts(conn: Connection, *, brand: str, limit: int = FLAGGED_LIMIT) -> list[FlaggedText]:
+    """The brand's unresolved flagged texts, newest first."""
+    m = inbound_messages.c
+    rows = conn.execute(
+        sa.select(m.id, m.from_phone, m.from_address, m.received_at, m.body, m.program, m.channel)
+        .where(m.brand == brand, m.flagged == sa.true(), m.flag_resolution.is_(None))
+        .order_by(m.id.desc()).limit(limit)
+    )
+    return [FlaggedText(r.id, r.from_phone, r.from_address, _aware(r.received_at), r.body, r.program, r.channel)
+            for r in rows]
+
+
+def flagged_phone(conn: Connection, *, brand: str, message_id: int) -> tuple[bool, str | None]:
+    """(found, phone) of the brand's unresolved flagged text with this id; found is False for any other row."""
+    m = inbound_messages.c
+    row = conn.execute(
+        sa.select(m.from_phone).where(m.id == message_id, m.brand == brand, m.flagged == sa.true(),
+                                      m.flag_resolution.is_(None))
+    ).first()
+    return (row is not None, row.from_phone if row is not None else None)
