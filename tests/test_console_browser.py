@@ -168,6 +168,29 @@ def test_a_person_uses_the_console(server: tuple[Proc, Processes], browser: Any,
         assert [(r[LEDGER_COLUMNS.index("event")], r[LEDGER_COLUMNS.index("phone")]) for r in table[1:]] == [
             ("stop", ZOE), ("stop", ZOE)]
 
+        # The keyword playground: what a STOP from a subscriber would do, and nothing is stored.
+        nav.get_by_role("link", name="Keyword playground").click()
+        page.get_by_label("Text", exact=True).fill("Stop")
+        page.get_by_label("From phone", exact=True).fill("(415) 555-0201")
+        page.get_by_role("button", name="Try it").click()
+        assert page.locator('[data-fact="normalized"]').inner_text() == "stop"
+        assert page.locator('[data-fact="matched"]').inner_text().startswith("stop by keyword")
+        assert page.locator("table.transitions tbody tr").first.inner_text().split("\t")[:4] == [
+            "deals", "stop", "subscribed", "unsubscribed"]
+        assert unlabelled_fields(page) == []
+
+        # A flagged text (a negated stop from ADA, still subscribed after the playground) treated as an opt-out.
+        with httpx.Client() as client:
+            assert post_text(client, base, "don't stop the deals!!", from_=ADA).status_code == 200
+        nav.get_by_role("link", name="Flagged texts").click()
+        assert page.locator("table.flagged tbody tr").count() == 1
+        page.get_by_role("button", name=f"Treat the text from {ADA} as an opt-out").click()
+        page.wait_for_url("**/console/flagged?resolved=opted_out")
+        assert "treated as an opt-out" in page.get_by_role("status").inner_text()
+        assert page.locator("#flagged-empty").is_visible()
+        page.goto(base + "/console/phone?number=" + ADA.replace("+", "%2B"))
+        assert f"console:{EMAIL}" in page.locator("ol.timeline").inner_text()
+
         # API keys: create one (shown once), use it, revoke it, and the API refuses it at once.
         nav.get_by_role("link", name="API keys").click()
         page.get_by_label("Name (optional)", exact=True).fill("crm")
@@ -198,7 +221,7 @@ def test_the_console_fits_a_phone_screen(server: tuple[Proc, Processes], browser
     with screenshot_on_failure(page, tmp_path / "phone-failure.png"):
         sign_in(page, proc.base_url)
         for path in ("/console/programs", f"/console/phone?number={ZOE.replace('+', '%2B')}", "/console/ledger",
-                     "/console/keys"):
+                     "/console/playground", "/console/flagged", "/console/keys"):
             page.goto(proc.base_url + path)
             # The page itself never scrolls sideways: wide tables scroll inside their own region.
             width = page.evaluate("() => document.documentElement.scrollWidth")
