@@ -212,5 +212,5 @@ def test_a_record_that_cannot_be_applied_is_set_aside_and_blocks_nothing(gateway
     assert not spool.pending
     spool.close()
     assert gateway.subs(phone)["deals"] == "unsubscribed"
-    rejected = (tmp_path / "rejected.jsonl").read_text().splitlines()
+    rejected = (gateway.state.spool.folder / "rejected.jsonl").read_text().splitlines()
     assert len(rejected) == 1 and "not a sid" in rejected[0]
