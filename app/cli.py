@@ -298,6 +298,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                          "(2026-11-26T09:00:00Z)")
         query = query.where(consent_events.c.created_at >= since)
     check_database(settings)
+    from app.console.queries import csv_cell
+
     engine = make_engine(settings.database_url)
     columns = [c.name for c in consent_events.columns]
     writer = csv.writer(sys.stdout)
@@ -306,10 +308,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         with engine.connect() as conn:
             for row in conn.execution_options(yield_per=1000).execute(query):
                 values = row._mapping
-                writer.writerow(
-                    [values[c].isoformat() if isinstance(values[c], datetime) else
-                     ("" if values[c] is None else values[c]) for c in columns]
-                )
+                # The console's CSV rule: JSON as JSON, and no free text a spreadsheet would run.
+                writer.writerow([csv_cell(c, values[c]) for c in columns])
     finally:
         engine.dispose()
     return 0

@@ -207,6 +207,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if state.signature is None:
+            # Signatures fail closed: without the token every Twilio webhook is refused (403).
+            log.warning("TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be refused (403)")
         await start_background(state, sender=settings.inprocess_worker)
         # Webhooks spooled while the database was away (here, or by a process that died since).
         state.spool_wake = asyncio.Event()

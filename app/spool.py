@@ -169,6 +169,16 @@ class Spool:
                 self._file.close()
                 self._file = None
 
+    def reject(self, record: Record, why: str) -> None:
+        """Set a record that cannot be applied aside in `rejected.jsonl` (fsynced), and say so in the log."""
+        log.error("spool: a %s webhook cannot be applied and is kept in %s: %s", record.kind,
+                  self.folder / "rejected.jsonl", why)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "rejected.jsonl", "ab") as fh:
+            fh.write(record.line())
+            fh.flush()
+            os.fsync(fh.fileno())
+
     # --- draining --------------------------------------------------------------------------------
 
     def own_records(self) -> tuple[list[tuple[int, Record]], int]:

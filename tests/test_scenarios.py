@@ -447,8 +447,9 @@ def test_sigterm_lets_the_send_in_flight_finish_and_be_recorded(procs: Processes
     phone = phones(205, 1)[0]
     with httpx.Client() as client:
         assert post_text(client, server.base_url, "JOIN", from_=phone).status_code == 200
-    wait_until(lambda: db.scalar("SELECT count(*) FROM outbox WHERE status = 'sending'"), timeout=10, interval=0.01,
-               what="the prompt to be claimed")
+    # In flight: claimed and decided (dispatching) while the fake holds its answer back.
+    wait_until(lambda: db.scalar("SELECT count(*) FROM outbox WHERE status = 'dispatching'"), timeout=10,
+               interval=0.01, what="the prompt to be on its way to the provider")
 
     term_at = time.monotonic()
     server.signal(signal.SIGTERM)

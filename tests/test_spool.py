@@ -190,3 +190,27 @@ def test_unreadable_or_cut_off_records_are_skipped(tmp_path: Path, line: bytes) 
 
     assert asyncio.run(drain_once(Spool(tmp_path, database="db"), apply)) is True
     assert len(applied) == 1
+
+
+def test_a_record_that_cannot_be_applied_is_set_aside_and_blocks_nothing(gateway: Gateway, tmp_path: Path) -> None:
+    phone = "+14155550123"
+    joined(gateway, [phone])
+    good = dict(gateway.text("HELP", from_="+14155550199").params, From=phone, Body="STOP",
+                MessageSid="SM" + "cd" * 16)
+    broken = dict(good, MessageSid="not a sid")
+    spool = Spool(tmp_path, database="test")
+
+    async def apply_later() -> None:
+        from app.web.webhooks import apply_spooled
+
+        for form in (broken, good):
+            await spool.append(Record(kind="inbound", provider="twilio", received_at=gateway.clock(),
+                                      form=tuple(form.items())))
+        assert await drain_once(spool, lambda records: apply_spooled(gateway.state, records))
+
+    gateway.client.portal.call(apply_later)  # type: ignore[union-attr]
+    assert not spool.pending
+    spool.close()
+    assert gateway.subs(phone)["deals"] == "unsubscribed"
+    rejected = (gateway.state.spool.folder / "rejected.jsonl").read_text().splitlines()
+    assert len(rejected) == 1 and "not a sid" in rejected[0]

@@ -243,3 +243,17 @@ def test_a_signature_refusal_is_logged_with_the_url_checked(gateway: Gateway, ca
     refusals = [r.getMessage() for r in caplog.records if "webhook refused" in r.getMessage()]
     assert len(refusals) == 1  # rate-limited
     assert "https://optline.example.test/webhooks/twilio" in refusals[0] and "does not match" in refusals[0]
+
+
+def test_a_missing_auth_token_is_warned_at_start_up(sqlite_url: str, fake_twilio: Any,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from starlette.testclient import TestClient
+
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(sqlite_url, fake_twilio, provider="console", twilio_auth_token=None,
+                             twilio_account_sid=None)
+    with caplog.at_level("WARNING", logger="optline"), TestClient(create_app(settings)) as client:
+        assert client.post("/webhooks/twilio", data={"Body": "STOP"}).status_code == 403
+    assert any("TWILIO_AUTH_TOKEN is not set" in r.getMessage() for r in caplog.records)

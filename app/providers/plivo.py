@@ -258,7 +258,7 @@ def send_error(http_status: int, body: Any, headers: Mapping[str, str]) -> SendE
     )
 
 
-class PlivoProvider:
+class PlivoProvider(rest.PooledClient):
     """Verifies, parses and sends for one Plivo account; one pooled async client, reused across sends."""
 
     name = PROVIDER
@@ -330,16 +330,3 @@ class PlivoProvider:
             raise SendError("Plivo accepted the message without a message_uuid", transient=True, http_status=response.status_code)
         logger.debug("sent %s to %s", uuids[0], mask(message.to))
         return SendResult(message_id=uuids[0], status="queued")
-
-    async def aclose(self) -> None:
-        """Close the pooled connections; later sends raise SendError."""
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        """The pooled client, made on first use."""
-        if self._client is None:
-            self._client = self._new_client()
-        return self._client

@@ -141,3 +141,27 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
         # PostgreSQL's text cannot hold NUL; the character stays visible as U+FFFD.
         out[prefix] = text.replace("\x00", "\ufffd")
     return out
+
+
+class PooledClient:
+    """A REST adapter's HTTP client: one pool, made on the first send, closed by `aclose`."""
+
+    _client: httpx.AsyncClient | None = None
+    _closed: bool = False
+
+    def _new_client(self) -> httpx.AsyncClient:
+        """The adapter's client (its base URL, auth and timeouts)."""
+        raise NotImplementedError
+
+    def _http(self) -> httpx.AsyncClient:
+        """The pooled client, made on first use."""
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections; later sends raise SendError."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -380,7 +380,7 @@ def send_error(http_status: int, body: Any, headers: Mapping[str, str]) -> SendE
     )
 
 
-class TelnyxProvider:
+class TelnyxProvider(rest.PooledClient):
     """Verifies, parses and sends for one Telnyx account; one pooled async client, reused across sends."""
 
     name = PROVIDER
@@ -456,16 +456,3 @@ class TelnyxProvider:
         status = recipients[0].get("status") if recipients and isinstance(recipients[0], dict) else None
         logger.debug("sent %s to %s", message_id, mask(message.to))
         return SendResult(message_id=message_id, status=str(status or "queued"))
-
-    async def aclose(self) -> None:
-        """Close the pooled connections; later sends raise SendError."""
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        """The pooled client, made on first use."""
-        if self._client is None:
-            self._client = self._new_client()
-        return self._client

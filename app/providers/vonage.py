@@ -280,7 +280,7 @@ def _wire_number(e164: str) -> str:
     return e164[1:] if e164.startswith("+") else e164
 
 
-class VonageProvider:
+class VonageProvider(rest.PooledClient):
     """Verifies, parses and sends for one Vonage application or account; one pooled async client."""
 
     name = PROVIDER
@@ -374,16 +374,3 @@ class VonageProvider:
             raise SendError("Vonage accepted the message without a message_uuid", transient=True, http_status=response.status_code)
         logger.debug("sent %s to %s", uuid, mask(message.to))
         return SendResult(message_id=uuid, status="accepted")  # 202: Vonage took it; no status in the answer
-
-    async def aclose(self) -> None:
-        """Close the pooled connections; later sends raise SendError."""
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        """The pooled client, made on first use."""
-        if self._client is None:
-            self._client = self._new_client()
-        return self._client

@@ -190,21 +190,28 @@ async def twilio_status(request: Request) -> Response:
 
 async def apply_spooled(state: AppState, records: list[Record]) -> None:
     """Apply spooled webhooks in order, each as of when it was received (the spool's drain task calls this)."""
-    jobs: list[Awaitable[object]] = []
+    jobs: list[tuple[Record, Awaitable[object]]] = []
     for record in records:
         try:
             if record.kind == "inbound":
                 sms = parse_inbound(dict(record.form))
-                jobs.append(state.writer.run(InboundJob(sms, state.rules, received_at=record.received_at),
-                                             locks=_locks(sms.from_phone)))
+                jobs.append((record, state.writer.run(InboundJob(sms, state.rules, received_at=record.received_at),
+                                                      locks=_locks(sms.from_phone))))
             else:
-                jobs.append(apply_status(state, parse_status(dict(record.form))))
+                jobs.append((record, apply_status(state, parse_status(dict(record.form)))))
         except InvalidPayload as exc:  # it was verified and parsed before it was spooled: a bug, not input
-            log.error("dropping a spooled %s webhook that no longer parses: %s", record.kind, exc.message)
+            state.spool.reject(record, f"no longer parses: {exc.message}")
     # Handed to the writer together, in order: it applies them as one batch, oldest first.
-    results = await asyncio.gather(*jobs)
-    for result in results:
-        if isinstance(result, InboundResult):
+    results = await asyncio.gather(*(job for _record, job in jobs), return_exceptions=True)
+    unavailable = next((r for r in results if isinstance(r, (DatabaseUnavailable, SQLAlchemyError))), None)
+    if unavailable is not None:
+        raise unavailable  # the database is still away: the drain tries the whole chunk again later
+    for (record, _job), result in zip(jobs, results, strict=True):
+        if isinstance(result, BaseException):
+            # A record the database refuses for itself would block every later text if it were
+            # retried for ever: it is set aside, whole, for a person to look at.
+            state.spool.reject(record, f"{type(result).__name__}: {result}")
+        elif isinstance(result, InboundResult):
             state.metrics.inbound(result)
             if result.outbox_id is not None:
                 state.wake_sender()
