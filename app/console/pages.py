@@ -32,7 +32,7 @@ from app.console.accounts import (
     MAX_EMAIL, ConsoleUser, credentials, note_sign_in, password_matches, sign_out_everywhere, user_by_id,
 )
 from app.console.sessions import Session, SessionCodec, Throttle
-from app.dryrun import dry_run
+from app.dryrun import DryRun, dry_run
 from app.errors import InvalidInput, NotFound
 from app.keywords import Brand
 from app.phone import to_e164
@@ -467,7 +467,7 @@ def _senders(brand: Brand) -> list[str]:
 
 def _playground_page(ctx: Ctx, status: int = 200, *, text: str = "", number: str = "", to: str = "",
                      error: str | None = None, field: str | None = None, phone: str | None = None,
-                     report: Any = None) -> Response:
+                     report: DryRun | None = None) -> Response:
     return ctx.render("playground.html", status, text=text, number=number, to=to, senders=_senders(ctx.brand),
                       error=error, field=field, phone=phone, report=report, max_text=MAX_PLAYGROUND_TEXT)
 
