@@ -362,7 +362,7 @@ class _Ctx:
         event = Event.CARRIER_OPT_OUT if carrier else Event.STOP
         if carrier:
             proof = Proof(source=Source.CARRIER, keyword=self.match.keyword or "STOP", message_id=self.sms.message_id,
-                          raw_text=self.sms.body)
+                          raw_text=self.sms.body, reason=self.match.why)
         elif other_channel:
             proof = replace(self.proof, source=Source(self.sms.channel))
         else:

@@ -81,7 +81,8 @@ def build_state(
     state = AppState(
         settings=settings, rules=rules, reader=reader, provider=provider,
         writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds),
-        signature=TwilioSignature(settings.twilio_auth_token) if settings.twilio_auth_token else None,
+        signature=TwilioSignature(settings.twilio_auth_token, settings.twilio_webhook_shared_key)
+        if settings.twilio_auth_token or settings.twilio_webhook_shared_key else None,
         keys=KeyCache(reader), metrics=metrics, clock=clock, spool=Spool(settings.spool_dir, database=settings.database_url),
     )
     state.sender = OutboxSender(

@@ -145,7 +145,8 @@ def sms_row(*, now: datetime, brand: str, program: str | None, phone: str, body:
     """The outbox row (columns SMS_COLUMNS) of one text, due now."""
     return {
         "channel": CHANNEL_SMS, "brand": brand, "program": program, "phone": phone, "body": body, "purpose": purpose,
-        "priority": priority_of(purpose), "from_number": from_number, "service_id": service_id, "status": OutboxStatus.PENDING.value,
+        "priority": priority_of(purpose), "from_number": from_number, "service_id": service_id,
+        "status": OutboxStatus.PENDING.value,
         "error_reason": None, "attempts": 0, "next_attempt_at": now, "inbound_id": inbound_id, "created_at": now,
         "updated_at": now,
     }
@@ -267,10 +268,9 @@ def redrive(conn: Connection, now: datetime, *, since: datetime | None, brand: s
         f" OR (purpose <> 'stop' AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE {same_phone}"
         "      AND s.opted_out_at >= outbox.created_at)))"
     )
-    ids = [row[0] for row in Raw(conn).execute(
-        f"SELECT id FROM outbox WHERE status = 'failed'{filters} AND (error_code IS NULL OR error_code <> :opted_out)"
-        f" AND {allowed}", params).fetchall()]
-    rows = Raw(conn).rows(f"SELECT id, channel, purpose FROM outbox WHERE id IN {in_list('i', ids, params)}", params)
+    rows = Raw(conn).rows(
+        f"SELECT id, channel, purpose FROM outbox WHERE status = 'failed'{filters}"
+        f" AND (error_code IS NULL OR error_code <> :opted_out) AND {allowed}", params)
     Raw(conn).executemany(
         "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = :now, deadline_at = :deadline,"
         " lease_until = NULL, claimed_by = NULL, updated_at = :now WHERE id = :id AND status = 'failed'",

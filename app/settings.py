@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     provider: Literal["console", "twilio"] = Field("console", validation_alias="OPTLINE_PROVIDER")
     twilio_account_sid: str | None = Field(None, validation_alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: str | None = Field(None, validation_alias="TWILIO_AUTH_TOKEN")
+    # The secret of a Twilio Webhook Setting's SharedKey: requests a Webhooks Rule signs with it
+    # (X-Twilio-Webhooks-Signature-Settings, HMAC-SHA256) are checked against it.
+    twilio_webhook_shared_key: str | None = Field(None, validation_alias="TWILIO_WEBHOOK_SHARED_KEY")
     twilio_api_url: str = Field("https://api.twilio.com", validation_alias="OPTLINE_TWILIO_API_URL")
     inprocess_worker: bool = Field(True, validation_alias="OPTLINE_INPROCESS_WORKER")
     log_level: str = Field("INFO", validation_alias=AliasChoices("OPTLINE_LOG_LEVEL"))

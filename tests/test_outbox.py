@@ -672,3 +672,28 @@ def test_postgresql_claims_walk_the_due_index_on_a_table_without_statistics(unan
     for plan in picks:
         assert "Index Scan using ix_outbox" in plan, plan
         assert "Sort" not in plan and "Bitmap" not in plan, plan
+
+
+def test_outbox_retry_redrives_failed_rows_that_are_still_allowed(gateway_factory: Callable[..., Gateway],
+                                                                  database_url: str) -> None:
+    """`optline outbox retry`: a stop reply and a help reply whose deadline passed go again; a prompt to a phone
+    that opted out since, and a text the carrier refused as opted out (21610), stay failed."""
+    from app.outbox import Deadlines, redrive
+
+    gateway = gateway_factory(database_url, deadline_stop_seconds=0.5, deadline_text_seconds=0.5)
+    gateway.fake.fail_http(503, times=None)
+    other = "+14155550100"
+    gateway.text("HELP", from_=PHONE)
+    gateway.text("JOIN", from_=other)
+    settle(gateway)
+    gateway.text("STOP", from_=other)  # its prompt failed first; the phone opted out since
+    settle(gateway)
+    failed = {(r.phone, r.purpose) for r in gateway.query("SELECT phone, purpose FROM outbox WHERE status = 'failed'")}
+    assert failed == {(PHONE, "help"), (other, "doi_prompt"), (other, "stop")}
+    gateway.fake.clear_rules()
+    count = gateway.state.writer.call(lambda c, now: redrive(c, now, since=None, brand="acme", deadlines=Deadlines()))
+    assert count == 2
+    settle(gateway)
+    rows = {(r.phone, r.purpose): r.status for r in gateway.query("SELECT phone, purpose, status FROM outbox")}
+    assert rows == {(PHONE, "help"): "queued", (other, "doi_prompt"): "failed", (other, "stop"): "queued"}
+    assert [m.body.split(":")[0] for m in gateway.fake.messages(to=other)] == ["ACME"]  # the stop reply, not the prompt

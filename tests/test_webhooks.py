@@ -257,3 +257,28 @@ def test_a_missing_auth_token_is_warned_at_start_up(sqlite_url: str, fake_twilio
     with caplog.at_level("WARNING", logger="optline"), TestClient(create_app(settings)) as client:
         assert client.post("/webhooks/twilio", data={"Body": "STOP"}).status_code == 403
     assert any("TWILIO_AUTH_TOKEN is not set" in r.getMessage() for r in caplog.records)
+
+
+SHARED_KEY = "webhooks-shared-key-secret-0123456789"
+
+
+@pytest.mark.parametrize("case", ["sha256-good", "sha256-wrong-key", "sha256-no-key-configured", "sha1-still-works",
+                                  "unknown-algorithm"])
+def test_webhook_setting_shared_key_signatures(gateway_factory: Any, sqlite_url: str, case: str) -> None:
+    """A Twilio Webhooks Rule signs with its Setting's SharedKey (HMAC-SHA256) and says so in a header."""
+    from twilio.request_validator import RequestValidator
+
+    from tests.conftest import PUBLIC_URL
+
+    gateway = gateway_factory(sqlite_url, twilio_webhook_shared_key=None if case == "sha256-no-key-configured"
+                              else SHARED_KEY)
+    params = twilio_inbound_params(Body="JOIN")
+    url = PUBLIC_URL + "/webhooks/twilio"
+    key = "another-key" if case == "sha256-wrong-key" else SHARED_KEY
+    algorithm = {"unknown-algorithm": "HMAC_MD5"}.get(case, "HMAC_SHA256")
+    headers = {"X-Twilio-Webhooks-Signature-Settings": f"key=webhooks_sharedkey_1,algorithm={algorithm}",
+               "X-Twilio-Signature": RequestValidator(key).compute_signature(url, params, algorithm="HMAC_SHA256")}
+    if case == "sha1-still-works":
+        headers = {"X-Twilio-Signature": sign_twilio(url, params)}
+    status = gateway.client.post("/webhooks/twilio", data=params, headers=headers).status_code
+    assert status == (200 if case in ("sha256-good", "sha1-still-works") else 403)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA1, HMAC_SHA256, RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 
 from app.errors import InvalidPayload, InvalidPhone
@@ -109,6 +109,8 @@ STATUS_MAP: dict[str, DeliveryStatus] = {
 }
 
 OPT_OUT_TYPES = frozenset({"STOP", "HELP", "START"})
+SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"  # key=…,algorithm=HMAC_SHA256
+SIGNATURE_ALGORITHMS = frozenset({HMAC_SHA1, HMAC_SHA256})
 MAX_MEDIA = 10  # Twilio delivers at most 10 attachments on one MMS
 
 # Message SIDs: SM… for SMS, MM… for MMS, then 32 hex digits.
@@ -182,20 +184,32 @@ def _as_multidict(params: FormParams) -> MultiDict:
 
 
 class TwilioSignature:
-    """Checks X-Twilio-Signature (HMAC-SHA1 of URL + sorted parameters, keyed by the auth token)."""
+    """Checks X-Twilio-Signature: HMAC of URL + sorted parameters, keyed by the auth token (SHA-1), or, when
+    Twilio names a Webhook Setting in X-Twilio-Webhooks-Signature-Settings, by its shared key with the
+    algorithm the header names (HMAC-SHA256). The official library computes both."""
 
-    def __init__(self, auth_token: str) -> None:
-        if not auth_token:
-            raise ValueError("a Twilio auth token is required to check signatures")
-        self._validator = RequestValidator(auth_token)
+    def __init__(self, auth_token: str | None, shared_key: str | None = None) -> None:
+        if not auth_token and not shared_key:
+            raise ValueError("a Twilio auth token or webhook shared key is required to check signatures")
+        self._validator = RequestValidator(auth_token) if auth_token else None
+        self._shared = RequestValidator(shared_key) if shared_key else None
 
-    def valid(self, url: str, params: FormParams, signature: str | None) -> bool:
-        """True when `signature` signs `url` and every parameter received; False when missing."""
+    def valid(self, url: str, params: FormParams, signature: str | None, settings: str | None = None) -> bool:
+        """True when `signature` signs `url` and every parameter received; False when missing or unverifiable."""
         if not signature:
             return False
         # Repeated keys are all signed by Twilio, so all must count: a dict would keep one
         # value and let a forged duplicate through (or fail a genuine request).
         form = _as_multidict(params)
+        if settings:
+            # A Webhooks Rule matched: the shared key signed it, with the header's algorithm.
+            # Fail closed without that key, and for an algorithm the library does not know.
+            algorithm = get_signature_algorithm(settings)
+            if self._shared is None or algorithm.upper() not in SIGNATURE_ALGORITHMS:
+                return False
+            return bool(self._shared.validate(url, form, signature, algorithm=algorithm))
+        if self._validator is None:
+            return False
         # One HMAC for the usual case (Twilio signed exactly our public URL); validate() then
         # tries the URL with and without its port, which costs two more.
         if hmac.compare_digest(self._validator.compute_signature(url, form), signature):
@@ -204,6 +218,7 @@ class TwilioSignature:
 
     def sign(self, url: str, params: FormParams) -> str:
         """The signature Twilio would send for `url` and `params` (for tests and `optline simulate`)."""
+        assert self._validator is not None
         return str(self._validator.compute_signature(url, _as_multidict(params)))
 
 

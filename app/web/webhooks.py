@@ -29,7 +29,14 @@ from app.models import outbox
 from app.outbox import carrier_opt_out, record_delivery
 from app.phone import mask
 from app.providers.base import StatusUpdate
-from app.providers.twilio import PROVIDER, ERROR_UNSUBSCRIBED, FormPairs, parse_inbound, parse_status
+from app.providers.twilio import (
+    ERROR_UNSUBSCRIBED,
+    PROVIDER,
+    SIGNATURE_SETTINGS_HEADER,
+    FormPairs,
+    parse_inbound,
+    parse_status,
+)
 from app.spool import Record, SpoolError
 from app.web.problems import problem
 from app.web.state import AppState
@@ -93,10 +100,13 @@ async def _verified_form(request: Request, state: AppState) -> list[tuple[str, s
     query = request.scope.get("query_string", b"").decode("latin-1")
     url = state.settings.public_url + request.scope["path"] + (f"?{query}" if query else "")
     if state.signature is None or not state.signature.valid(url, FormPairs(pairs),
-                                                            request.headers.get("x-twilio-signature")):
+                                                            request.headers.get("x-twilio-signature"),
+                                                            request.headers.get(SIGNATURE_SETTINGS_HEADER)):
+        shared = bool(request.headers.get(SIGNATURE_SETTINGS_HEADER))
         _refused(url, "no TWILIO_AUTH_TOKEN is set" if state.signature is None else
                  "missing X-Twilio-Signature" if not request.headers.get("x-twilio-signature") else
-                 "X-Twilio-Signature does not match")
+                 "X-Twilio-Signature does not match the Webhook Setting's shared key (TWILIO_WEBHOOK_SHARED_KEY)"
+                 if shared else "X-Twilio-Signature does not match")
         return problem(403, "missing or invalid X-Twilio-Signature")
     return pairs
 
