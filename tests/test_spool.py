@@ -214,3 +214,26 @@ def test_a_record_that_cannot_be_applied_is_set_aside_and_blocks_nothing(gateway
     assert gateway.subs(phone)["deals"] == "unsubscribed"
     rejected = (gateway.state.spool.folder / "rejected.jsonl").read_text().splitlines()
     assert len(rejected) == 1 and "not a sid" in rejected[0]
+
+
+def test_a_spooled_yes_cannot_confirm_a_doi_asked_after_it(gateway: Gateway, tmp_path: Path) -> None:
+    phone = "+14155550123"
+    template = gateway.text("HELP", from_="+14155550199").params
+    arrived = gateway.clock()  # the YES arrived (and was spooled) before the JOIN below
+    gateway.clock.advance(seconds=5)
+    assert gateway.text("JOIN", from_=phone).status_code == 200
+    gateway.drain()
+    form = dict(template, From=phone, MessageSid="SM" + "ef" * 16, Body="YES")
+    spool = Spool(tmp_path, database="test")
+
+    async def apply_later() -> None:
+        from app.web.webhooks import apply_spooled
+
+        await spool.append(Record(kind="inbound", provider="twilio", received_at=arrived, form=tuple(form.items())))
+        assert await drain_once(spool, lambda records: apply_spooled(gateway.state, records))
+
+    gateway.client.portal.call(apply_later)  # type: ignore[union-attr]
+    spool.close()
+    gateway.drain()
+    assert gateway.subs(phone)["deals"] == "pendingDOI"
+    assert len(gateway.replies(phone)) == 1  # the prompt only, no welcome
