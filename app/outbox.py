@@ -564,7 +564,7 @@ class OutboxSender:
         with self.reader.connect() as conn:
             return Raw(conn).scalar(
                 "SELECT 1 FROM outbox WHERE channel = :channel AND ((status = 'pending' AND next_attempt_at <= :now)"
-                " OR (status = 'sending' AND lease_until < :now)) LIMIT 1",
+                " OR (status IN ('sending', 'dispatching') AND lease_until < :now)) LIMIT 1",
                 {"channel": channel, "now": self.clock()},
             ) is not None
 

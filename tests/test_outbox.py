@@ -28,7 +28,7 @@ from app.db import make_engine
 from app.keywords import load_rules
 from app.main import create_app
 from app.models import outbox
-from app.outbox import Claimed, backoff, cancel_queued, claim, enqueue_sms, record_delivery, record_failure, record_sent
+from app.outbox import Claimed, backoff, cancel_queued, claim, dispatch, enqueue_sms, record_delivery, record_failure, record_sent
 from app.providers.base import DeliveryStatus, SendError, SendResult
 from app.providers.twilio import TwilioProvider
 from tests.conftest import ACME, FakeClock, Gateway, explain_plans, make_settings
@@ -697,3 +697,17 @@ def test_outbox_retry_redrives_failed_rows_that_are_still_allowed(gateway_factor
     rows = {(r.phone, r.purpose): r.status for r in gateway.query("SELECT phone, purpose, status FROM outbox")}
     assert rows == {(PHONE, "help"): "queued", (other, "doi_prompt"): "failed", (other, "stop"): "queued"}
     assert [m.body.split(":")[0] for m in gateway.fake.messages(to=other)] == ["ACME"]  # the stop reply, not the prompt
+
+
+def test_a_row_left_dispatching_by_a_dead_sender_is_seen_as_due_after_its_lease(quiet_gateway: Gateway) -> None:
+    """The sender's poll must notice it, or it waits for an unrelated wake-up (seen after a SIGKILL mid-send)."""
+    gateway = quiet_gateway
+    row_id = _enqueue(gateway, PHONE, "stop")
+    lease = timedelta(seconds=30)
+    [row] = gateway.state.writer.call(lambda c, now: claim(c, now, worker="dead", limit=1, lease=lease))
+    gateway.state.writer.call(lambda c, now: dispatch(c, now, row_id=row.id, worker="dead"))
+    assert outbox_row(gateway).status == "dispatching"
+    assert not gateway.state.sender._has_due("sms")  # the lease still runs
+    gateway.clock.advance(seconds=31)
+    assert gateway.state.sender._has_due("sms")
+    assert row.id == row_id
