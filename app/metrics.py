@@ -33,7 +33,7 @@ _PENDING = "optline.transitions"
 SEND_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # The outbox rows a sender still owes work, per channel (app.outbox: CHANNEL_SMS, CHANNEL_EVENT).
 BACKLOG_CHANNELS = ("sms", "event")
-BACKLOG_STATUSES = ("pending", "sending")
+BACKLOG_STATUSES = ("pending", "sending", "dispatching")
 
 
 def note_transition(
