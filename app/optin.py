@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -20,10 +20,7 @@ from app.keywords import Brand, Rules
 from app.outbox import cancel_queued, enqueue_sms
 from app.phone import in_countries
 from app.sql import Raw
-from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status
-
-# A client's clock may run a little ahead of ours; consent further in the future is refused.
-CLOCK_SKEW = timedelta(minutes=5)
+from app.subscriptions import CLOCK_SKEW, COOLDOWN_REPLIES, Event, Reply, Source, Status
 
 
 @dataclass(frozen=True)

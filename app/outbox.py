@@ -259,14 +259,12 @@ def redrive(conn: Connection, now: datetime, *, since: datetime | None, brand: s
         filters += " AND updated_at >= :since"
     if brand is not None:
         filters += " AND brand = :brand"
-    same_phone = ("s.brand = outbox.brand AND s.phone = outbox.phone"
-                  " AND (outbox.program IS NULL OR s.program = outbox.program)")
+    # What `dispatch` would still send, except that a stop reply to a phone that joined again
+    # since would only confuse it.
     allowed = (
-        "(channel = 'event'"
-        f" OR (purpose = 'stop' AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE {same_phone}"
-        "      AND s.joined_at > outbox.created_at))"
-        f" OR (purpose <> 'stop' AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE {same_phone}"
-        "      AND s.opted_out_at >= outbox.created_at)))"
+        f"({_STILL_ALLOWED} AND (purpose <> 'stop' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
+        " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
+        " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.joined_at > outbox.created_at)))"
     )
     rows = Raw(conn).rows(
         f"SELECT id, channel, purpose FROM outbox WHERE status = 'failed'{filters}"

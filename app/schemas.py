@@ -7,7 +7,7 @@ from snake_case names in code (`validate_by_name`) and dumped by alias.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from app.subscriptions import CLOCK_SKEW
 
 MAX_BATCH = 1000
 MAX_ATTRIBUTE_KEY = 100
@@ -244,7 +246,6 @@ class ProfileBatchOut(BaseModel):
 
 
 # A consent timestamp may run a little ahead of our clock (the CRM's clock), not more.
-CLOCK_SKEW = timedelta(minutes=5)
 
 
 class _In(BaseModel):

@@ -9,6 +9,7 @@ clock and the other programs on the sender.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 
@@ -63,6 +64,9 @@ class Source(StrEnum):
     MESSENGER = "messenger"
     RCS = "rcs"
 
+
+# A client's clock may run a little ahead of ours; consent further in the future is refused (422).
+CLOCK_SKEW = timedelta(minutes=5)
 
 # Events that end consent: API consent must be newer than the latest of them.
 OPT_OUT_EVENTS = frozenset({Event.STOP, Event.API_OPT_OUT, Event.CARRIER_OPT_OUT})
