@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
 
@@ -17,6 +17,9 @@ DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'optline.db'}"
 DEFAULT_KEYWORDS = str(PROJECT_ROOT / "keywords.yaml")
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
+ProviderName = Literal["console", "twilio", "telnyx", "plivo", "vonage"]
+PROVIDER_NAMES: tuple[str, ...] = get_args(ProviderName)
+
 
 class Settings(BaseSettings):
     """Everything optline reads from its environment."""
@@ -26,13 +29,32 @@ class Settings(BaseSettings):
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="OPTLINE_DATABASE_URL")
     keywords: str = Field(DEFAULT_KEYWORDS, validation_alias="OPTLINE_KEYWORDS")
     public_url: str = Field(DEFAULT_PUBLIC_URL, validation_alias="OPTLINE_PUBLIC_URL")
-    provider: Literal["console", "twilio"] = Field("console", validation_alias="OPTLINE_PROVIDER")
+    # The provider adapters this deployment runs, the first being the default for a sender that
+    # names none. OPTLINE_PROVIDERS is a comma list; OPTLINE_PROVIDER (one name) still works.
+    providers: Annotated[tuple[ProviderName, ...], NoDecode] = Field(("console",), validation_alias=AliasChoices(
+        "OPTLINE_PROVIDERS", "OPTLINE_PROVIDER"))
     twilio_account_sid: str | None = Field(None, validation_alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: str | None = Field(None, validation_alias="TWILIO_AUTH_TOKEN")
     # The secret of a Twilio Webhook Setting's SharedKey: requests a Webhooks Rule signs with it
     # (X-Twilio-Webhooks-Signature-Settings, HMAC-SHA256) are checked against it.
     twilio_webhook_shared_key: str | None = Field(None, validation_alias="TWILIO_WEBHOOK_SHARED_KEY")
     twilio_api_url: str = Field("https://api.twilio.com", validation_alias="OPTLINE_TWILIO_API_URL")
+    # Telnyx (API v2): the API key sends; the account's Ed25519 public key checks webhooks.
+    telnyx_api_key: str | None = Field(None, validation_alias="TELNYX_API_KEY")
+    telnyx_public_key: str | None = Field(None, validation_alias="TELNYX_PUBLIC_KEY")
+    telnyx_api_url: str = Field("https://api.telnyx.com", validation_alias="OPTLINE_TELNYX_API_URL")
+    # Plivo: the Auth ID and Auth Token send; the token also checks X-Plivo-Signature-V3.
+    plivo_auth_id: str | None = Field(None, validation_alias="PLIVO_AUTH_ID")
+    plivo_auth_token: str | None = Field(None, validation_alias="PLIVO_AUTH_TOKEN")
+    plivo_api_url: str = Field("https://api.plivo.com", validation_alias="OPTLINE_PLIVO_API_URL")
+    # Vonage Messages API: an application (id + private key, PEM text or a file path) or the
+    # account's API key and secret send; the signature secret checks the signed JWT webhooks.
+    vonage_application_id: str | None = Field(None, validation_alias="VONAGE_APPLICATION_ID")
+    vonage_private_key: str | None = Field(None, validation_alias="VONAGE_PRIVATE_KEY")
+    vonage_api_key: str | None = Field(None, validation_alias="VONAGE_API_KEY")
+    vonage_api_secret: str | None = Field(None, validation_alias="VONAGE_API_SECRET")
+    vonage_signature_secret: str | None = Field(None, validation_alias="VONAGE_SIGNATURE_SECRET")
+    vonage_api_url: str = Field("https://api.nexmo.com", validation_alias="OPTLINE_VONAGE_API_URL")
     inprocess_worker: bool = Field(True, validation_alias="OPTLINE_INPROCESS_WORKER")
     log_level: str = Field("INFO", validation_alias=AliasChoices("OPTLINE_LOG_LEVEL"))
     # Outbox tuning: how long a claim lasts before another sender may take the row over,
@@ -70,6 +92,18 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
 
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _provider_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = [name.strip().lower() for name in value.split(",") if name.strip()]
+            if not names:
+                raise ValueError("name at least one provider")
+            if len(set(names)) != len(names):
+                raise ValueError(f"a provider is named twice in {value!r}")
+            return tuple(names)
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
@@ -78,15 +112,34 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _twilio_needs_credentials(self) -> Settings:
-        if self.provider == "twilio" and not (self.twilio_account_sid and self.twilio_auth_token):
-            raise ValueError("OPTLINE_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
-        if self.provider == "twilio" and self.public_url == DEFAULT_PUBLIC_URL:
+    def _providers_need_credentials(self) -> Settings:
+        # Sending needs each provider's credentials: without them start-up stops. A missing
+        # webhook secret only refuses that provider's webhooks, with a warning at start-up.
+        for name in self.providers:
+            missing = [env for env in _SEND_CREDENTIALS.get(name, ()) if not getattr(self, _FIELD_OF_ENV[env])]
+            if name == "vonage" and not (self.vonage_application_id and self.vonage_private_key):
+                missing = [] if self.vonage_api_key and self.vonage_api_secret else [
+                    "VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY (or VONAGE_API_KEY and VONAGE_API_SECRET)"]
+            if missing:
+                raise ValueError(f"provider {name} needs {' and '.join(missing)}")
+        if "twilio" in self.providers and self.public_url == DEFAULT_PUBLIC_URL:
             # Twilio cannot call 127.0.0.1, and refuses a StatusCallback there (error 21609):
             # every send would fail. The URL must be the one Twilio reaches optline at.
-            raise ValueError(f"OPTLINE_PROVIDER=twilio needs OPTLINE_PUBLIC_URL set to the public https URL Twilio "
+            raise ValueError(f"provider twilio needs OPTLINE_PUBLIC_URL set to the public https URL Twilio "
                              f"calls optline at (not the default {DEFAULT_PUBLIC_URL})")
         return self
+
+    @property
+    def provider(self) -> str:
+        """The default provider: the first of OPTLINE_PROVIDERS."""
+        return self.providers[0]
+
+    def missing_webhook_secret(self, name: str) -> str | None:
+        """The variable provider `name` lacks to check its webhooks' signatures, None when it has it."""
+        if name == "twilio":
+            return None if self.twilio_auth_token or self.twilio_webhook_shared_key else "TWILIO_AUTH_TOKEN"
+        env = _WEBHOOK_SECRET.get(name)
+        return env if env and not getattr(self, _FIELD_OF_ENV[env]) else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,8 +159,19 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"{name}: {message}" if name else message) from None
 
 
+# What each provider needs to send, and the variable holding its webhook-signing secret.
+_SEND_CREDENTIALS = {
+    "twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"),
+    "telnyx": ("TELNYX_API_KEY",),
+    "plivo": ("PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN"),
+}
+_WEBHOOK_SECRET = {"telnyx": "TELNYX_PUBLIC_KEY", "plivo": "PLIVO_AUTH_TOKEN", "vonage": "VONAGE_SIGNATURE_SECRET"}
+
 _ENV_NAMES = {
     name: (field.validation_alias if isinstance(field.validation_alias, str) else name)
     for name, field in Settings.model_fields.items()
 }
 _ENV_NAMES.update({alias: alias for alias in _ENV_NAMES.values()})
+_FIELD_OF_ENV = {field.validation_alias: name for name, field in Settings.model_fields.items()
+                 if isinstance(field.validation_alias, str)}
+_ENV_NAMES["providers"] = "OPTLINE_PROVIDERS"
