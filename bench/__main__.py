@@ -17,18 +17,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from bench import optout
+from bench import optout, send
 from bench.load import (
     LUA_DONE,
     Server,
+    database,
+    emit,
     free_port,
     mix,
     phone_number,
@@ -42,12 +41,6 @@ from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, sign_twilio, 
 
 ACME = "+15005550006"
 WORKER_NICE = 10  # the outbox worker's (and the fake Twilio's) CPU priority: below `optline serve`'s
-PG_ADMIN = os.environ.get("OPTLINE_BENCH_DATABASE_URL") or os.environ.get(
-    "OPTLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def emit(**figure: Any) -> None:
-    print(json.dumps(figure), flush=True)
 
 
 class Optline:
@@ -78,30 +71,6 @@ class Optline:
     def stop(self) -> None:
         for server in reversed(self.servers):
             server.stop()
-
-
-@contextmanager
-def database(engine_name: str, folder: Path, tag: str) -> Iterator[str | None]:
-    """A fresh database URL of that engine (None when PostgreSQL is not reachable)."""
-    if engine_name == "sqlite":
-        yield f"sqlite:///{folder / f'{tag}.db'}"
-        return
-    name = f"optline_bench_{tag}_{os.getpid()}"
-    try:
-        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        emit(skipped=f"postgresql ({tag})", reason=str(exc.orig).splitlines()[0])
-        yield None
-        return
-    try:
-        yield sa.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def post_text(client: httpx.Client, base: str, body: str, phone: str) -> int:
@@ -336,8 +305,10 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=20_000)
     parser.add_argument("--burst-timeout", type=float, default=240.0)
     parser.add_argument("--profiles", type=int, default=1_000_000)
-    parser.add_argument("--only", nargs="*", default=["inbound", "burst", "api", "optout"],
-                        choices=["inbound", "burst", "api", "optout"])
+    parser.add_argument("--sends", type=int, default=3000, help="texts each send figure posts")
+    parser.add_argument("--send-timeout", type=float, default=60.0)
+    parser.add_argument("--only", nargs="*", default=["inbound", "burst", "api", "send", "optout"],
+                        choices=["inbound", "burst", "api", "send", "optout"])
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     if args.only == ["optout"]:  # pure: no servers, no fake Twilio
@@ -345,19 +316,22 @@ def main() -> None:
         return
     folder = tempdir()
     emit(bench="optline", cores=os.cpu_count(), seconds=args.seconds, connections=args.connections, folder=str(folder))
-    fake = FakeTwilio()
-    # Twilio is a remote service: its stand-in runs at the worker's low priority, so the
-    # figures measure optline's webhooks rather than the fake's own HTTP server.
-    fake.nice = WORKER_NICE
-    with fake:
-        if "inbound" in args.only:
-            for engine_name in args.engines:
-                for processes in (1, 2):
-                    inbound(engine_name, processes, args, fake, folder)
-        if "burst" in args.only:
-            burst(args, fake, folder)
-        if "api" in args.only:
-            api(args, fake, folder)
+    if {"inbound", "burst", "api"} & set(args.only):
+        fake = FakeTwilio()
+        # Twilio is a remote service: its stand-in runs at the worker's low priority, so the
+        # figures measure optline's webhooks rather than the fake's own HTTP server.
+        fake.nice = WORKER_NICE
+        with fake:
+            if "inbound" in args.only:
+                for engine_name in args.engines:
+                    for processes in (1, 2):
+                        inbound(engine_name, processes, args, fake, folder)
+            if "burst" in args.only:
+                burst(args, fake, folder)
+            if "api" in args.only:
+                api(args, fake, folder)
+    if "send" in args.only:  # its own, faster fake Twilio (see bench.send)
+        send.run(args, folder)
     if "optout" in args.only:
         optout.run()
 

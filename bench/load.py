@@ -1,4 +1,5 @@
-"""Load generation with wrk and pre-signed, Twilio-shaped requests (so the generator is never the limit)."""
+"""Load generation with wrk and pre-signed, Twilio-shaped requests (so the generator is never the limit),
+and what every bench section shares: servers, fresh databases, one JSON line per figure."""
 
 from __future__ import annotations
 
@@ -11,14 +12,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx2 as httpx
+import sqlalchemy as sa
 
 from tests.fake_twilio import sign_twilio, twilio_inbound_params
+
+PG_ADMIN = os.environ.get("OPTLINE_BENCH_DATABASE_URL") or os.environ.get(
+    "OPTLINE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 LUA_DONE = r"""
 done = function(summary, latency, requests)
@@ -165,3 +172,31 @@ def uvicorn_bare(port: int, workers: int, log: Path) -> Server:
 
 def tempdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="optline-bench-"))
+
+
+def emit(**figure: Any) -> None:
+    print(json.dumps(figure), flush=True)
+
+
+@contextmanager
+def database(engine_name: str, folder: Path, tag: str) -> Iterator[str | None]:
+    """A fresh database URL of that engine (None when PostgreSQL is not reachable)."""
+    if engine_name == "sqlite":
+        yield f"sqlite:///{folder / f'{tag}.db'}"
+        return
+    name = f"optline_bench_{tag}_{os.getpid()}"
+    try:
+        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        emit(skipped=f"postgresql ({tag})", reason=str(exc.orig).splitlines()[0])
+        yield None
+        return
+    try:
+        yield sa.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
