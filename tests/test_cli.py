@@ -72,7 +72,7 @@ def test_check_warns_about_a_sender_whose_provider_is_not_enabled(env: dict[str,
     line = next(n for n, row in enumerate(text.splitlines(), 1) if "provider: telnyx" in row)
     env = {k: v for k, v in env.items() if not k.startswith("TELNYX_")}
     warned = [f"warning: {path}:{line}: program 'bistro/menu' sender +15005550007: provider telnyx is not in "
-              "OPTLINE_PROVIDERS (console) here, so this deployment cannot send from it", f"{path}: ok (1 warning)"]
+              "OPTLINE_PROVIDERS (console) here: serve and worker refuse to start with it", f"{path}: ok (1 warning)"]
     # OPTLINE_PROVIDERS unset: console only; the file named, or the one OPTLINE_KEYWORDS names
     assert optline("check", str(path), env=env, cwd=elsewhere).stdout.splitlines() == warned
     assert optline("check", env={**env, "OPTLINE_KEYWORDS": str(path)}, cwd=elsewhere).stdout.splitlines() == warned

@@ -259,7 +259,7 @@ def test_check_warns_about_a_provider_this_deployment_does_not_run(tmp_path: Pat
     warnings = check(path, providers=("console", "twilio")).warnings
     assert [(f.line, f.message) for f in warnings] == [
         (12, "program 'acme/deals' sender +15005550006: provider telnyx is not in OPTLINE_PROVIDERS (console,twilio) "
-             "here, so this deployment cannot send from it")
+             "here: serve and worker refuse to start with it")
     ]
     assert check(path, providers=("twilio", "telnyx")).warnings == []
     assert check(path).warnings == []  # the file alone: no environment to compare with
