@@ -85,6 +85,15 @@ def country_of(e164: str) -> str | None:
     return phonenumbers.region_code_for_number(number)
 
 
+def is_toll_free(e164: str) -> bool:
+    """True when libphonenumber files this E.164 number under a toll-free range (+1 800, 888, 833...)."""
+    try:
+        number = _parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.TOLL_FREE
+
+
 def mask(phone: str | None) -> str:
     """Mask a number for logs: +15005550006 -> +1500***0006."""
     if not phone:
@@ -172,6 +181,21 @@ def inbound_address(raw: str) -> Address:
     if not _possible(number):  # the API's rule too: what a webhook stored, the API can read back
         raise InvalidPhone("not a possible phone number for its country")
     return Address(channel, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), raw.strip())
+
+
+def our_number(raw: str | None) -> str | None:
+    """One of our senders as a provider wrote it, in the form keywords.yaml uses.
+
+    Plivo and Vonage write numbers as digits with the country code and no "+"
+    (14155550100): those become E.164. A short code (3–8 digits) and anything else (an
+    E.164 number already, an alphanumeric sender) is kept as written.
+    """
+    if raw is None:
+        return None
+    text = raw.strip()
+    if text.isascii() and text.isdigit() and len(text) > 8:
+        return "+" + text
+    return text
 
 
 def receiving_address(raw: str) -> str:
