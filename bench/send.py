@@ -8,7 +8,8 @@ and both are timed the same way, from the first to the last create the fake rece
   twilio's async client, and httpx2), with the form and headers the twilio library sends, as
   many in flight as the worker sends (OPTLINE_SEND_CONCURRENCY, 8 by default) and 32;
 - worker: N replies queued as pending outbox rows to N distinct phones of the `deals` program
-  in a freshly migrated database, then the real `optline worker` (Twilio provider) started
+  in a freshly migrated database, then the real `optline worker` (Twilio provider, the
+  program's sender allowed BENCH_RATE texts a second rather than a long code's one) started
   and left to send them all, at both concurrencies on SQLite; at 8 on PostgreSQL when it can
   be reached. `ratio` is the worker's rate over aiohttp's at the same concurrency.
 
@@ -44,7 +45,7 @@ from app.keywords import load_rules
 from app.models import outbox
 from app.outbox import sms_row
 from app.settings import PROJECT_ROOT
-from bench.load import Server, database, emit, free_port, phone_number
+from bench.load import Server, database, emit, free_port, phone_number, unthrottled_keywords
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 
 BRAND, PROGRAM = "acme", "deals"
@@ -214,7 +215,7 @@ def worker(fake: FastFake, reply: Reply, *, url: str, sends: int, concurrency: i
         OPTLINE_DATABASE_URL=url, OPTLINE_PROVIDER="twilio", TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         TWILIO_AUTH_TOKEN=AUTH_TOKEN, OPTLINE_TWILIO_API_URL=fake.url, OPTLINE_PUBLIC_URL=PUBLIC_URL,
         OPTLINE_SEND_CONCURRENCY=str(concurrency), OPTLINE_RUN_DIR=str(folder / "run"),
-        OPTLINE_SPOOL_DIR=str(folder / "spool"),
+        OPTLINE_SPOOL_DIR=str(folder / "spool"), OPTLINE_KEYWORDS=str(unthrottled_keywords(folder)),
     )
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True, capture_output=True)
     queue_replies(url, reply, sends)
