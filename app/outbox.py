@@ -331,9 +331,8 @@ class SendRate:
     burst: float = 1.0
 
 
-# A stop confirmation may borrow one slot ahead of its sender's rate: it goes before the texts
-# waiting for that sender's next slot, which then wait that much longer.
-STOP_BURST = 2.0
+# A stop confirmation may borrow one slot ahead of its sender's rate (burst + 1): it goes before
+# the texts waiting for that sender's next slot, which then wait that much longer.
 # A sender's next slot this close is waited for by the send itself, still claimed; a later one
 # puts the row back to pending, due then, so a slow sender never holds the sender's slots.
 RATE_WAIT_IN_PLACE = 0.05
@@ -368,14 +367,52 @@ def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str, limit
         return None
     if limit is None:
         return 0.0
-    wait = take(conn, utcnow(), sender=limit.sender, rate=limit.rate, burst=limit.burst)
+    return _settle_wait(raw, now, row_id, take(conn, utcnow(), sender=limit.sender, rate=limit.rate,
+                                               burst=limit.burst))
+
+
+def dispatch_many(conn: Connection, now: datetime, *, rows: Sequence[Claimed], worker: str,
+                  limits: Mapping[int, SendRate]) -> dict[int, float | None]:
+    """`dispatch` for a claimed batch in one job: row id -> 0.0 (send), None (must not) or seconds to wait.
+
+    The same rule, set-based: one UPDATE decides every row still allowed, one cancels the rest,
+    then each decided row takes its sender's slot (`limits`, by row id) in claim order. Run
+    with every row's phone and sender locked.
+    """
+    raw = Raw(conn)
+    ids = [row.id for row in rows]
+    params: dict[str, Any] = {"worker": worker, "now": now}
+    decided = {r["id"] for r in raw.rows(
+        "UPDATE outbox SET status = 'dispatching', dispatched_at = :now, updated_at = :now"
+        f" WHERE id IN {in_list('i', ids, params)} AND claimed_by = :worker AND status IN ('sending', 'dispatching')"
+        f" AND {_STILL_ALLOWED} RETURNING id", params)}
+    refused = [row_id for row_id in ids if row_id not in decided]
+    if refused:
+        cancel: dict[str, Any] = {"worker": worker, "now": now, "reason": CANCELLED_BY_OPT_OUT}
+        raw.execute(
+            "UPDATE outbox SET status = 'cancelled', error_reason = :reason, lease_until = NULL, updated_at = :now"
+            f" WHERE id IN {in_list('i', refused, cancel)} AND claimed_by = :worker"
+            " AND status IN ('sending', 'dispatching')", cancel)
+    outcome: dict[int, float | None] = dict.fromkeys(refused)
+    wall = utcnow()
+    for row in rows:
+        if row.id not in decided:
+            continue
+        limit = limits.get(row.id)
+        wait = take(conn, wall, sender=limit.sender, rate=limit.rate, burst=limit.burst) if limit is not None else 0.0
+        outcome[row.id] = _settle_wait(raw, now, row.id, wait)
+    return outcome
+
+
+def _settle_wait(raw: Raw, now: datetime, row_id: int, wait: float) -> float:
+    """Put a decided row that must wait for its sender back: still claimed for a near slot, else pending."""
     if wait > RATE_WAIT_IN_PLACE:
         raw.execute(
             "UPDATE outbox SET status = 'pending', next_attempt_at = :due, attempts = attempts - 1,"
             " dispatched_at = NULL, lease_until = NULL, claimed_by = NULL, updated_at = :now WHERE id = :id",
-            {**params, "due": now + timedelta(seconds=wait)})
+            {"id": row_id, "now": now, "due": now + timedelta(seconds=wait)})
     elif wait > 0:
-        raw.execute("UPDATE outbox SET status = 'sending', dispatched_at = NULL WHERE id = :id", params)
+        raw.execute("UPDATE outbox SET status = 'sending', dispatched_at = NULL WHERE id = :id", {"id": row_id})
     return wait
 
 
@@ -490,6 +527,16 @@ def record_delivery(conn: Connection, now: datetime, *, message_id: str, status:
     return True
 
 
+_UNDECIDED = object()  # a row `_deliver` must decide itself
+
+
+@dataclass(frozen=True)
+class _DispatchFailed:
+    """The batch's dispatch job failed (the database): the row records a transient failure."""
+
+    error: Exception
+
+
 class OutboxSender:
     """Claims due rows, re-checks them, sends through the provider, records the outcome."""
 
@@ -534,6 +581,8 @@ class OutboxSender:
         self._wakes = {CHANNEL_SMS: asyncio.Event(), CHANNEL_EVENT: asyncio.Event()}
         self._stopping = False
         self._unrecorded: set[int] = set()  # rows sent whose outcome is not recorded yet
+        self._recording: set[asyncio.Task[None]] = set()  # outcomes being recorded
+        self._together: list[tuple[Any, tuple[str, ...], asyncio.Future[None]]] = []
         self.sent = 0
 
     def wake(self) -> None:
@@ -575,8 +624,9 @@ class OutboxSender:
                     log.warning("outbox claim failed (%s); retrying", exc)
                 except Exception:  # noqa: BLE001 - a database blip must not kill the sender
                     log.exception("outbox claim failed; retrying")
+            decisions = await self._dispatch_batch(rows) if channel == CHANNEL_SMS and rows else {}
             for row in rows:
-                task = asyncio.create_task(self._deliver(row))
+                task = asyncio.create_task(self._deliver(row, decisions.get(row.id, _UNDECIDED)))
                 inflight.add(task)
                 task.add_done_callback(finished)
             if rows and len(inflight) < slots:
@@ -591,6 +641,7 @@ class OutboxSender:
             wake.clear()
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
+        await self.recorded()
 
     def _has_due(self, channel: str) -> bool:
         """True when a row of `channel` is due or its lease has run out (a read, no lock)."""
@@ -623,7 +674,13 @@ class OutboxSender:
                     await self._deliver(row)
 
             await asyncio.gather(*(one(row) for row in rows))
+        await self.recorded()
         return len(rows)
+
+    async def recorded(self) -> None:
+        """Wait until every outcome sent so far is recorded."""
+        while self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
 
     async def send_now(self, row_id: int) -> bool:
         """Claim and send one pending row by id, now; False when it was not pending."""
@@ -632,16 +689,20 @@ class OutboxSender:
         if row is None:
             return False
         await self._deliver(row)
+        await self.recorded()
         return True
 
-    async def _deliver(self, row: Claimed) -> None:
+    async def _deliver(self, row: Claimed, decided: float | None | object = _UNDECIDED) -> None:
+        """Decide (unless the batch did: `decided`), send and have the outcome recorded; the slot frees once sent."""
         if row.id in self._unrecorded:
             # Sent by this process already; its outcome is still being recorded (the database was
             # away longer than the lease). Sending it again would text the phone twice.
             return
         outcome: SendResult | SendError | None = None
         try:
-            wait = await self._dispatch(row)
+            if isinstance(decided, _DispatchFailed):
+                raise decided.error
+            wait = await self._dispatch(row) if decided is _UNDECIDED else decided  # type: ignore[assignment]
             while wait is not None and 0 < wait <= RATE_WAIT_IN_PLACE:
                 await asyncio.sleep(wait)  # the sender's next slot is that close: still ours, try again
                 wait = await self._dispatch(row)
@@ -664,7 +725,7 @@ class OutboxSender:
         if isinstance(outcome, SendResult):
             self.sent += 1
             self.metrics.sent(row.channel, "sent")
-            await self._record(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id,
+            self._record_later(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id,
                                                           result=outcome, rules=self.rules),
                                row, locks=[row.phone] if row.phone else (), sent=True)
             return
@@ -681,9 +742,20 @@ class OutboxSender:
         self.metrics.sent(row.channel, "opted_out" if outcome.opted_out else "retry" if retry_at else "failed", outcome)
         log.warning("send of outbox row %s to %s failed: %s%s", row.id, mask(row.phone), outcome,
                     " (will retry)" if retry_at else "")
-        await self._record(lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
+        self._record_later(lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
                                                          retry_at=retry_at, rules=self.rules),
                            row, locks=[row.phone] if outcome.opted_out and row.phone else (), sent=False)
+
+    def _record_later(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...], sent: bool) -> None:
+        """Record an outcome in the background: the send's slot is free for the next row meanwhile.
+
+        Until it is recorded, `_unrecorded` keeps this process from sending the row again.
+        """
+        if sent:
+            self._unrecorded.add(row.id)
+        task = asyncio.create_task(self._record(job, row, locks=locks, sent=sent))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     async def _record(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...], sent: bool) -> None:
         """Record a send's outcome, retrying through a database outage: a lost record of a sent text means a second send.
@@ -700,7 +772,7 @@ class OutboxSender:
         try:
             while True:
                 try:
-                    await self.writer.run(job, locks=locks)
+                    await self._write_together(job, locks)
                     return
                 except Exception:  # noqa: BLE001 - a database blip; the row stays ours meanwhile
                     if time.monotonic() + pause > deadline or self._stopping:
@@ -711,6 +783,51 @@ class OutboxSender:
                 pause = min(pause * 2, 2.0)
         finally:
             self._unrecorded.discard(row.id)
+
+    async def _write_together(self, job: Any, locks: Iterable[str]) -> None:
+        """Run `job` in one writer job with the others submitted in this turn of the loop.
+
+        Recording a batch of sends as one job, not one each, saves the writer's per-job cost.
+        When the shared job fails, each job runs again on its own, so one bad row fails alone.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._together.append((job, tuple(locks), future))
+        if len(self._together) == 1:
+            loop.call_soon(lambda: asyncio.ensure_future(self._flush_together()))
+        await future
+
+    async def _flush_together(self) -> None:
+        batch, self._together = self._together, []
+        jobs = [job for job, _locks, _future in batch]
+        locks = sorted({lock for _job, locks, _future in batch for lock in locks})
+        try:
+            await self.writer.run(lambda conn, now: [job(conn, now) for job in jobs], locks=locks)
+        except Exception as exc:  # noqa: BLE001 - find out which: each on its own
+            if len(batch) == 1:
+                batch[0][2].set_exception(exc)
+                return
+            for job, job_locks, future in batch:
+                try:
+                    await self.writer.run(job, locks=job_locks)
+                except Exception as exc:  # noqa: BLE001 - handed to the waiter
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
+            return
+        for _job, _locks, future in batch:
+            future.set_result(None)
+
+    async def _dispatch_batch(self, rows: list[Claimed]) -> dict[int, Any]:
+        """Decide a claimed batch of texts in one writer job (see `dispatch_many`); on failure, each row learns why."""
+        limits = {row.id: limit for row in rows if (limit := self._rate_of(row)) is not None}
+        locks = {row.phone for row in rows if row.phone} | {f"sender:{limit.sender}" for limit in limits.values()}
+        try:
+            return await self.writer.run(  # type: ignore[no-any-return]
+                lambda conn, now: dispatch_many(conn, now, rows=rows, worker=self.worker_id, limits=limits),
+                locks=sorted(locks))
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: each row records a transient failure
+            return {row.id: _DispatchFailed(exc) for row in rows}
 
     async def _dispatch(self, row: Claimed) -> float | None:
         """The cancel rule and the sender's rate, decided as late as possible under the phone's lock (see `dispatch`)."""
@@ -730,7 +847,10 @@ class OutboxSender:
         config = self.rules.sender_config(row.service_id or row.from_number or "") if self.rules is not None else None
         if config is None or self.providers.name_for(self.rules, row.from_number, row.service_id) == "console":
             return None
-        return SendRate(sender=config.id, rate=config.rate, burst=STOP_BURST if row.purpose == "stop" else 1.0)
+        # Up to a hundredth of a second's worth back to back (one for a long code): a batch from
+        # a fast sender goes out together, and no second holds more than 1 % over the rate.
+        burst = max(1.0, config.rate / 100)
+        return SendRate(sender=config.id, rate=config.rate, burst=burst + 1 if row.purpose == "stop" else burst)
 
     async def _send(self, row: Claimed) -> SendResult | SendError:
         """Send one row: a text through its sender's provider (awaited), a brand event on a thread."""

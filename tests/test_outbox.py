@@ -474,7 +474,15 @@ def test_a_dead_senders_rows_are_taken_over_after_the_lease_and_sent_once(gatewa
 def _deliver(gateway: Gateway, row: Claimed) -> None:
     # `_deliver` is the step between claim and send; calling it directly puts the test's change
     # exactly in the window the re-check guards (run_once would claim and send in one go).
-    asyncio.run(gateway.state.sender._deliver(row))
+    # On the app's own loop, where its provider's connections live; the outcome is recorded
+    # in the background, so wait for that too.
+    sender = gateway.state.sender
+
+    async def deliver() -> None:
+        await sender._deliver(row)
+        await sender.recorded()
+
+    gateway.client.portal.call(deliver)  # type: ignore[union-attr]
 
 
 def test_a_row_cancelled_after_claim_is_not_sent(quiet_gateway: Gateway) -> None:
