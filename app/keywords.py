@@ -225,6 +225,13 @@ class Rules:
                     union.sort(key=lambda p: order.index(p.key))
                     self._pairs[(number, sid)] = sender_rules(union)
 
+    # TEMPORARY (until sender maps land): no sender names its provider or rate.
+    sender_configs: Mapping[str, Any] = _EMPTY
+
+    def sender_config(self, sender_id: str) -> Any | None:
+        """The configured sender `sender_id`; None when not configured."""
+        return None
+
     def for_sender(self, to: str | None, messaging_service_sid: str | None = None) -> SenderRules | None:
         """The programs reached through number `to` or the Messaging Service (their union); None if none."""
         by_number = self._by_sender.get(to) if to else None

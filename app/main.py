@@ -33,9 +33,9 @@ from app.logs import setup_logging
 from app.metrics import Metrics
 from app.migrate import current_revision, head_revision
 from app.outbox import Deadlines, OutboxSender, backlog
-from app.providers.base import Provider
-from app.providers.console import ConsoleProvider
-from app.providers.twilio import TwilioProvider, TwilioSignature
+from app.providers.base import Provider, WebhookProvider
+from app.providers.registry import Providers, check_senders, make_providers
+from app.providers.twilio import TwilioSignature
 from app.reload import RELOAD_SIGNAL, register, reload_rules, unregister
 from app.settings import Settings, load_settings
 from app.spool import Spool, drain_forever
@@ -50,14 +50,6 @@ log = logging.getLogger("optline")
 SWEEP_SECONDS = 30.0
 
 
-def make_provider(settings: Settings) -> Provider:
-    """The provider adapter the settings name."""
-    if settings.provider == "twilio":
-        assert settings.twilio_account_sid and settings.twilio_auth_token
-        return TwilioProvider(settings.twilio_account_sid, settings.twilio_auth_token, api_url=settings.twilio_api_url)
-    return ConsoleProvider()
-
-
 def deadlines(settings: Settings) -> Deadlines:
     """The retry deadlines the settings name."""
     return Deadlines(stop=timedelta(seconds=settings.deadline_stop_seconds),
@@ -66,28 +58,33 @@ def deadlines(settings: Settings) -> Deadlines:
 
 
 def build_state(
-    settings: Settings, *, provider: Provider | None = None, rules: Rules | None = None,
+    settings: Settings, *, provider: Provider | WebhookProvider | None = None, rules: Rules | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> AppState:
-    """Engines, writer, provider and sender for one process (started by `start_background`)."""
+    """Engines, writer, providers and sender for one process (started by `start_background`).
+
+    `provider` (tests, `optline simulate`): that one adapter sends every text, whatever
+    OPTLINE_PROVIDERS says.
+    """
     rules = rules or load_rules(settings.keywords)
+    providers = Providers.single(provider) if provider is not None else make_providers(settings)
+    check_senders(rules, providers)
     # Before any engine is opened: a brand's missing events secret stops start-up with one line.
     event_poster = EventPoster(rules, environ=event_environ())
     writer_engine = make_engine(settings.database_url, writer=True)
     reader = make_engine(settings.database_url) if settings.is_sqlite else writer_engine
-    provider = provider or make_provider(settings)
     metrics = Metrics()
     metrics.watch(writer_engine)
     state = AppState(
-        settings=settings, rules=rules, reader=reader, provider=provider,
+        settings=settings, rules=rules, reader=reader, providers=providers,
         writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds),
         signature=TwilioSignature(settings.twilio_auth_token, settings.twilio_webhook_shared_key)
         if settings.twilio_auth_token or settings.twilio_webhook_shared_key else None,
         keys=KeyCache(reader), metrics=metrics, clock=clock, spool=Spool(settings.spool_dir, database=settings.database_url),
     )
     state.sender = OutboxSender(
-        writer=state.writer, reader=reader, provider=provider, rules=rules,
-        status_callback=settings.public_url + "/webhooks/twilio/status", lease_seconds=settings.lease_seconds,
+        writer=state.writer, reader=reader, providers=providers, rules=rules,
+        public_url=settings.public_url, lease_seconds=settings.lease_seconds,
         concurrency=settings.send_concurrency, deadlines=deadlines(settings),
         retry_base=settings.retry_base_seconds, retry_cap=settings.retry_cap_seconds,
         poll_seconds=settings.poll_seconds, clock=clock, event_poster=event_poster, metrics=metrics,
@@ -138,9 +135,7 @@ async def stop_background(state: AppState) -> None:
             poster.close()
     state.writer.stop()
     state.spool.close()
-    close = getattr(state.provider, "close", None)
-    if callable(close):
-        close()
+    await state.providers.aclose()
     state.keys.close()
     state.writer.engine.dispose()
     state.reader.dispose()
@@ -208,9 +203,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        if state.signature is None:
-            # Signatures fail closed: without the token every Twilio webhook is refused (403).
-            log.warning("TWILIO_AUTH_TOKEN is not set: every Twilio webhook will be refused (403)")
+        # Signatures fail closed: without its secret every webhook of a provider is refused (403).
+        # Twilio's routes always exist; the others' exist for the providers enabled.
+        for name in dict.fromkeys(["twilio", *(n for n in state.providers.names if state.providers.webhook(n))]):
+            if missing := settings.missing_webhook_secret(name):
+                log.warning("%s is not set: every %s webhook will be refused (403)", missing, name)
         await start_background(state, sender=settings.inprocess_worker)
         # Webhooks spooled while the database was away (here, or by a process that died since).
         state.spool_wake = asyncio.Event()
@@ -226,6 +223,8 @@ def create_app(
     routes = [
         Route("/webhooks/twilio", webhooks.twilio_inbound, methods=["POST"]),
         Route("/webhooks/twilio/status", webhooks.twilio_status, methods=["POST"]),
+        Route("/webhooks/{provider}", webhooks.provider_webhook, methods=["POST"]),
+        Route("/webhooks/{provider}/status", webhooks.provider_webhook, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
@@ -281,4 +280,4 @@ def check_database(settings: Settings) -> None:
         raise DatabaseUnavailable(f"the database is at migration {current}, not {head}: run `optline migrate`")
 
 
-__all__: list[Any] = ["app_from_env", "build_state", "create_app", "make_provider"]
+__all__: list[Any] = ["app_from_env", "build_state", "create_app"]

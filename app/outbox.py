@@ -47,7 +47,8 @@ from app.keywords import Rules
 from app.metrics import Metrics
 from app.models import outbox
 from app.phone import mask
-from app.providers.base import DeliveryStatus, OutboundSms, Provider, SendError, SendResult
+from app.providers.base import DeliveryStatus, OutboundSms, SendError, SendResult
+from app.providers.registry import Providers
 from app.providers.twilio import ERROR_UNSUBSCRIBED
 from app.sql import Raw, in_list, insert_sql
 from app.subscriptions import Event, Source
@@ -463,9 +464,9 @@ class OutboxSender:
         *,
         writer: Writer,
         reader: Engine,
-        provider: Provider,
+        providers: Providers,
         rules: Rules | None,
-        status_callback: str | None,
+        public_url: str | None,
         lease_seconds: float = 60.0,
         concurrency: int = 8,
         deadlines: Deadlines = Deadlines(),
@@ -478,9 +479,9 @@ class OutboxSender:
     ) -> None:
         self.writer = writer
         self.reader = reader
-        self.provider = provider
+        self.providers = providers
         self.rules = rules
-        self.status_callback = status_callback
+        self.public_url = public_url  # delivery reports come back to {public_url}/webhooks/{provider}/status
         self.lease = timedelta(seconds=lease_seconds)
         self.concurrency = concurrency
         self.deadlines = deadlines
@@ -604,7 +605,6 @@ class OutboxSender:
             # Sent by this process already; its outcome is still being recorded (the database was
             # away longer than the lease). Sending it again would text the phone twice.
             return
-        loop = asyncio.get_running_loop()
         outcome: SendResult | SendError | None
         try:
             allowed = await self._dispatch(row)
@@ -615,7 +615,7 @@ class OutboxSender:
             outcome = None
         if allowed:
             try:
-                outcome = await loop.run_in_executor(self._executor, self._send, row)
+                outcome = await self._send(row)
             except Exception as exc:  # noqa: BLE001 - an adapter bug is a permanent failure of this row
                 log.exception("send of outbox row %s crashed", row.id)
                 outcome = SendError(f"adapter error: {exc!r}"[:200])
@@ -681,19 +681,21 @@ class OutboxSender:
             lambda conn, now: dispatch(conn, now, row_id=row.id, worker=self.worker_id),
             locks=[row.phone] if row.phone else ()))
 
-    def _send(self, row: Claimed) -> SendResult | SendError:
+    async def _send(self, row: Claimed) -> SendResult | SendError:
+        """Send one row: a text through its sender's provider (awaited), a brand event on a thread."""
         started = time.perf_counter()
         try:
             if row.channel == CHANNEL_EVENT:
                 if self.event_poster is None:
                     raise SendError("no brand event delivery configured")
-                self.event_poster(row)
+                await asyncio.get_running_loop().run_in_executor(self._executor, self.event_poster, row)
                 return SendResult(message_id=f"event-{row.id}", status="delivered")
             assert row.phone is not None
-            return self.provider.send(
-                OutboundSms(to=row.phone, body=row.body, from_number=None if row.service_id else row.from_number,
-                            service_id=row.service_id, status_callback=self.status_callback)
-            )
+            name = self.providers.name_for(self.rules, row.from_number, row.service_id)
+            callback = f"{self.public_url}/webhooks/{name}/status" if self.public_url else None
+            return await self.providers.send(name, OutboundSms(
+                to=row.phone, body=row.body, from_number=None if row.service_id else row.from_number,
+                service_id=row.service_id, status_callback=callback), self._executor)
         except SendError as exc:
             return exc
         finally:

@@ -174,6 +174,21 @@ def inbound_address(raw: str) -> Address:
     return Address(channel, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), raw.strip())
 
 
+def our_number(raw: str | None) -> str | None:
+    """One of our senders as a provider wrote it, in the form keywords.yaml uses.
+
+    Plivo and Vonage write numbers as digits with the country code and no "+"
+    (14155550100): those become E.164. A short code (3–8 digits) and anything else (an
+    E.164 number already, an alphanumeric sender) is kept as written.
+    """
+    if raw is None:
+        return None
+    text = raw.strip()
+    if text.isascii() and text.isdigit() and len(text) > 8:
+        return "+" + text
+    return text
+
+
 def receiving_address(raw: str) -> str:
     """The number (or short code, or service) a text was sent to, without a channel prefix."""
     text = raw.strip()

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_provider(cls, values: object) -> object:
+        # Settings(provider="twilio") from Python, as before the list existed.
+        if isinstance(values, dict) and "provider" in values and "providers" not in values:
+            values = {**values, "providers": values.pop("provider")}
+        return values
+
     @field_validator("providers", mode="before")
     @classmethod
     def _provider_list(cls, value: object) -> object:

@@ -45,18 +45,26 @@ CHUNK = 64  # records applied per round: the writer takes them as one batch
 
 @dataclass(frozen=True)
 class Record:
-    """One spooled webhook: which kind, from which provider, when it arrived, and the form as verified."""
+    """One spooled webhook: which kind, from which provider, when it arrived, and what was verified.
 
-    kind: str  # "inbound" | "status"
+    Twilio's are forms (`form`); the other providers' keep the raw body they signed (`body`)
+    with its content type, and are parsed again by their adapter when applied.
+    """
+
+    kind: str  # "inbound" | "status" (Twilio), "event" (any other provider)
     provider: str
     received_at: datetime
     form: tuple[tuple[str, str], ...]
+    body: str | None = None
+    content_type: str | None = None
 
     def line(self) -> bytes:
         """The record as one JSON line."""
-        return (json.dumps({"v": VERSION, "kind": self.kind, "provider": self.provider,
-                            "receivedAt": self.received_at.isoformat(), "form": [list(p) for p in self.form]},
-                           ensure_ascii=False) + "\n").encode()
+        data: dict[str, Any] = {"v": VERSION, "kind": self.kind, "provider": self.provider,
+                                "receivedAt": self.received_at.isoformat(), "form": [list(p) for p in self.form]}
+        if self.body is not None:
+            data.update(body=self.body, contentType=self.content_type)
+        return (json.dumps(data, ensure_ascii=False) + "\n").encode()
 
     @classmethod
     def parse(cls, line: bytes) -> Record:
@@ -64,9 +72,12 @@ class Record:
         data = json.loads(line)
         if not isinstance(data, dict) or data.get("v") != VERSION:
             raise ValueError("not a spool record")
+        body, content_type = data.get("body"), data.get("contentType")
         return cls(kind=str(data["kind"]), provider=str(data["provider"]),
                    received_at=datetime.fromisoformat(data["receivedAt"]),
-                   form=tuple((str(k), str(v)) for k, v in data["form"]))
+                   form=tuple((str(k), str(v)) for k, v in data["form"]),
+                   body=str(body) if body is not None else None,
+                   content_type=str(content_type) if content_type is not None else None)
 
 
 class SpoolError(Exception):

@@ -27,7 +27,7 @@ from plivo.utils.signature_v3 import validate_v3_signature
 import httpx2 as httpx
 
 from app.errors import InvalidInput, InvalidPayload
-from app.phone import mask, to_e164
+from app.phone import mask, our_number, to_e164
 from app.providers import rest
 from app.providers.base import (
     CHANNEL_SMS,
@@ -165,7 +165,7 @@ def parse_inbound(params: Mapping[str, str]) -> InboundSms:
     """An inbound SMS/MMS/WhatsApp form as InboundSms; raises InvalidPayload naming the bad field."""
     message_id = _message_uuid(params)
     from_phone = _phone(params, "From")
-    to = _text(params, "To")
+    to = our_number(_text(params, "To"))
     if to is None:
         raise InvalidPayload("To is missing", field="To")
     raw_type = (_text(params, "Type") or "sms").lower()
@@ -231,7 +231,7 @@ def parse_status(params: Mapping[str, str]) -> list[StatusUpdate | OptOutSignal]
             OptOutSignal(
                 provider=PROVIDER,
                 phone=_phone(params, "To"),  # on a report, To is the recipient who blocked us
-                sender=_text(params, "From"),
+                sender=our_number(_text(params, "From")),
                 kind="STOP",
                 message_id=message_id,
                 error_code=error_code,

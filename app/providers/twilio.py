@@ -2,13 +2,16 @@
 
 Webhook handlers go verify signature → parse_inbound / parse_status → act. Sending uses the
 official `twilio` library against `api_url`, with a timeout, and turns every failure into
-`SendError` (see app.providers.base for the model).
+`SendError` (see app.providers.base for the model). The outbox sends with `send_async`: the
+library's own async client (`AsyncTwilioHttpClient`, aiohttp) awaited on the event loop, one
+pooled session per loop with keep-alive connections; `send` (requests, thread-safe) is for
+callers without a loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-
 import json
 import logging
 import queue
@@ -18,8 +21,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+import aiohttp
 import requests
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import HMAC_SHA1, HMAC_SHA256, RequestValidator, get_signature_algorithm
 from twilio.rest import Client
@@ -410,6 +415,7 @@ class TwilioProvider:
         self._clients: list[Client] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._async: tuple[asyncio.AbstractEventLoop, Client] | None = None
 
     def _new_client(self) -> Client:
         """A library client that reaches exactly `api_url`, whatever TWILIO_* says."""
@@ -422,17 +428,12 @@ class TwilioProvider:
         http.session.trust_env = False
         http.session.proxies.update(env["proxies"])
         http.session.verify = env["verify"]
-        client = Client(
-            username=self.account_sid,
-            password=self._auth_token,
-            account_sid=self.account_sid,
-            http_client=http,
-            # ClientBase reads TWILIO_EDGE / TWILIO_REGION from `environment or os.environ`
-            # and rewrites the API hostname with them (api.sydney.au1.twilio.com), which would
-            # bypass api_url. An empty mapping is falsy and means os.environ there, hence
-            # a non-empty one without TWILIO_* keys; region and edge are cleared besides.
-            environment={"OPTLINE_TWILIO_ENVIRONMENT": "ignored"},
-        )
+        return self._configure(Client(username=self.account_sid, password=self._auth_token,
+                                      account_sid=self.account_sid, http_client=http,
+                                      environment=_NO_TWILIO_ENVIRONMENT))
+
+    def _configure(self, client: Client) -> Client:
+        """Point a library client at exactly `api_url`, whatever TWILIO_REGION / TWILIO_EDGE say."""
         client.region = None
         client.edge = None
         client.api.base_url = self.api_url
@@ -463,16 +464,9 @@ class TwilioProvider:
         """Create the message at Twilio; raise SendError when it is refused or unreachable."""
         if self._closed:
             raise SendError("the Twilio provider is closed")
-        fields: dict[str, Any] = {"to": message.to, "body": message.body}
-        if message.service_id is not None:
-            fields["messaging_service_sid"] = message.service_id
-        else:
-            fields["from_"] = message.from_number
-        if message.status_callback is not None:
-            fields["status_callback"] = message.status_callback
         client = self._acquire()
         try:
-            created = client.api.v2010.accounts(self.account_sid).messages.create(**fields)
+            created = client.api.v2010.accounts(self.account_sid).messages.create(**_fields(message))
         except (TwilioRestException, TwilioServiceException) as exc:
             error = _api_error(exc)
         except requests.Timeout:
@@ -485,20 +479,56 @@ class TwilioProvider:
             # A broken answer mid-stream (ChunkedEncodingError and the like): outcome unknown.
             error = SendError(f"broken answer from Twilio: {type(exc).__name__}", transient=True, kind="connection")
         except json.JSONDecodeError:
-            # A 2xx that is not JSON (a proxy's page?): the text may have been created, so it
-            # is treated like a timeout rather than as a final failure.
-            error = SendError("unreadable answer from Twilio", transient=True)
+            error = _unreadable()
         else:
-            sid = created.sid
-            if not sid:
-                error = SendError("Twilio accepted the message without a SID", transient=True)
-            else:
-                logger.debug("sent %s to %s: %s", sid, mask(message.to), created.status)
-                return SendResult(message_id=str(sid), status=str(created.status or ""))
+            return _accepted(created, message)
         finally:
             self._release(client)
         logger.info("send to %s refused: %r", mask(message.to), error)
         raise error
+
+    async def send_async(self, message: OutboundSms) -> SendResult:
+        """`send` on the running event loop, through the library's async client and one pooled session."""
+        if self._closed:
+            raise SendError("the Twilio provider is closed")
+        client = self._async_client()
+        try:
+            created = await client.api.v2010.accounts(self.account_sid).messages.create_async(**_fields(message))
+        except (TwilioRestException, TwilioServiceException) as exc:
+            error = _api_error(exc)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            error = SendError(f"no answer from Twilio within {self.timeout:g}s", transient=True, kind="timeout")
+        except aiohttp.InvalidURL as exc:
+            error = SendError(f"bad Twilio API URL: {exc}")
+        except aiohttp.ClientConnectionError as exc:
+            # Refused, reset, or cut mid-answer: the outcome is unknown, so it is worth a retry.
+            error = SendError(f"cannot reach Twilio: {type(exc).__name__}", transient=True, kind="connection")
+        except aiohttp.ClientError as exc:
+            error = SendError(f"broken answer from Twilio: {type(exc).__name__}", transient=True, kind="connection")
+        except json.JSONDecodeError:
+            error = _unreadable()
+        else:
+            return _accepted(created, message)
+        logger.info("send to %s refused: %r", mask(message.to), error)
+        raise error
+
+    def _async_client(self) -> Client:
+        """The library client on the async HTTP client of the running loop, made on its first send."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            # A session belongs to the loop it was made in (`optline simulate` runs its own).
+            client = self._configure(Client(
+                username=self.account_sid, password=self._auth_token, account_sid=self.account_sid,
+                http_client=_AsyncHttp(self.timeout), environment=_NO_TWILIO_ENVIRONMENT))
+            self._async = (loop, client)
+        return self._async[1]
+
+    async def aclose(self) -> None:
+        """Close the async session (in its loop) and the thread clients; later sends raise SendError."""
+        self.close()
+        pair, self._async = self._async, None
+        if pair is not None and pair[0] is asyncio.get_running_loop():
+            await pair[1].http_client.close()
 
     def close(self) -> None:
         """Close every HTTP session; later sends raise SendError."""
@@ -513,6 +543,79 @@ class TwilioProvider:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# ClientBase reads TWILIO_EDGE / TWILIO_REGION from `environment or os.environ` and rewrites the
+# API hostname with them (api.sydney.au1.twilio.com), which would bypass api_url. An empty
+# mapping is falsy and means os.environ there, hence a non-empty one without TWILIO_* keys.
+_NO_TWILIO_ENVIRONMENT = {"OPTLINE_TWILIO_ENVIRONMENT": "ignored"}
+
+
+def _fields(message: OutboundSms) -> dict[str, Any]:
+    """The library's `messages.create` arguments for `message`."""
+    fields: dict[str, Any] = {"to": message.to, "body": message.body}
+    if message.service_id is not None:
+        fields["messaging_service_sid"] = message.service_id
+    else:
+        fields["from_"] = message.from_number
+    if message.status_callback is not None:
+        fields["status_callback"] = message.status_callback
+    return fields
+
+
+def _accepted(created: Any, message: OutboundSms) -> SendResult:
+    """The SendResult of a created message; a 2xx without a SID is retried like a timeout."""
+    sid = created.sid
+    if not sid:
+        raise SendError("Twilio accepted the message without a SID", transient=True)
+    logger.debug("sent %s to %s: %s", sid, mask(message.to), created.status)
+    return SendResult(message_id=str(sid), status=str(created.status or ""))
+
+
+def _unreadable() -> SendError:
+    # A 2xx that is not JSON (a proxy's page?): the text may have been created, so it is
+    # treated like a timeout rather than as a final failure.
+    return SendError("unreadable answer from Twilio", transient=True)
+
+
+class _AsyncHttp(AsyncTwilioHttpClient):
+    """The library's async HTTP client with a timeout on every request and quiet request logs.
+
+    The library passes `timeout=None` on each request, which aiohttp reads as "no timeout":
+    a hung API would hold a send slot for ever. Its request logging formats every header even
+    when INFO is off; here it runs only when INFO is on for its logger.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(pool_connections=False, timeout=timeout)
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
+            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30.0),
+        )
+        self._auth: tuple[Any, str] | None = None
+
+    async def request(self, method: str, url: str, params: Any = None, data: Any = None, headers: Any = None,
+                      auth: Any = None, timeout: float | None = None, allow_redirects: bool = False) -> Any:
+        """The library's request, with this client's timeout when the caller gave none."""
+        if auth is not None:
+            # aiohttp deprecates its `auth` argument (the library still passes it): the same
+            # Basic credentials go as a header, encoded once.
+            if self._auth is None or self._auth[0] != auth:
+                self._auth = (auth, aiohttp.encode_basic_auth(auth[0], auth[1]))
+            headers = {**(headers or {}), "Authorization": self._auth[1]}
+        return await super().request(method, url, params=params, data=data, headers=headers, auth=None,
+                                     timeout=timeout if timeout is not None else self.timeout,
+                                     allow_redirects=allow_redirects)
+
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        """The library's request log, only when its logger would show it."""
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_request(kwargs)
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        """The library's response log, only when its logger would show it."""
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_response(status_code, response)
 
 
 def _close_client(client: Client) -> None:

@@ -34,7 +34,7 @@ from vonage_jwt.jwt import JwtClient
 from vonage_jwt.verify_jwt import verify_signature
 
 from app.errors import InvalidInput, InvalidPayload
-from app.phone import mask, to_e164
+from app.phone import mask, our_number, to_e164
 from app.providers import rest
 from app.providers.base import (
     CHANNEL_SMS,
@@ -180,7 +180,7 @@ def parse_inbound(payload: Mapping[str, Any]) -> InboundSms:
     channel = CHANNELS.get(raw_channel)
     if channel is None:
         raise InvalidPayload(f"unknown channel {raw_channel!r}", field="channel")
-    to = _required(payload, "to")
+    to = our_number(_required(payload, "to")) or ""
     from_phone = _phone(payload, "from")
     message_type = (_text(payload, "message_type") or "text").lower()
     text = payload.get("text")
@@ -244,7 +244,7 @@ def parse_status(payload: Mapping[str, Any]) -> list[StatusUpdate | OptOutSignal
             OptOutSignal(
                 provider=PROVIDER,
                 phone=_phone(payload, "to"),  # on a report, `to` is the recipient who opted out
-                sender=_text(payload, "from"),
+                sender=our_number(_text(payload, "from")),
                 kind="STOP",
                 message_id=message_id,
                 error_code=code,

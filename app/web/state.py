@@ -16,7 +16,7 @@ from app.db import Writer
 from app.keywords import Rules
 from app.metrics import Metrics
 from app.outbox import OutboxSender
-from app.providers.base import Provider
+from app.providers.registry import Providers
 from app.providers.twilio import TwilioSignature
 from app.settings import Settings
 from app.spool import Spool
@@ -32,7 +32,7 @@ class AppState:
     rules: Rules  # replaced whole on reload (app.reload); read it once per request or job
     writer: Writer
     reader: Engine
-    provider: Provider
+    providers: Providers
     signature: TwilioSignature | None
     keys: KeyCache
     metrics: Metrics

@@ -1,4 +1,10 @@
-"""Twilio webhooks: verify signature → decode into a typed struct → act. Thin on purpose.
+"""Provider webhooks: verify signature → decode into typed structs → act. Thin on purpose.
+
+Twilio posts forms to `/webhooks/twilio` and `/webhooks/twilio/status`, answered with empty
+TwiML. Every other enabled provider posts to `/webhooks/{provider}` (and its delivery reports
+to `/webhooks/{provider}/status`, where optline's sends point them); its adapter verifies the
+signature over the exact body and parses it into InboundSms, StatusUpdate and OptOutSignal
+events, answered with an empty 200.
 
 The signature is checked first, against OPTLINE_PUBLIC_URL + path + query (never the Host
 header, which a proxy rewrites), over every parameter received. Nothing is stored for a
@@ -28,7 +34,7 @@ from app.inbound import InboundJob, InboundResult
 from app.models import outbox
 from app.outbox import carrier_opt_out, record_delivery
 from app.phone import mask
-from app.providers.base import StatusUpdate
+from app.providers.base import InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
 from app.providers.twilio import (
     ERROR_UNSUBSCRIBED,
     PROVIDER,
@@ -131,19 +137,23 @@ def _twiml() -> Response:
     return Response(EMPTY_TWIML, media_type="text/xml")
 
 
-async def _spool(state: AppState, kind: str, pairs: list[tuple[str, str]], received_at: datetime,
-                 why: str) -> Response:
+async def _spool(state: AppState, record: Record, why: str) -> Response:
     """Keep a verified webhook in the durable spool and answer 200; 503 only when the spool cannot take it."""
     try:
-        await state.spool.append(Record(kind=kind, provider=PROVIDER, received_at=received_at, form=tuple(pairs)))
+        await state.spool.append(record)
     except SpoolError as exc:
         log.error("%s; answering 503 (%s)", exc, why)
         return problem(503, "the database and the spool are both unavailable; retry later",
                        headers={"Retry-After": "5"})
-    log.warning("spooled a %s webhook: %s", kind, why)
+    log.warning("spooled a %s %s webhook: %s", record.provider, record.kind, why)
     if state.spool_wake is not None:
         state.spool_wake.set()
-    return _twiml()
+    return _twiml() if record.provider == PROVIDER else Response(status_code=200)
+
+
+def _spool_form(state: AppState, kind: str, pairs: list[tuple[str, str]], received_at: datetime,
+                why: str) -> Awaitable[Response]:
+    return _spool(state, Record(kind=kind, provider=PROVIDER, received_at=received_at, form=tuple(pairs)), why)
 
 
 async def twilio_inbound(request: Request) -> Response:
@@ -160,11 +170,11 @@ async def twilio_inbound(request: Request) -> Response:
     received_at = state.clock()
     if state.spool.pending:
         # Texts spooled earlier are not applied yet: this one waits its turn behind them.
-        return await _spool(state, "inbound", pairs, received_at, "earlier texts are still spooled")
+        return await _spool_form(state, "inbound", pairs, received_at, "earlier texts are still spooled")
     try:
         result = await state.writer.run(InboundJob(sms, state.rules), locks=_locks(sms.from_phone))
     except DatabaseUnavailable as exc:
-        return await _spool(state, "inbound", pairs, received_at, str(exc))
+        return await _spool_form(state, "inbound", pairs, received_at, str(exc))
     if log.isEnabledFor(logging.INFO):
         log.info("inbound %s from %s: %s%s", sms.message_id, mask(sms.from_phone or sms.from_address), result.kind,
                  " (duplicate)" if result.duplicate else "")
@@ -190,11 +200,11 @@ async def twilio_status(request: Request) -> Response:
         return problem(400, exc.message, errors=exc.errors)
     received_at = state.clock()
     if state.spool.pending:
-        return await _spool(state, "status", pairs, received_at, "earlier webhooks are still spooled")
+        return await _spool_form(state, "status", pairs, received_at, "earlier webhooks are still spooled")
     try:
         await apply_status(state, update)
     except (DatabaseUnavailable, SQLAlchemyError) as exc:
-        return await _spool(state, "status", pairs, received_at, str(exc))
+        return await _spool_form(state, "status", pairs, received_at, str(exc))
     return _twiml()
 
 
@@ -207,6 +217,13 @@ async def apply_spooled(state: AppState, records: list[Record]) -> None:
                 sms = parse_inbound(dict(record.form))
                 jobs.append((record, state.writer.run(InboundJob(sms, state.rules, received_at=record.received_at),
                                                       locks=_locks(sms.from_phone))))
+            elif record.kind == "event":
+                adapter = state.providers.webhook(record.provider)
+                if adapter is None:
+                    # Spooled by a process that ran this provider; this one does not (yet): keep it.
+                    raise DatabaseUnavailable(f"provider {record.provider} is not enabled in this process")
+                events = adapter.parse(_spooled_request(state, record))
+                jobs.append((record, apply_events(state, record.provider, events, received_at=record.received_at)))
             else:
                 jobs.append((record, apply_status(state, parse_status(dict(record.form)))))
         except InvalidPayload as exc:  # it was verified and parsed before it was spooled: a bug, not input
@@ -225,13 +242,18 @@ async def apply_spooled(state: AppState, records: list[Record]) -> None:
             state.metrics.inbound(result)
             if result.outbox_id is not None:
                 state.wake_sender()
+        elif isinstance(result, list):
+            for one in result:
+                state.metrics.inbound(one)
+            if any(one.outbox_id is not None for one in result):
+                state.wake_sender()
 
 
-async def apply_status(state: AppState, update: StatusUpdate) -> None:
-    """Record a delivery report; Twilio's 21610 also opts the phone out."""
+async def apply_status(state: AppState, update: StatusUpdate, provider: str = PROVIDER) -> None:
+    """Record a delivery report; Twilio's 21610 also opts the phone out (other providers send an OptOutSignal)."""
     await state.writer.run(partial(record_delivery, message_id=update.message_id, status=update.status,
                                    error_code=update.error_code))
-    if update.error_code == ERROR_UNSUBSCRIBED:
+    if provider == PROVIDER and update.error_code == ERROR_UNSUBSCRIBED:
         # The carrier refused delivery because the phone opted out there: honour it everywhere.
         row = await state.read(lambda conn: conn.execute(
             sa.select(outbox.c.brand, outbox.c.phone, outbox.c.from_number, outbox.c.service_id)
@@ -243,3 +265,114 @@ async def apply_status(state: AppState, update: StatusUpdate) -> None:
                                                   code=update.error_code, message_id=update.message_id),
                 locks=[row.phone],
             )
+
+
+# --- every other provider ----------------------------------------------------------------------
+
+
+async def provider_webhook(request: Request) -> Response:
+    """POST /webhooks/{provider}[/status]: whatever an enabled provider posts, verified and parsed by its adapter."""
+    state: AppState = request.app.state.optline
+    name = request.path_params["provider"]
+    adapter = state.providers.webhook(name)
+    if adapter is None:
+        return problem(404, f"no provider {name!r} is enabled here (OPTLINE_PROVIDERS)")
+    try:
+        body = await _read_body(request)
+    except _TooLarge:
+        return problem(413, f"body over {MAX_BODY} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return problem(400, "body is not UTF-8")
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    url = state.settings.public_url + request.scope["path"] + (f"?{query}" if query else "")
+    webhook = WebhookRequest(url=url, headers=dict(request.headers.items()), body=body,
+                             form=tuple(parse_form(text)) if content_type == FORM else None)
+    if not adapter.verify(webhook):
+        missing = state.settings.missing_webhook_secret(name)
+        _refused(url, f"{missing} is not set" if missing else f"the {name} signature is missing or does not match")
+        return problem(403, f"missing or invalid {name} signature")
+    try:
+        events = adapter.parse(webhook)
+    except InvalidPayload as exc:
+        return problem(400, exc.message, errors=exc.errors)
+    received_at = state.clock()
+    if events and state.spool.pending:
+        return await _spool(state, _event_record(name, text, content_type, received_at),
+                            "earlier webhooks are still spooled")
+    try:
+        results = await apply_events(state, name, events)
+    except (DatabaseUnavailable, SQLAlchemyError) as exc:
+        return await _spool(state, _event_record(name, text, content_type, received_at), str(exc))
+    for result in results:
+        if log.isEnabledFor(logging.INFO):
+            log.info("inbound %s via %s: %s%s", result.message_id, name, result.kind,
+                     " (duplicate)" if result.duplicate else "")
+        state.metrics.inbound(result)
+    if any(result.outbox_id is not None for result in results):
+        state.wake_sender()
+    return Response(status_code=200)
+
+
+async def apply_events(state: AppState, provider: str, events: list[InboundSms | StatusUpdate | OptOutSignal],
+                       *, received_at: datetime | None = None) -> list[InboundResult]:
+    """Act on the events of one webhook, in order; returns the inbound texts' results."""
+    results: list[InboundResult] = []
+    for event in events:
+        if isinstance(event, InboundSms):
+            results.append(await state.writer.run(InboundJob(event, state.rules, received_at=received_at),
+                                                  locks=_locks(event.from_phone)))
+        elif isinstance(event, StatusUpdate):
+            await apply_status(state, event, provider)
+        else:
+            await apply_opt_out_signal(state, event)
+    return results
+
+
+async def apply_opt_out_signal(state: AppState, signal: OptOutSignal) -> None:
+    """A provider's own report that a phone opted out: a carrier opt-out from every program on that sender.
+
+    The sender comes from the signal, else from the text of ours it refused. A START signal
+    changes nothing: the provider lifted its block, but consent to our programs needs a join.
+    """
+    if signal.kind != "STOP":
+        log.info("%s reports %s opted back in (%s); consent needs a join, nothing changes", signal.provider,
+                 mask(signal.phone), signal.kind)
+        return
+    rules = state.rules
+    brand: str | None = None
+    to, service_id = signal.sender, None
+    hosted = rules.for_sender(to) if to else None
+    if hosted is not None:
+        brand = hosted.brand.key
+    elif signal.message_id is not None:
+        row = await state.read(lambda conn: conn.execute(
+            sa.select(outbox.c.brand, outbox.c.from_number, outbox.c.service_id)
+            .where(outbox.c.provider_message_id == signal.message_id)).first())
+        if row is not None:
+            brand, to, service_id = row.brand, row.from_number, row.service_id
+    if brand is None:
+        log.warning("%s reports an opt-out of %s from %s, which is none of our senders; nothing to change",
+                    signal.provider, mask(signal.phone), signal.sender or "an unnamed sender")
+        return
+    await state.writer.run(
+        lambda conn, now: carrier_opt_out(conn, now, rules=rules, brand=brand, phone=signal.phone, to=to,
+                                          service_id=service_id, code=signal.error_code,
+                                          message_id=signal.message_id),
+        locks=[signal.phone],
+    )
+
+
+def _event_record(provider: str, body: str, content_type: str, received_at: datetime) -> Record:
+    return Record(kind="event", provider=provider, received_at=received_at, form=(), body=body,
+                  content_type=content_type)
+
+
+def _spooled_request(state: AppState, record: Record) -> WebhookRequest:
+    """The request a spooled record was verified as, for its adapter to parse again."""
+    body = record.body or ""
+    form = tuple(parse_form(body)) if record.content_type == FORM else None
+    return WebhookRequest(url=state.settings.public_url, headers={"content-type": record.content_type or ""},
+                          body=body.encode(), form=form)
