@@ -84,6 +84,7 @@ class Deployment:
     def __init__(self, drivers: Sequence[Driver], *, database_url: str, tmp_path: Path, clock: FakeClock) -> None:
         self.drivers = list(drivers)
         self.clock = clock
+        tmp_path.mkdir(parents=True, exist_ok=True)
         path = tmp_path / "keywords.yaml"
         path.write_text(yaml.safe_dump(keywords(self.drivers), sort_keys=False, allow_unicode=True))
         self._stack = contextlib.ExitStack()
