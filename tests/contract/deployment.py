@@ -120,12 +120,17 @@ class Deployment:
         return self.client.post(webhook.path, content=webhook.body, headers=dict(webhook.headers))
 
     def text(self, driver: Driver, phone: str, body: str) -> list[Sent]:
-        """Text `body` from `phone` to the driver's sender; the replies its fake received for it."""
-        before = len(driver.sent())
+        """Text `body` from `phone` to the driver's sender; the replies to `phone` its fake received for it."""
+        before = len(self.sent(driver, phone))
         response = self.post(driver.inbound(phone, driver.sender, body))
         assert response.status_code == 200, f"{driver.name} inbound {body!r}: {response.status_code} {response.text}"
         self.drain()
-        return driver.sent()[before:]
+        return self.sent(driver, phone)[before:]
+
+    @staticmethod
+    def sent(driver: Driver, phone: str) -> list[Sent]:
+        """The texts to `phone` the driver's fake accepted, oldest first."""
+        return [sent for sent in driver.sent() if sent.to == phone]
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until no outbox row is due or being sent."""
@@ -163,6 +168,6 @@ class Deployment:
         return str(rows[0].status)
 
     def stored(self) -> dict[str, int]:
-        """How many rows each table a webhook writes holds."""
+        """How many rows each table a webhook writes holds (compare before and after a request)."""
         return {table: self.count(table) for table in ("inbound_messages", "outbox", "consent_events",
                                                        "subscriptions", "delivery_reports")}
