@@ -84,7 +84,8 @@ def join(driver: Driver, app: Deployment, phone: str) -> Sent:
 @conversation(core=True)
 def join_prompts_from_the_sender(driver: Driver, app: Deployment, phone: str) -> None:
     webhook = driver.inbound(phone, driver.sender, "JOIN")
-    assert app.post(webhook).status_code == 200
+    response = app.post(webhook)
+    assert (response.status_code, response.content in driver.acknowledgements) == (200, True), response.content
     app.drain()
     assert_reply(only(app.sent(driver, phone), driver, "doi_prompt"), driver, phone, "doi_prompt")
     assert app.subs(phone, driver.name) == {"alerts": "pendingDOI"}
@@ -326,13 +327,14 @@ def test_brands_on_different_providers_share_one_deployment(
     for driver in drivers:
         # The same phone joins every brand; each prompt leaves through that brand's provider.
         assert_reply(only(app.text(driver, phone, "JOIN"), driver, "doi_prompt"), driver, phone, "doi_prompt")
-    first = drivers[1]
-    assert_reply(only(app.text(first, phone, "STOP"), first, "stop"), first, phone, "stop", program=None)
+    # A STOP to the brand on the second provider leaves every other brand as it was.
+    stopped = drivers[1]
+    assert_reply(only(app.text(stopped, phone, "STOP"), stopped, "stop"), stopped, phone, "stop", program=None)
     for driver in drivers:
-        assert len(driver.sent()) == (2 if driver is first else 1), driver.name
-        assert app.subs(phone, driver.name)["alerts"] == ("unsubscribed" if driver is first else "pendingDOI")
+        assert len(driver.sent()) == (2 if driver is stopped else 1), driver.name
+        assert app.subs(phone, driver.name)["alerts"] == ("unsubscribed" if driver is stopped else "pendingDOI")
     inbound = app.query("SELECT provider, brand FROM inbound_messages ORDER BY id")
-    assert [tuple(row) for row in inbound] == [(d.name, d.name) for d in drivers] + [(first.name, first.name)]
+    assert [tuple(row) for row in inbound] == [(d.name, d.name) for d in drivers] + [(stopped.name, stopped.name)]
 
 
 def test_a_provider_not_enabled_has_no_webhook(

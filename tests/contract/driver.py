@@ -63,6 +63,7 @@ class Driver(ABC):
     inbound_path: ClassVar[str]
     status_path: ClassVar[str]
     signature_headers: ClassVar[tuple[str, ...]]  # what a request without a signature lacks
+    acknowledgements: ClassVar[tuple[bytes, ...]] = (b"", b"{}")  # bodies a 200 to the provider may carry
     public_url: str = ""  # OPTLINE_PUBLIC_URL: what the provider signs; set by the deployment
 
     @abstractmethod

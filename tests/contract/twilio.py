@@ -50,6 +50,7 @@ class TwilioDriver(Driver):
     inbound_path: ClassVar[str] = "/webhooks/twilio"
     status_path: ClassVar[str] = "/webhooks/twilio/status"
     signature_headers: ClassVar[tuple[str, ...]] = ("x-twilio-signature",)
+    acknowledgements: ClassVar[tuple[bytes, ...]] = (b'<?xml version="1.0" encoding="UTF-8"?><Response/>',)  # empty TwiML
 
     def __init__(self) -> None:
         self.fake = FakeTwilio()
