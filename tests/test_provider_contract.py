@@ -8,21 +8,21 @@ on SQLite and PostgreSQL, the rest on SQLite. One deployment per driver and data
 its whole column of the table, as one optline serves many phones: each conversation texts
 from a phone of its own.
 
-| conversation | expected |
-|---|---|
-| join_prompts_from_the_sender | JOIN → 200; the DOI prompt reaches the provider from our sender, with the status URL |
-| yes_welcomes | YES after JOIN → welcome; subscribed |
-| stop_unsubscribes_and_confirms | STOP → the stop reply; unsubscribed (source sms) |
-| help_answers | HELP → the help reply; nothing subscribed |
-| start_after_stop_prompts_again | START after STOP → the prompt again; pendingDOI |
-| provider_opt_out_signal | the provider's own opt-out → every program on the sender unsubscribed (carrier), no reply |
-| opt_out_report | a report refusing a text for an opt-out → unsubscribed (carrier), the row failed |
-| refused_send_opts_out | a send refused for an opt-out (at the API or in its report) → unsubscribed (carrier) |
-| reports_in_order | sent, then delivered → the row is sent, then delivered |
-| reports_out_of_order | delivered, then sent / queued / undelivered → delivered throughout |
-| bad_signature_stores_nothing | no, a foreign or another body's signature → 403, nothing stored or sent; a forged report changes nothing |
-| replay_changes_nothing | the same signed text twice → 200 twice, one inbound row, one reply |
-| malformed_is_400 | a signed payload the adapter cannot read → 400, nothing stored |
+| conversation | core | expected |
+|---|---|---|
+| join_prompts_from_the_sender | ✓ | JOIN → 200; the DOI prompt reaches the provider from our sender, with the status URL |
+| yes_welcomes | ✓ | YES after JOIN → welcome; subscribed |
+| stop_unsubscribes_and_confirms | ✓ | STOP → the stop reply; unsubscribed (source sms) |
+| help_answers |  | HELP → the help reply; nothing subscribed |
+| start_after_stop_prompts_again | ✓ | START after STOP → the prompt again; pendingDOI |
+| provider_opt_out_signal | ✓ | the provider's own opt-out → every program on the sender unsubscribed (carrier), no reply |
+| opt_out_report |  | a report refusing a text for an opt-out → unsubscribed (carrier), the row failed |
+| refused_send_opts_out | ✓ | a send refused for an opt-out (at the API or in its report) → unsubscribed (carrier) |
+| reports_in_order |  | sent, then delivered → the row is sent, then delivered |
+| reports_out_of_order | ✓ | delivered, then sent / queued / undelivered → delivered throughout |
+| bad_signature_stores_nothing | ✓ | a missing, foreign or another body's signature → 403, nothing stored or sent; a forged report changes nothing |
+| replay_changes_nothing | ✓ | the same signed text twice → 200 twice, one inbound row, one reply |
+| malformed_is_400 |  | a signed payload the adapter cannot read → 400, nothing stored |
 
 Outside the table: brands on different providers in one deployment, and a provider that is
 not enabled (404).
@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from app.settings import PROJECT_ROOT
-from tests.conftest import FakeClock, _truncate
+from tests.conftest import FakeClock, _truncate, new_pg_database
 from tests.contract import DRIVERS
 from tests.contract.deployment import PROGRAMS, PUBLIC_URL, Deployment, reply_text
 from tests.contract.driver import Driver, Sent, Webhook
@@ -267,9 +267,20 @@ def _database(request: pytest.FixtureRequest, engine: str, folder: Path) -> str:
         path = folder / "optline.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("pg_session_url")  # skips without OPTLINE_TEST_DATABASE_URL
+    url: str = request.getfixturevalue("contract_pg_url")
     _truncate(url)
     return url
+
+
+@pytest.fixture(scope="module")
+def contract_pg_url() -> Iterator[str]:
+    """A PostgreSQL database of the table's own (skips without OPTLINE_TEST_DATABASE_URL).
+
+    Not the session's: the last deployment of the table is still running (its sender polling
+    the outbox) while later tests use that one.
+    """
+    with new_pg_database("optline_contract") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +366,10 @@ def test_every_driver_cites_its_wire_format() -> None:
         cited_files = [source for source in driver.wire_format if source.startswith("tests/")]
         assert all((PROJECT_ROOT / source).exists() for source in cited_files), driver.name
     assert {driver.name for driver in DRIVERS} >= {"twilio", "telnyx", "plivo", "vonage"}
+
+
+def test_the_table_above_lists_every_conversation() -> None:
+    listed = {line.split("|")[1].strip(): line.split("|")[2].strip() == "✓"
+              for line in (__doc__ or "").splitlines() if line.startswith("| ") and "---" not in line}
+    listed.pop("conversation")
+    assert listed == {function.__name__: core for function, core in CONVERSATIONS}
