@@ -110,8 +110,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     from app.keywords import check
     from app.settings import load_settings
 
-    path = args.file or load_settings().keywords
-    report = check(path)
+    path: str | None = args.file
+    providers: tuple[str, ...] | None = None
+    try:
+        settings = load_settings()
+        path = path or settings.keywords
+        # Senders naming a provider this environment does not run are warned about.
+        providers = settings.providers
+    except ConfigError:
+        if not path:
+            raise  # a file named on the command line is checked alone when the environment is broken
+    report = check(path, providers=providers)
     for finding in report.errors:
         print(f"error: {finding}")
     for finding in report.warnings:

@@ -12,7 +12,7 @@ import math
 import os
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -38,6 +38,8 @@ from app.matching import (
     split_words,
 )
 from app.phone import to_e164
+from app.senders import MAX_RATE, MG_SID, SERVICE_PROVIDER, SHORT_CODE_DIGITS, SenderConfig, sender_key
+from app.settings import PROVIDER_NAMES
 
 __all__ = [
     "Brand",
@@ -47,6 +49,7 @@ __all__ = [
     "Match",
     "Program",
     "Rules",
+    "SenderConfig",
     "SenderRules",
     "check",
     "is_opt_out_intent",
@@ -67,7 +70,7 @@ class Program:
     brand: str  # brand key, e.g. "acme"
     key: str  # program key, e.g. "deals"
     name: str
-    senders: tuple[str, ...]  # E.164 numbers or MG SIDs, as configured
+    senders: tuple[str, ...]  # sender ids as configured (E.164, short code or MG SID); Rules.sender_config has the rest
     double_opt_in: bool
     doi_expires_after: timedelta
     prompt_cooldown: timedelta
@@ -164,14 +167,6 @@ def segments(text: str) -> tuple[str, int]:
 # --- the immutable rules ---------------------------------------------------------------
 
 _PLACEHOLDERS = ("brand", "program", "help_contact")
-_MG_SID = re.compile(r"MG[0-9a-fA-F]{32}")
-# A short code: 3 to 8 digits (5 or 6 in the US and Canada, 3 to 8 elsewhere), no plus.
-_SHORT_CODE = re.compile(r"[0-9]{3,8}")
-
-
-def _sender_key(sender: str) -> str:
-    # Twilio writes SIDs in lower-case hex; a config may not.
-    return "MG" + sender[2:].lower() if _MG_SID.fullmatch(sender) else sender
 
 
 class Rules:
@@ -179,11 +174,17 @@ class Rules:
 
     def __init__(
         self, path: str, brands: Mapping[str, Brand], entries: Mapping[tuple[str, str], list[KeywordEntry]],
-        *, sha256: str = "",
+        *, sha256: str = "", senders: Mapping[str, SenderConfig] | None = None,
     ) -> None:
         self.path = path
         self.sha256 = sha256  # of the file these rules were loaded from
         self.brands: Mapping[str, Brand] = MappingProxyType(dict(brands))
+        if senders is None:  # every sender with its kind's defaults
+            senders = {s: SenderConfig.of(s) for b in self.brands.values() for p in b.programs.values()
+                       for s in p.senders}
+        # Every configured sender by id, as first written; looked up by sender_key, like for_sender.
+        self.sender_configs: Mapping[str, SenderConfig] = MappingProxyType(dict(senders))
+        self._config_by_key = {sender_key(c.id): c for c in self.sender_configs.values()}
         # Every message rendered once: placeholders only name config values.
         self._rendered: dict[tuple[str, str | None, str], dict[str, str]] = {}
         for brand in self.brands.values():
@@ -201,7 +202,7 @@ class Rules:
         for brand in self.brands.values():
             for program in brand.programs.values():
                 for sender in program.senders:
-                    groups.setdefault(_sender_key(sender), []).append(program)
+                    groups.setdefault(sender_key(sender), []).append(program)
         built: dict[tuple[tuple[str, str], ...], SenderRules] = {}
 
         def sender_rules(programs: list[Program]) -> SenderRules:
@@ -225,22 +226,19 @@ class Rules:
                     union.sort(key=lambda p: order.index(p.key))
                     self._pairs[(number, sid)] = sender_rules(union)
 
-    # TEMPORARY (until sender maps land): no sender names its provider or rate.
-    sender_configs: Mapping[str, Any] = _EMPTY
-
-    def sender_config(self, sender_id: str) -> Any | None:
-        """The configured sender `sender_id`; None when not configured."""
-        return None
-
     def for_sender(self, to: str | None, messaging_service_sid: str | None = None) -> SenderRules | None:
         """The programs reached through number `to` or the Messaging Service (their union); None if none."""
         by_number = self._by_sender.get(to) if to else None
-        sid = _sender_key(messaging_service_sid) if messaging_service_sid else None
+        sid = sender_key(messaging_service_sid) if messaging_service_sid else None
         by_sid = self._by_sender.get(sid) if sid else None
         if by_number is not None and by_sid is not None and sid is not None and to is not None:
             # Numbers of another brand's service: the service Twilio routed through wins.
             return self._pairs.get((to, sid), by_sid)
         return by_number if by_number is not None else by_sid
+
+    def sender_config(self, sender_id: str) -> SenderConfig | None:
+        """The configuration of one sender (an MG SID in any case), None when no program lists it."""
+        return self._config_by_key.get(sender_key(sender_id))
 
     def brand(self, key: str) -> Brand:
         """The brand with this key; KeyError if unknown."""
@@ -275,9 +273,9 @@ class Rules:
         """
         p = self.brands[brand].programs[program]
         if messaging_service_sid:
-            sid = _sender_key(messaging_service_sid)
+            sid = sender_key(messaging_service_sid)
             for sender in p.senders:
-                if _sender_key(sender) == sid:
+                if sender_key(sender) == sid:
                     return sender
         if to and to in p.senders:
             return to
@@ -297,6 +295,7 @@ def _render(template: str, brand: Brand, program: Program | None) -> str:
 _TAG_NULL = "tag:yaml.org,2002:null"
 _TAG_BOOL = "tag:yaml.org,2002:bool"
 _TAG_INT = "tag:yaml.org,2002:int"
+_TAG_FLOAT = "tag:yaml.org,2002:float"
 _TAG_MERGE = "tag:yaml.org,2002:merge"
 _KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
@@ -328,6 +327,7 @@ _PROGRAM_FIELDS = (
     "prompt_cooldown",
     "language",
 )
+_SENDER_FIELDS = ("id", "provider", "rate")
 _PROGRAM_KEYWORD_FIELDS = ("join", "confirm", "stop", "help", "start")
 _PROGRAM_MESSAGES = ("welcome", "stop", "help", "doi_prompt", "already_subscribed", "doi_expired")
 
@@ -342,6 +342,24 @@ _RATES_DISCLOSURE = re.compile(
 
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
+
+
+# Numbers as YAML 1.1 writes them in decimal (`100`, `2.5`, `1_000`); hex, octal,
+# sexagesimal, .inf and .nan are no rate.
+_INT = re.compile(r"[-+]?[0-9][0-9_]*")
+_FLOAT = re.compile(r"[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?")
+
+
+def _number(node: Node) -> float | None:
+    """The value of an int or float scalar written in decimal; None for anything else (a quoted "5" too)."""
+    if not isinstance(node, ScalarNode):
+        return None
+    text = node.value.replace("_", "")
+    if node.tag == _TAG_INT and _INT.fullmatch(node.value):
+        return float(int(text))
+    if node.tag == _TAG_FLOAT and _FLOAT.fullmatch(node.value) and any(ch.isdigit() for ch in text):
+        return float(text)
+    return None
 
 
 @dataclass
@@ -360,12 +378,24 @@ class _Msg:
 
 
 @dataclass
+class _RawSender:
+    id: str  # as written
+    line: int  # of the list item
+    provider: str | None = None  # None: the deployment's default provider
+    provider_line: int = 0
+    rate: float | None = None  # None: the default rate of its kind
+
+    def config(self) -> SenderConfig:
+        return SenderConfig.of(self.id, self.provider, self.rate)
+
+
+@dataclass
 class _RawProgram:
     brand: str
     key: str
     line: int
     name: str = ""
-    senders: list[tuple[str, int]] = field(default_factory=list)
+    senders: list[_RawSender] = field(default_factory=list)
     double_opt_in: bool = True
     doi_expires_after: timedelta = timedelta(hours=48)
     prompt_cooldown: timedelta = timedelta(minutes=10)
@@ -775,15 +805,44 @@ class _Loader:
         return any(f.message.startswith(prefix) for f in self.errors)
 
     def sender(self, program: _RawProgram, node: Node, where: str) -> None:
+        """One item of `senders`: an id, or a map {id, provider, rate}."""
+        line = _line(node)
+        if isinstance(node, MappingNode):
+            fields = self.mapping(node, f"{where} sender", line, _SENDER_FIELDS, ("id",))
+            if fields is None or "id" not in fields:
+                return
+            value = self.sender_id(fields["id"][1], where)
+            if value is None:
+                return
+            sender = _RawSender(value, line)
+            if "provider" in fields and not self.sender_provider(sender, fields["provider"][1], where):
+                return
+            if "rate" in fields and not self.sender_rate(sender, fields["rate"][1], where):
+                return
+        elif isinstance(node, ScalarNode):
+            value = self.sender_id(node, where)
+            if value is None:
+                return
+            sender = _RawSender(value, line)
+        else:
+            self.error(line, f"{where}: a sender is an id (a number, short code or MG… SID) or a map with id, "
+                             "provider and rate")
+            return
+        if any(sender_key(s.id) == sender_key(value) for s in program.senders):
+            self.error(line, f"{where}: sender {value} is listed twice")
+            return
+        program.senders.append(sender)
+
+    def sender_id(self, node: Node, where: str) -> str | None:
         value = self.text(node, f"{where} sender")
         if value is None:
-            return
+            return None
         line = _line(node)
         if value.startswith("MG"):
-            if not _MG_SID.fullmatch(value):
+            if not MG_SID.fullmatch(value):
                 self.error(line, f"{where}: '{value}' is not a Messaging Service SID (MG and 32 hex digits)")
-                return
-        elif _SHORT_CODE.fullmatch(value):
+                return None
+        elif SHORT_CODE_DIGITS.fullmatch(value):
             pass  # a short code, as Twilio posts it in To: digits only, valid in the brand's region
         else:
             try:
@@ -793,29 +852,56 @@ class _Loader:
             if e164 != value:
                 better = f" (write {e164})" if e164 else ""
                 self.error(line, f"{where}: sender '{value}' is not a phone number in E.164 form{better}")
-                return
-        if any(_sender_key(s) == _sender_key(value) for s, _ in program.senders):
-            self.error(line, f"{where}: sender {value} is listed twice")
-            return
-        program.senders.append((value, line))
+                return None
+        return value
+
+    def sender_provider(self, sender: _RawSender, node: Node, where: str) -> bool:
+        label = f"{where} sender {sender.id}.provider"
+        value = self.text(node, label)
+        if value is None:
+            return False
+        name = value.lower()
+        if name not in PROVIDER_NAMES:
+            hint = difflib.get_close_matches(name, PROVIDER_NAMES, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            self.error(_line(node), f"{label}: unknown provider '{value}'{suggestion}; "
+                                    f"expected one of {', '.join(PROVIDER_NAMES)}")
+            return False
+        if MG_SID.fullmatch(sender.id) and name != SERVICE_PROVIDER:
+            self.error(_line(node), f"{label}: a Messaging Service (MG…) is Twilio's; its provider can only be "
+                                    f"{SERVICE_PROVIDER}, not {name}")
+            return False
+        sender.provider, sender.provider_line = name, _line(node)
+        return True
+
+    def sender_rate(self, sender: _RawSender, node: Node, where: str) -> bool:
+        rate = _number(node)
+        if rate is None or not 0 < rate <= MAX_RATE:
+            shown = f"'{node.value}' is not a rate" if isinstance(node, ScalarNode) else "must be a number"
+            self.error(_line(node), f"{where} sender {sender.id}.rate: {shown}; write the most messages a second "
+                                    f"sent from it, a number above 0 and at most {MAX_RATE:g}")
+            return False
+        sender.rate = rate
+        return True
 
     # -- rules across brands and programs
 
     def cross_check(self) -> None:
-        owners: dict[str, tuple[str, int]] = {}
+        firsts: dict[str, tuple[_RawProgram, _RawSender]] = {}
         groups: dict[str, list[_RawProgram]] = {}
         for brand in self.brands.values():
             for program in brand.programs.values():
-                for sender, line in program.senders:
-                    skey = _sender_key(sender)
-                    owner = owners.setdefault(skey, (brand.key, line))
-                    if owner[0] != brand.key:
+                for sender in program.senders:
+                    skey = sender_key(sender.id)
+                    first_program, first = firsts.setdefault(skey, (program, sender))
+                    if first_program.brand != brand.key:
                         self.error(
-                            line,
-                            f"sender {sender} is already used by brand '{owner[0]}' (line {owner[1]}); "
+                            sender.line,
+                            f"sender {sender.id} is already used by brand '{first_program.brand}' (line {first.line}); "
                             "a sender belongs to one brand",
                         )
                         continue
+                    self.same_sender(first_program, first, program, sender)
                     groups.setdefault(skey, []).append(program)
         reported: set[tuple[str, str]] = set()
         for skey, programs in groups.items():
@@ -835,6 +921,19 @@ class _Loader:
                             f"required because sender {skey} hosts programs {shared}",
                         )
             self.keyword_conflicts(skey, programs)
+
+    def same_sender(self, first_program: _RawProgram, first: _RawSender, program: _RawProgram,
+                    sender: _RawSender) -> None:
+        """A sender listed by several programs is one sender: one provider sends from it, at one rate."""
+        was, now = first.config(), sender.config()
+        if sender is first or (was.provider, was.rate) == (now.provider, now.rate):
+            return
+        self.error(
+            sender.line,
+            f"program '{program.brand}/{program.key}': sender {sender.id} has {_how(now)} here but {_how(was)} "
+            f"in program '{first_program.brand}/{first_program.key}' (line {first.line}); give it the same provider "
+            "and rate wherever it is listed (or leave them out)",
+        )
 
     def keyword_conflicts(self, sender: str, programs: list[_RawProgram]) -> None:
         """Keywords on one sender must each mean one thing."""
@@ -899,7 +998,7 @@ class _Loader:
 
     # -- warnings (check only)
 
-    def collect_warnings(self) -> None:
+    def collect_warnings(self, providers: Sequence[str] | None) -> None:
         for brand in self.brands.values():
             for name, by_lang in brand.messages.items():
                 for lang, msg in by_lang.items():
@@ -908,7 +1007,9 @@ class _Loader:
                 for name, by_lang in program.messages.items():
                     for lang, msg in by_lang.items():
                         self.message_warnings(brand, program, name, lang, msg)
-                mg_lines = [line for sender, line in program.senders if sender.startswith("MG")]
+                if providers is not None:
+                    self.provider_warnings(brand, program, providers)
+                mg_lines = [s.line for s in program.senders if s.id.startswith("MG")]
                 yeses = [kw for kw in program.keywords[Kind.CONFIRM] if kw.words == ("yes",)]
                 yes = next((kw for kw in yeses if kw.own), yeses[0] if yeses else None)
                 if mg_lines and yes is not None:
@@ -926,6 +1027,16 @@ class _Loader:
                     )
                 self.language_warnings(brand, program)
             self.brand_language_warnings(brand)
+
+    def provider_warnings(self, brand: _RawBrand, program: _RawProgram, providers: Sequence[str]) -> None:
+        """A sender whose provider this deployment does not run could receive texts but never answer them."""
+        for sender in program.senders:
+            if sender.provider is not None and sender.provider not in providers:
+                self.warn(
+                    sender.provider_line,
+                    f"program '{brand.key}/{program.key}' sender {sender.id}: provider {sender.provider} is not in "
+                    f"OPTLINE_PROVIDERS ({','.join(providers)}) here: serve and worker refuse to start with it",
+                )
 
     def language_warnings(self, brand: _RawBrand, program: _RawProgram) -> None:
         """Replies follow the matched keyword's language, else the program's: each must have text in it."""
@@ -1034,7 +1145,7 @@ class _Loader:
                     brand=raw.key,
                     key=rp.key,
                     name=rp.name,
-                    senders=tuple(s for s, _ in rp.senders),
+                    senders=tuple(s.id for s in rp.senders),
                     double_opt_in=rp.double_opt_in,
                     doi_expires_after=rp.doi_expires_after,
                     prompt_cooldown=rp.prompt_cooldown,
@@ -1060,7 +1171,18 @@ class _Loader:
                 events_secret_env=raw.events_secret_env,
                 programs=MappingProxyType(programs),
             )
-        return Rules(path, brands, entries, sha256=self.sha256)
+        senders: dict[str, SenderConfig] = {}
+        for raw in self.brands.values():
+            for rp in raw.programs.values():
+                for sender in rp.senders:
+                    senders.setdefault(sender_key(sender.id), sender.config())  # cross_check made them agree
+        configs = {config.id: config for config in senders.values()}
+        return Rules(path, brands, entries, sha256=self.sha256, senders=configs)
+
+
+def _how(config: SenderConfig) -> str:
+    provider = config.provider or "the default provider"
+    return f"provider {provider}, rate {config.rate:g}/s"
 
 
 def _mentions(words: tuple[str, ...], keywords: list[_Kw]) -> bool:
@@ -1166,9 +1288,13 @@ def load_rules(path: str | os.PathLike[str]) -> Rules:
     return loader.build(file)
 
 
-def check(path: str | os.PathLike[str]) -> CheckReport:
-    """Every error and warning in a keywords file, each with its line."""
+def check(path: str | os.PathLike[str], *, providers: Sequence[str] | None = None) -> CheckReport:
+    """Every error and warning in a keywords file, each with its line.
+
+    `providers`: the deployment's OPTLINE_PROVIDERS, to warn about a sender naming another
+    provider; None (the file alone) skips that warning.
+    """
     _, loader = _read(path)
     if not any(f.line == 0 for f in loader.errors):
-        loader.collect_warnings()
+        loader.collect_warnings(providers)
     return CheckReport(errors=_sorted(loader.errors), warnings=_sorted(loader.warnings))

@@ -299,6 +299,18 @@ class ConsoleUser(SQLModel, table=True):
     last_sign_in_at: datetime | None = _ts()
 
 
+class SenderRate(SQLModel, table=True):
+    """Where one sender stands against its send rate, shared by every process (app.ratelimit)."""
+
+    __tablename__ = "sender_rates"
+
+    sender: str = Field(primary_key=True, max_length=64)  # an E.164 number, a short code or a service id
+    # The theoretical arrival time of the sender's next message (GCRA), in whole microseconds
+    # since the Unix epoch: integer arithmetic, exact and alike on both engines.
+    tat_us: int = Field(sa_type=sa.BigInteger)
+    updated_at: datetime = _ts(nullable=False)
+
+
 subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 consent_events = ConsentEvent.__table__  # type: ignore[attr-defined]
 inbound_messages = InboundMessage.__table__  # type: ignore[attr-defined]
@@ -308,4 +320,5 @@ api_keys = ApiKey.__table__  # type: ignore[attr-defined]
 profiles = Profile.__table__  # type: ignore[attr-defined]
 idempotency_keys = IdempotencyKey.__table__  # type: ignore[attr-defined]
 console_users = ConsoleUser.__table__  # type: ignore[attr-defined]
+sender_rates = SenderRate.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -85,6 +85,15 @@ def country_of(e164: str) -> str | None:
     return phonenumbers.region_code_for_number(number)
 
 
+def is_toll_free(e164: str) -> bool:
+    """True when libphonenumber files this E.164 number under a toll-free range (+1 800, 888, 833...)."""
+    try:
+        number = _parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.TOLL_FREE
+
+
 def mask(phone: str | None) -> str:
     """Mask a number for logs: +15005550006 -> +1500***0006."""
     if not phone:

@@ -64,6 +64,25 @@ def test_check_refuses_a_bad_file_with_its_line(env: dict[str, str], elsewhere: 
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_check_warns_about_a_sender_whose_provider_is_not_enabled(env: dict[str, str], elsewhere: Path) -> None:
+    path = elsewhere / "keywords.yaml"
+    text = KEYWORDS.read_text().replace('senders: ["+15005550007"]',
+                                        'senders: [{id: "+15005550007", provider: telnyx, rate: 2}]')
+    path.write_text(text)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "provider: telnyx" in row)
+    env = {k: v for k, v in env.items() if not k.startswith("TELNYX_")}
+    warned = [f"warning: {path}:{line}: program 'bistro/menu' sender +15005550007: provider telnyx is not in "
+              "OPTLINE_PROVIDERS (console) here: serve and worker refuse to start with it", f"{path}: ok (1 warning)"]
+    # OPTLINE_PROVIDERS unset: console only; the file named, or the one OPTLINE_KEYWORDS names
+    assert optline("check", str(path), env=env, cwd=elsewhere).stdout.splitlines() == warned
+    assert optline("check", env={**env, "OPTLINE_KEYWORDS": str(path)}, cwd=elsewhere).stdout.splitlines() == warned
+    enabled = {**env, "OPTLINE_PROVIDERS": "console,telnyx", "TELNYX_API_KEY": "KEY0123"}
+    assert optline("check", str(path), env=enabled, cwd=elsewhere).stdout.strip() == f"{path}: ok (0 warnings)"
+    # settings that cannot load (telnyx without its key): the named file is checked alone, without that warning
+    broken = optline("check", str(path), env={**env, "OPTLINE_PROVIDERS": "telnyx"}, cwd=elsewhere)
+    assert broken.stdout.strip() == f"{path}: ok (0 warnings)"
+
+
 def test_migrate_creates_the_sqlite_file_from_any_folder(tmp_path: Path, elsewhere: Path) -> None:
     target = tmp_path / "new" / "sub" / "optline.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTLINE_")}

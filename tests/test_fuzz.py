@@ -336,6 +336,8 @@ OPS = [
     *(Op(path, ("GET",)) for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")),
 ]
 WEBHOOKS = {"/webhooks/twilio": ("POST",), "/webhooks/twilio/status": ("POST",)}
+# Every other provider's routes: fuzzed with each provider's own signed payloads in test_provider_fuzz.py.
+PROVIDER_WEBHOOKS = {"/webhooks/{provider}": ("POST",), "/webhooks/{provider}/status": ("POST",)}
 PATH_VALUES = {"ref": ["crm-1", "crm-2", "prof_00000000000000000000000000"], "phone": [PHONE, OTHER, "14155550123"],
                "email": ["ada@example.com", "ADA@example.com"]}
 
@@ -343,7 +345,8 @@ PATH_VALUES = {"ref": ["crm-1", "crm-2", "prof_00000000000000000000000000"], "ph
 def test_the_fuzz_covers_every_route(gateway_factory: Any, sqlite_url: str) -> None:
     app = gateway_factory(sqlite_url).client.app
     served = {(r.path, m) for r in app.routes if isinstance(r, Route) for m in (r.methods or ()) if m != "HEAD"}
-    fuzzed = {(op.path, m) for op in OPS for m in op.methods} | {(p, m) for p, ms in WEBHOOKS.items() for m in ms}
+    fuzzed = {(op.path, m) for op in OPS for m in op.methods} | {
+        (p, m) for p, ms in (WEBHOOKS | PROVIDER_WEBHOOKS).items() for m in ms}
     assert served == fuzzed
 
 

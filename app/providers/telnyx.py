@@ -203,6 +203,8 @@ def _event(body: bytes) -> tuple[str, str | None, Mapping[str, Any], Mapping[str
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidPayload("the body is not JSON", field="body") from None
+    except RecursionError:  # nested deeper than the decoder's stack: no provider sends that
+        raise InvalidPayload("the body is JSON nested too deep", field="body") from None
     if not isinstance(document, dict):
         raise InvalidPayload("the body is not a JSON object", field="body")
     data = _field(document, "data", "data", dict)

@@ -168,6 +168,8 @@ def _document(body: bytes) -> dict[str, Any]:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidPayload("the body is not JSON", field="body") from None
+    except RecursionError:  # nested deeper than the decoder's stack: no provider sends that
+        raise InvalidPayload("the body is JSON nested too deep", field="body") from None
     if not isinstance(document, dict):
         raise InvalidPayload("the body is not a JSON object", field="body")
     return document

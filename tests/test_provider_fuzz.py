@@ -1,0 +1,135 @@
+"""No request to /webhooks/{provider} is a 5xx: validly signed but bent payloads for every JSON and form provider.
+
+A signature only proves who sent a body, not that the body is sane: each provider's real
+payload (the fakes' builders, shaped like the captured ones in tests/data/providers/) is bent
+— fields replaced by other types, removed, added, nested deep, cut off — then signed the
+provider's way. Every answer must be 2xx, or a 4xx problem+json; nothing may crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import ACME, PUBLIC_URL, Gateway
+from tests.fake_plivo import AUTH_ID as PLIVO_ID, AUTH_TOKEN as PLIVO_TOKEN
+from tests.fake_plivo import FakePlivo, fake_plivo, signed_headers  # noqa: F401
+from tests.fake_plivo import inbound_pairs as plivo_inbound, status_pairs as plivo_status
+from tests.fake_telnyx import FakeTelnyx, TelnyxKeys, event, fake_telnyx  # noqa: F401
+from tests.fake_telnyx import inbound_payload as telnyx_inbound, status_payload as telnyx_status
+from tests.fake_vonage import APPLICATION_ID, FakeVonage, VonageKeys, fake_vonage, vonage_keys  # noqa: F401
+from tests.fake_vonage import inbound_payload as vonage_inbound, status_payload as vonage_status
+
+PROBLEM = "application/problem+json"
+PHONE = "+14155550123"
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                      HealthCheck.too_slow])
+
+odd = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True)
+       | st.text(max_size=30) | st.sampled_from(["", "\x00", "😀", "+", "SMS", "MMS", "stop", PHONE, ACME])
+       | st.just([]) | st.just({}) | st.just([{"phone_number": 1}]) | st.just({"a": {"b": {"c": [[[]]]}}}))
+
+
+@pytest.fixture
+def everyone(gateway_factory: Callable[..., Gateway], sqlite_url: str, fake_telnyx: FakeTelnyx,
+             fake_plivo: FakePlivo, fake_vonage: FakeVonage, vonage_keys: VonageKeys) -> tuple[Gateway, TelnyxKeys]:
+    keys = TelnyxKeys()
+    gateway = gateway_factory(
+        sqlite_url, providers="twilio,telnyx,plivo,vonage", telnyx_api_key="KEY_test",
+        telnyx_public_key=keys.public_key, telnyx_api_url=fake_telnyx.url, plivo_auth_id=PLIVO_ID,
+        plivo_auth_token=PLIVO_TOKEN, plivo_api_url=fake_plivo.url, vonage_application_id=APPLICATION_ID,
+        vonage_private_key=vonage_keys.private_pem, vonage_signature_secret=vonage_keys.signature_secret,
+        vonage_api_url=fake_vonage.url)
+    return gateway, keys
+
+
+@st.composite
+def bent_json(draw: st.DrawFn, template: dict[str, Any]) -> Any:
+    """`template` with a few values anywhere in it replaced, removed or added."""
+    value: Any = json.loads(json.dumps(template))
+    for _ in range(draw(st.integers(1, 4))):
+        target = value
+        while isinstance(target, (dict, list)) and target and draw(st.booleans()):
+            child = (target[draw(st.sampled_from(sorted(target)))] if isinstance(target, dict)
+                     else target[draw(st.integers(0, len(target) - 1))])
+            if not isinstance(child, (dict, list)):
+                break
+            target = child
+        if isinstance(target, dict) and target:
+            name = draw(st.sampled_from(sorted(target)) | st.text(max_size=8))
+            if draw(st.integers(0, 3)) == 0:
+                target.pop(name, None)
+            else:
+                target[name] = draw(odd)
+        elif isinstance(target, list) and target:
+            target[draw(st.integers(0, len(target) - 1))] = draw(odd)
+    return value
+
+
+def check(response: Any, what: str) -> None:
+    ok = response.status_code < 400 or (
+        response.status_code < 500 and response.headers.get("content-type", "").startswith(PROBLEM))
+    assert ok, f"{response.status_code} for {what[:300]}: {response.text[:300]}"
+
+
+def test_telnyx_bent_events_are_never_a_5xx(everyone: tuple[Gateway, TelnyxKeys]) -> None:
+    gateway, keys = everyone
+    templates = [json.loads(event("message.received", telnyx_inbound(text="STOP", from_=PHONE, to=ACME))),
+                 json.loads(event("message.finalized", telnyx_status("40385f64-5717-4562-b3fc-2c963f66afa6",
+                                                                     "delivery_failed", to=PHONE,
+                                                                     errors=[{"code": "40300"}])))]
+
+    @FUZZ
+    @given(document=st.sampled_from(templates).flatmap(bent_json), cut=st.integers(0, 40))
+    def run(document: Any, cut: int) -> None:
+        body = json.dumps(document).encode()
+        body = body[:-cut] if cut > 30 else body  # now and then cut off
+        check(gateway.client.post("/webhooks/telnyx", content=body, headers=keys.headers(body)), repr(body))
+
+    run()
+
+
+def test_vonage_bent_messages_are_never_a_5xx(everyone: tuple[Gateway, TelnyxKeys], vonage_keys: VonageKeys) -> None:
+    gateway, _ = everyone
+    templates = [vonage_inbound(text="STOP", **{"from": PHONE[1:], "to": ACME[1:]}),
+                 vonage_status("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "rejected")]
+
+    @FUZZ
+    @given(document=st.sampled_from(templates).flatmap(bent_json), deep=st.integers(0, 9))
+    def run(document: Any, deep: int) -> None:
+        body = json.dumps(document).encode()
+        if deep == 9:
+            body = b"[" * 5000 + b"]" * 5000  # deep JSON: refused, not a RecursionError
+        check(gateway.client.post("/webhooks/vonage", content=body, headers=vonage_keys.webhook_headers(body)),
+              repr(body))
+
+    run()
+
+
+def test_plivo_bent_forms_are_never_a_5xx(everyone: tuple[Gateway, TelnyxKeys]) -> None:
+    gateway, _ = everyone
+    templates = [plivo_inbound(From=PHONE[1:], To=ACME[1:], Text="STOP"),
+                 plivo_status("7a242edc-2f57-11e7-98c9-06ab0bf64327", "failed", ErrorCode="200")]
+    text = st.text(max_size=20) | st.sampled_from(["", "\x00", "😀", "-1", "99999999999999999999", "abc"])
+
+    @FUZZ
+    @given(pairs=st.sampled_from(templates), edits=st.lists(st.tuples(st.integers(0, 30), text), max_size=4),
+           path=st.sampled_from(["/webhooks/plivo", "/webhooks/plivo/status"]))
+    def run(pairs: list[tuple[str, str]], edits: list[tuple[int, str]], path: str) -> None:
+        pairs = list(pairs)
+        for index, value in edits:
+            if index < len(pairs):
+                pairs[index] = (pairs[index][0], value)
+            else:
+                pairs.append((value or "X", value))
+        body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in pairs).encode()
+        url = PUBLIC_URL + path
+        check(gateway.client.post(path, content=body, headers=signed_headers(url, pairs)), repr(body))
+
+    run()
