@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from app.consent import Proof, apply_event, load_subs
-from app.db import Writer
+from app.db import Writer, utcnow
 from app.errors import DatabaseUnavailable
 from app.keywords import Rules
 from app.metrics import Metrics
@@ -49,6 +49,7 @@ from app.models import outbox
 from app.phone import mask
 from app.providers.base import DeliveryStatus, OutboundSms, SendError, SendResult
 from app.providers.registry import Providers
+from app.ratelimit import take
 from app.providers.twilio import ERROR_UNSUBSCRIBED
 from app.sql import Raw, in_list, insert_sql
 from app.subscriptions import Event, Source
@@ -321,14 +322,37 @@ _STILL_ALLOWED = ("(purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1
                   " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))")
 
 
-def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bool:
-    """Decide, under the phone's lock, that a claimed text goes out now; False when it must not.
+@dataclass(frozen=True)
+class SendRate:
+    """The rate limit of the sender a row goes out from: `sender` may send `rate` texts a second."""
+
+    sender: str
+    rate: float
+    burst: float = 1.0
+
+
+# A stop confirmation may borrow one slot ahead of its sender's rate: it goes before the texts
+# waiting for that sender's next slot, which then wait that much longer.
+STOP_BURST = 2.0
+# A sender's next slot this close is waited for by the send itself, still claimed; a later one
+# puts the row back to pending, due then, so a slow sender never holds the sender's slots.
+RATE_WAIT_IN_PLACE = 0.05
+
+
+def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str, limit: SendRate | None = None) -> float | None:
+    """Decide, under the phone's lock, that a claimed text goes out now: 0.0 to send, None if it must not,
+    or the seconds its sender must wait for a slot.
 
     It must not when a stop cancelled it, or when the phone opted out of its program (of any
     of the brand's, for a brand-level text) after it was queued: the latter covers a row
     whose sender died mid-send and that a STOP could not cancel then. Stop replies always go.
     A row no longer claimed by `worker` (cancelled, or taken over after a lost lease) is left
-    alone. Run with the phone locked (app.db.lock_phones), like every STOP is.
+    alone. Run with the phone locked (app.db.lock_phones), like every STOP is, and with the
+    sender's lock when `limit` is given: its slot is taken here (app.ratelimit), only for a
+    text that may go. The limit counts real seconds (the wall clock every process shares),
+    whatever clock `now` comes from. A row that must wait stays claimed when its slot is
+    RATE_WAIT_IN_PLACE away or less (a STOP meanwhile cancels it as any queued text), else
+    goes back to pending, due when the slot is; either way it keeps its attempts.
     """
     raw = Raw(conn)
     params = {"id": row_id, "worker": worker, "now": now}
@@ -336,13 +360,23 @@ def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str) -> bo
         "UPDATE outbox SET status = 'dispatching', dispatched_at = :now, updated_at = :now"
         f" WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching') AND {_STILL_ALLOWED}",
         params)
-    if decided:
-        return True
-    raw.execute(
-        "UPDATE outbox SET status = 'cancelled', error_reason = :reason, lease_until = NULL, updated_at = :now"
-        " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
-        {**params, "reason": CANCELLED_BY_OPT_OUT})
-    return False
+    if not decided:
+        raw.execute(
+            "UPDATE outbox SET status = 'cancelled', error_reason = :reason, lease_until = NULL, updated_at = :now"
+            " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
+            {**params, "reason": CANCELLED_BY_OPT_OUT})
+        return None
+    if limit is None:
+        return 0.0
+    wait = take(conn, utcnow(), sender=limit.sender, rate=limit.rate, burst=limit.burst)
+    if wait > RATE_WAIT_IN_PLACE:
+        raw.execute(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = :due, attempts = attempts - 1,"
+            " dispatched_at = NULL, lease_until = NULL, claimed_by = NULL, updated_at = :now WHERE id = :id",
+            {**params, "due": now + timedelta(seconds=wait)})
+    elif wait > 0:
+        raw.execute("UPDATE outbox SET status = 'sending', dispatched_at = NULL WHERE id = :id", params)
+    return wait
 
 
 def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, result: SendResult,
@@ -605,14 +639,19 @@ class OutboxSender:
             # Sent by this process already; its outcome is still being recorded (the database was
             # away longer than the lease). Sending it again would text the phone twice.
             return
-        outcome: SendResult | SendError | None
+        outcome: SendResult | SendError | None = None
         try:
-            allowed = await self._dispatch(row)
+            wait = await self._dispatch(row)
+            while wait is not None and 0 < wait <= RATE_WAIT_IN_PLACE:
+                await asyncio.sleep(wait)  # the sender's next slot is that close: still ours, try again
+                wait = await self._dispatch(row)
         except Exception as exc:  # noqa: BLE001 - nothing was sent: a database blip is a reason to retry
-            allowed, outcome = False, SendError(f"database unavailable before sending: {type(exc).__name__}",
-                                                transient=True)
-        else:
-            outcome = None
+            wait, outcome = None, SendError(f"database unavailable before sending: {type(exc).__name__}",
+                                            transient=True)
+        if wait:
+            self.metrics.sent(row.channel, "rate_limited")  # back to pending, due when its sender has a slot
+            return
+        allowed = wait is not None and outcome is None
         if allowed:
             try:
                 outcome = await self._send(row)
@@ -673,13 +712,25 @@ class OutboxSender:
         finally:
             self._unrecorded.discard(row.id)
 
-    async def _dispatch(self, row: Claimed) -> bool:
-        """The cancel rule, decided as late as possible and under the phone's lock (see `dispatch`)."""
+    async def _dispatch(self, row: Claimed) -> float | None:
+        """The cancel rule and the sender's rate, decided as late as possible under the phone's lock (see `dispatch`)."""
         if row.channel != CHANNEL_SMS:
-            return True  # a brand event is not a text to the phone: a stop does not cancel it
-        return bool(await self.writer.run(
-            lambda conn, now: dispatch(conn, now, row_id=row.id, worker=self.worker_id),
-            locks=[row.phone] if row.phone else ()))
+            return 0.0  # a brand event is not a text to the phone: a stop does not cancel it
+        limit = self._rate_of(row)
+        locks = [row.phone] if row.phone else []
+        if limit is not None:
+            # Every process takes this sender's slots in one order with its phones (sorted
+            # advisory locks on PostgreSQL), so two batches cannot deadlock on the rate row.
+            locks.append(f"sender:{limit.sender}")
+        return await self.writer.run(  # type: ignore[no-any-return]
+            lambda conn, now: dispatch(conn, now, row_id=row.id, worker=self.worker_id, limit=limit), locks=locks)
+
+    def _rate_of(self, row: Claimed) -> SendRate | None:
+        """The rate limit of the row's sender; None for the console provider, which sends nothing."""
+        config = self.rules.sender_config(row.service_id or row.from_number or "") if self.rules is not None else None
+        if config is None or self.providers.name_for(self.rules, row.from_number, row.service_id) == "console":
+            return None
+        return SendRate(sender=config.id, rate=config.rate, burst=STOP_BURST if row.purpose == "stop" else 1.0)
 
     async def _send(self, row: Claimed) -> SendResult | SendError:
         """Send one row: a text through its sender's provider (awaited), a brand event on a thread."""

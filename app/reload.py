@@ -23,6 +23,7 @@ from typing import Any
 from app.errors import ConfigError
 from app.events import EventPoster, event_environ
 from app.keywords import load_rules
+from app.providers.registry import check_senders
 from app.web.state import AppState
 
 log = logging.getLogger("optline")
@@ -37,6 +38,7 @@ def reload_rules(state: AppState) -> bool:
         old = state.rules
         try:
             rules = load_rules(state.settings.keywords)
+            check_senders(rules, state.providers)  # a sender must name a provider this process runs
             poster = state.sender.event_poster if state.sender is not None else None
             if isinstance(poster, EventPoster):
                 poster.reload(rules, event_environ())  # raises before anything changed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -35,6 +36,29 @@ PG_URL = os.environ.get("OPTLINE_TEST_DATABASE_URL")
 PUBLIC_URL = "https://optline.example.test"
 KEYWORDS = PROJECT_ROOT / "keywords.yaml"
 ACME = "+15005550006"  # acme's shared sender (deals + news)
+# A long code may send 1 text a second. The tests' clock stands still unless a test moves it,
+# so a second text from one sender would wait for ever: the gateways the fixtures build use
+# the repository's keywords.yaml with every plain sender given this rate (a test that brings
+# its own file passes it through `unlimited` when it needs the same).
+TEST_RATE = 10_000
+_SENDERS_LINE = re.compile(r'^(?P<head>\s*senders:\s*)\[(?P<items>[^\]{}#]*)\](?P<tail>\s*(#.*)?)$', re.M)
+_UNLIMITED = Path(tempfile.mkdtemp(prefix="optline-keywords-"))
+
+
+def unlimited(path: str | Path) -> str:
+    """A copy of keywords file `path` whose plain senders send TEST_RATE texts a second; lines keep their numbers."""
+    source = Path(path)
+    text = source.read_text(encoding="utf-8")
+
+    def rated(match: re.Match[str]) -> str:
+        items = [item.strip() for item in match["items"].split(",") if item.strip()]
+        maps = ", ".join(f"{{id: {item}, rate: {TEST_RATE}}}" for item in items)
+        return f"{match['head']}[{maps}]{match['tail']}"
+
+    target = _UNLIMITED / f"{abs(hash((str(source.resolve()), text)))}-{source.name}"
+    if not target.exists():
+        target.write_text(_SENDERS_LINE.sub(rated, text), encoding="utf-8")
+    return str(target)
 
 
 
@@ -149,13 +173,13 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def rules() -> Rules:
-    return load_rules(KEYWORDS)
+    return load_rules(unlimited(KEYWORDS))
 
 
 def make_settings(database_url: str, fake: FakeTwilio, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
-        "keywords": str(KEYWORDS),
+        "keywords": unlimited(KEYWORDS),
         "public_url": PUBLIC_URL,
         "provider": "twilio",
         "twilio_account_sid": ACCOUNT_SID,

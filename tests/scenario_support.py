@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from app.migrate import upgrade
 from app.settings import PROJECT_ROOT
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, sign_twilio, twilio_inbound_params
+from tests.conftest import unlimited
 
 T = TypeVar("T")
 
@@ -257,7 +258,7 @@ class Processes:
         env.update(
             PYTHONPATH=str(PROJECT_ROOT),
             OPTLINE_DATABASE_URL=self.database_url,
-            OPTLINE_KEYWORDS=str(KEYWORDS),
+            OPTLINE_KEYWORDS=unlimited(KEYWORDS),
             OPTLINE_PROVIDER="twilio",
             TWILIO_ACCOUNT_SID=ACCOUNT_SID,
             TWILIO_AUTH_TOKEN=AUTH_TOKEN,

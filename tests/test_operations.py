@@ -40,7 +40,7 @@ def test_readyz_shows_the_files_hash_not_brands_and_logs_nothing(
             assert ready.status_code == 200
         assert [r for r in caplog.records if r.name.startswith("alembic")] == []
     body = ready.json()
-    assert body["keywords"] == {"sha256": sha256(KEYWORDS)}
+    assert body["keywords"] == {"sha256": sha256(Path(gateway.settings.keywords))}
     assert "acme" not in ready.text and "brands" not in body
 
 
