@@ -2,10 +2,12 @@
 
 `Deployment(drivers, database_url, tmp_path, clock)` writes a keywords.yaml with one brand
 per driver (brand key = provider name), whose two programs share the driver's sender
-`{id: <driver.sender>, provider: <driver.name>}`; enables every driver's provider
-(OPTLINE_PROVIDERS, in the order given) with the settings that point it at its fake; and
-runs the real app (lifespan, in-process outbox sender) under starlette's TestClient on the
-given database. Replies are read back from each driver's fake, state from the database.
+`{id: <driver.sender>, provider: <driver.name>, rate: TEST_RATE}` (every conversation with a
+driver goes through that one sender, which would send 3 texts a second by default); enables
+every driver's provider (OPTLINE_PROVIDERS, in the order given) with the settings that point
+it at its fake; and runs the real app (lifespan, in-process outbox sender) under starlette's
+TestClient on the given database. Replies are read back from each driver's fake, state from
+the database.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from starlette.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import FakeClock
+from tests.conftest import TEST_RATE, FakeClock
 from tests.contract.driver import Driver, Sent, Webhook
 
 PUBLIC_URL = "https://optline.example.test"
@@ -64,7 +66,7 @@ def keywords(drivers: Sequence[Driver]) -> dict[str, Any]:
         programs = {
             key: {
                 "name": program_name(driver, key),
-                "senders": [{"id": driver.sender, "provider": driver.name}],
+                "senders": [{"id": driver.sender, "provider": driver.name, "rate": TEST_RATE}],
                 "keywords": {"join": [join]},
                 "messages": dict(PROGRAM_MESSAGES),
             }
