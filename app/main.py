@@ -204,8 +204,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         # Signatures fail closed: without its secret every webhook of a provider is refused (403).
-        # Twilio's routes always exist; the others' exist for the providers enabled.
-        for name in dict.fromkeys(["twilio", *(n for n in state.providers.names if state.providers.webhook(n))]):
+        # Twilio's routes serve the twilio and console providers; the others', their own.
+        served = ["twilio"] if settings.serves_twilio_webhooks else []
+        for name in dict.fromkeys([*served, *(n for n in state.providers.names if state.providers.webhook(n))]):
             if missing := settings.missing_webhook_secret(name):
                 log.warning("%s is not set: every %s webhook will be refused (403)", missing, name)
         await start_background(state, sender=settings.inprocess_worker)

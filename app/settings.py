@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         """The default provider: the first of OPTLINE_PROVIDERS."""
         return self.providers[0]
 
+    @property
+    def serves_twilio_webhooks(self) -> bool:
+        """Twilio's webhooks are served with the twilio provider, and with the console one (local work posts them)."""
+        return "twilio" in self.providers or "console" in self.providers
+
     def missing_webhook_secret(self, name: str) -> str | None:
         """The variable provider `name` lacks to check its webhooks' signatures, None when it has it."""
         if name == "twilio":

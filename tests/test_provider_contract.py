@@ -352,9 +352,12 @@ def test_brands_on_different_providers_share_one_deployment(
     assert [tuple(row) for row in inbound] == [(d.name, d.name) for d in drivers] + [(stopped.name, stopped.name)]
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["twilio enabled", "twilio not enabled"])
 def test_a_provider_not_enabled_has_no_webhook(
-        sqlite_url: str, deploy: Callable[[Sequence[Driver], str], Deployment]) -> None:
-    enabled, *others = (driver_class() for driver_class in DRIVERS)
+        sqlite_url: str, deploy: Callable[[Sequence[Driver], str], Deployment], first: bool) -> None:
+    drivers = [driver_class() for driver_class in DRIVERS]
+    enabled = drivers[0] if first else drivers[-1]
+    others = [driver for driver in drivers if driver is not enabled]
     app = deploy([enabled], sqlite_url)
     for driver in others:
         driver.public_url = PUBLIC_URL

@@ -91,6 +91,8 @@ def parse_form(text: str) -> list[tuple[str, str]]:
 
 async def _verified_form(request: Request, state: AppState) -> list[tuple[str, str]] | Response:
     """The form Twilio signed, or the 4xx response that refuses the request."""
+    if not state.settings.serves_twilio_webhooks:
+        return problem(404, "no provider 'twilio' is enabled here (OPTLINE_PROVIDERS)")
     try:
         body = await _read_body(request)
     except _TooLarge:
