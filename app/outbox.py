@@ -25,6 +25,7 @@ failed rows that are still allowed a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -58,6 +59,8 @@ log = logging.getLogger("optline.outbox")
 
 # How long a sender keeps trying to record a send's outcome through a database outage.
 RECORD_PATIENCE = 300.0
+# The longest a sender waits for more free slots before claiming (see OutboxSender._pipeline).
+BATCH_WAIT = 0.005
 
 
 class OutboxStatus(StrEnum):
@@ -605,8 +608,17 @@ class OutboxSender:
             done.set()
 
         hinted = True  # woken by a webhook, or the last claim found rows: claim without looking first
+        urgent = True  # woken by a webhook: claim at once, however few slots are free
+        # With sends finishing one by one, a claim for each would decide one row a job; waiting
+        # a few milliseconds for a quarter of the slots makes the claim and its decision a batch.
+        batch = max(1, slots // 4)
         while not self._stopping:
             free = slots - len(inflight)
+            if 0 < free < batch and inflight and not urgent:
+                done.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), BATCH_WAIT)
+                free = slots - len(inflight)
             rows: list[Claimed] = []
             if free > 0 and not hinted:
                 # A poll: look on a reader connection first, so an idle sender never takes the
@@ -637,6 +649,7 @@ class OutboxSender:
             for waiter in waits:
                 waiter.cancel()
             hinted = wake.is_set() or done.is_set() or bool(rows)
+            urgent = wake.is_set()
             done.clear()
             wake.clear()
         if inflight:

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     # Outbox tuning: how long a claim lasts before another sender may take the row over,
     # how many sends run at once per process, and the retry budget.
     lease_seconds: float = Field(60.0, gt=0, validation_alias="OPTLINE_LEASE_SECONDS")
-    send_concurrency: int = Field(8, ge=1, le=256, validation_alias="OPTLINE_SEND_CONCURRENCY")
+    # 32 sends in flight: one worker keeps up with a serve process (a quarter of Twilio's
+    # default 100 concurrent API requests an account); each sender's rate still applies.
+    send_concurrency: int = Field(32, ge=1, le=256, validation_alias="OPTLINE_SEND_CONCURRENCY")
     # Transient send failures retry until the row's deadline: stop confirmations 1 h, other
     # texts 24 h, brand events 72 h after they were queued (`optline outbox retry` re-drives later).
     deadline_stop_seconds: float = Field(3600.0, gt=0, validation_alias="OPTLINE_DEADLINE_STOP_SECONDS")

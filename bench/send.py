@@ -10,7 +10,7 @@ and both are timed the same way, from the first to the last create the fake rece
 - worker: N replies queued as pending outbox rows to N distinct phones of the `deals` program
   in a freshly migrated database, then the real `optline worker` (Twilio provider, the
   program's sender allowed BENCH_RATE texts a second rather than a long code's one) started
-  and left to send them all, at both concurrencies on SQLite; at 8 on PostgreSQL when it can
+  and left to send them all, at both concurrencies on SQLite; at the default (32) on PostgreSQL when it can
   be reached. `ratio` is the worker's rate over aiohttp's at the same concurrency.
 
 Each figure also carries the CPU each side spent per send (from /proc, Linux): on a 2-core
@@ -52,7 +52,7 @@ BRAND, PROGRAM = "acme", "deals"
 PUBLIC_URL = "https://optline.example"
 STATUS_CALLBACK = PUBLIC_URL + "/webhooks/twilio/status"  # what the worker asks Twilio to call
 FIRST_PHONE = 6_000_000  # phone_number(FIRST_PHONE + i): distinct phones, none the other sections use
-CONCURRENCIES = (8, 32)  # OPTLINE_SEND_CONCURRENCY's default, and more in flight
+CONCURRENCIES = (32, 8)  # OPTLINE_SEND_CONCURRENCY's default, and fewer in flight
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WARM_UP = 300  # creates each bare client posts before it is timed
 
