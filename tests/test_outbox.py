@@ -559,6 +559,22 @@ def test_one_phone_gets_its_texts_in_order_one_at_a_time(quiet_gateway: Gateway)
     assert [r.id for r in second] == [welcome]
 
 
+def test_a_due_welcome_brings_its_prompt_forward_past_other_prompts(quiet_gateway: Gateway) -> None:
+    """Answers go before prompts; a welcome still behind its own prompt takes that prompt with it, never overtakes it."""
+    gateway = quiet_gateway
+    writer = gateway.state.writer
+    backlog = [_enqueue(gateway, f"+141555502{i:02d}", "doi_prompt") for i in range(20)]
+    prompt = _enqueue(gateway, PHONE, "doi_prompt")  # queued after the backlog
+    welcome = _enqueue(gateway, PHONE, "welcome")
+    lease = timedelta(seconds=30)
+    first = writer.call(lambda c, now: claim(c, now, worker="a", limit=3, lease=lease))
+    assert {r.id for r in first} == {prompt, backlog[0], backlog[1]}, "the prompt came forward; the welcome waits"
+    writer.call(lambda c, now: record_sent(c, now, row_id=prompt, worker="a",
+                                           result=SendResult(message_id=fake_sid(2), status="queued")))
+    second = writer.call(lambda c, now: claim(c, now, worker="b", limit=1, lease=lease))
+    assert [r.id for r in second] == [welcome]
+
+
 def test_a_stop_reply_does_not_wait_for_the_phones_earlier_texts(quiet_gateway: Gateway) -> None:
     gateway = quiet_gateway
     writer = gateway.state.writer

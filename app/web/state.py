@@ -42,10 +42,10 @@ class AppState:
     spool_wake: asyncio.Event | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    def wake_sender(self) -> None:
-        """Tell the in-process sender a reply is waiting."""
+    def wake_sender(self, *, urgent: bool = True) -> None:
+        """Tell the in-process sender a reply is waiting; not `urgent`, it may wait a few ms to send a batch."""
         if self.sender is not None:
-            self.sender.wake()
+            self.sender.wake(urgent=urgent)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run a read-only query on a reader connection, off the event loop."""

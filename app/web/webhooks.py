@@ -182,7 +182,7 @@ async def twilio_inbound(request: Request) -> Response:
                  " (duplicate)" if result.duplicate else "")
     state.metrics.inbound(result)
     if result.outbox_id is not None:
-        state.wake_sender()
+        state.wake_sender(urgent=result.kind == "stop")  # other replies may go out in a batch
     return _twiml()
 
 
@@ -314,7 +314,7 @@ async def provider_webhook(request: Request) -> Response:
                      " (duplicate)" if result.duplicate else "")
         state.metrics.inbound(result)
     if any(result.outbox_id is not None for result in results):
-        state.wake_sender()
+        state.wake_sender(urgent=any(result.kind == "stop" for result in results))
     return Response(status_code=200)
 
 
