@@ -636,6 +636,7 @@ class OutboxSender:
         self._unrecorded: set[int] = set()  # rows sent whose outcome is not recorded yet
         self._recording: set[asyncio.Task[None]] = set()  # outcomes being recorded
         self._together: list[tuple[Any, tuple[str, ...], asyncio.Future[None]]] = []
+        self._flushes: set[asyncio.Future[None]] = set()
         self.sent = 0
 
     def wake(self, *, urgent: bool = True) -> None:
@@ -864,8 +865,14 @@ class OutboxSender:
         future: asyncio.Future[None] = loop.create_future()
         self._together.append((job, tuple(locks), future))
         if len(self._together) == 1:
-            loop.call_soon(lambda: asyncio.ensure_future(self._flush_together()))
+            loop.call_soon(self._start_flush)
         await future
+
+    def _start_flush(self) -> None:
+        # The loop keeps only a weak reference to a task: this set keeps it alive until done.
+        task = asyncio.ensure_future(self._flush_together())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush_together(self) -> None:
         batch, self._together = self._together, []

@@ -83,7 +83,7 @@ CAPTURED: list[tuple[str, list[Any]]] = [
     # code and no "+" (the other captures), so 4795961111 reads as +47 (Norway), possible there.
     ("inbound_sms.txt", [
         {"type": InboundSms, "message_id": "7a242edc-2f57-11e7-98c9-06ab0bf64327", "from_phone": "+4795961111",
-         "to": "4759440448", "body": "Msg", "channel": "sms", "num_media": 0, "media": (), "opt_out_type": None},
+         "to": "+4759440448", "body": "Msg", "channel": "sms", "num_media": 0, "media": (), "opt_out_type": None},
     ]),
     ("inbound_short_code.txt", [
         {"type": InboundSms, "message_id": "abc1234", "from_phone": "+60124361111", "to": "2020", "body": "Hello"},
@@ -104,7 +104,7 @@ CAPTURED: list[tuple[str, list[Any]]] = [
     ]),
     ("status_failed_dnd_200.txt", [
         StatusUpdate("6c1d2e3f-1f2e-11ee-9a3f-0242ac110003", DeliveryStatus.FAILED, 200),
-        {"type": OptOutSignal, "provider": "plivo", "phone": "+14155550123", "sender": "14155550100", "kind": "STOP",
+        {"type": OptOutSignal, "provider": "plivo", "phone": "+14155550123", "sender": "+14155550100", "kind": "STOP",
          "message_id": "6c1d2e3f-1f2e-11ee-9a3f-0242ac110003", "error_code": 200},
     ]),
 ]

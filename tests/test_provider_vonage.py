@@ -80,7 +80,7 @@ def load(name: str) -> bytes:
 CAPTURED: list[tuple[str, list[Any]]] = [
     ("inbound_sms.json", [
         {"type": InboundSms, "message_id": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", "from_phone": "+447700900001",
-         "to": "447700900000", "body": "Hello, world!", "channel": "sms", "media": (), "opt_out_type": None},
+         "to": "+447700900000", "body": "Hello, world!", "channel": "sms", "media": (), "opt_out_type": None},
     ]),
     ("inbound_mms_vcard.json", [
         {"type": InboundSms, "channel": "sms", "body": "", "num_media": 1,
@@ -97,7 +97,7 @@ CAPTURED: list[tuple[str, list[Any]]] = [
     ]),
     ("status_rejected_opted_out.json", [
         StatusUpdate("cccccccc-dddd-4eee-8fff-0123456789ab", DeliveryStatus.FAILED, None),
-        {"type": OptOutSignal, "provider": "vonage", "phone": "+447700900000", "sender": "447700900001",
+        {"type": OptOutSignal, "provider": "vonage", "phone": "+447700900000", "sender": "+447700900001",
          "kind": "STOP", "message_id": "cccccccc-dddd-4eee-8fff-0123456789ab", "error_code": None},
     ]),
 ]

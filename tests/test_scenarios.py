@@ -426,6 +426,7 @@ def test_a_database_blip_at_the_send_decision_does_not_lose_the_reply(
         async def deliver() -> None:
             dead.start()
             await sender._deliver(row)
+            await sender.recorded()  # the failure is recorded in the background (here: it cannot be)
 
         asyncio.run(deliver())
     finally:
