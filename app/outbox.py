@@ -652,12 +652,18 @@ class OutboxSender:
                              self._pipeline(CHANNEL_EVENT, self.event_concurrency))
 
     async def _pipeline(self, channel: str, slots: int) -> None:
-        """Keep up to `slots` sends of one channel in flight, claiming more as each finishes."""
-        inflight: set[asyncio.Task[None]] = set()
+        """Keep up to `slots` rows of one channel in flight, claiming more as each finishes.
+
+        A claimed batch is decided and sent by a task of its own, so the next claim does not
+        wait for the previous batch's decision: claims, decisions and sends overlap.
+        """
+        batches: set[asyncio.Task[None]] = set()
+        busy = 0  # rows claimed and not finished
         done = asyncio.Event()
 
-        def finished(task: asyncio.Task[None]) -> None:
-            inflight.discard(task)
+        def finished(_row: Claimed) -> None:
+            nonlocal busy
+            busy -= 1
             done.set()
 
         hinted = True  # woken by a webhook, or the last claim found rows: claim without looking first
@@ -668,12 +674,12 @@ class OutboxSender:
         # decision, a batch: for a quarter of the slots to free, or for more replies to queue.
         batch = max(1, slots // 4)
         while not self._stopping:
-            free = slots - len(inflight)
-            if not urgent and 0 < free < batch and inflight:
+            free = slots - busy
+            if not urgent and 0 < free < batch and busy:
                 done.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), BATCH_WAIT)
-                free = slots - len(inflight)
+                free = slots - busy
             elif not urgent and woken and free > 0:
                 await asyncio.sleep(BATCH_WAIT)
             rows: list[Claimed] = []
@@ -693,13 +699,13 @@ class OutboxSender:
                     log.warning("outbox claim failed (%s); retrying", exc)
                 except Exception:  # noqa: BLE001 - a database blip must not kill the sender
                     log.exception("outbox claim failed; retrying")
-            decisions = await self._dispatch_batch(rows) if channel == CHANNEL_SMS and rows else {}
-            for row in rows:
-                task = asyncio.create_task(self._deliver(row, decisions.get(row.id, _UNDECIDED)))
-                inflight.add(task)
-                task.add_done_callback(finished)
-            if rows and len(inflight) < slots:
-                continue  # there may be more due right now
+            if rows:
+                busy += len(rows)
+                task = asyncio.create_task(self._run_batch(channel, rows, finished))
+                batches.add(task)
+                task.add_done_callback(batches.discard)
+                if busy < slots:
+                    continue  # there may be more due right now
             wake = self._wakes[channel]
             waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(done.wait())]
             await asyncio.wait(waits, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -710,9 +716,21 @@ class OutboxSender:
             self._urgent[channel] = False
             done.clear()
             wake.clear()
-        if inflight:
-            await asyncio.gather(*inflight, return_exceptions=True)
+        while batches:
+            await asyncio.gather(*batches, return_exceptions=True)
         await self.recorded()
+
+    async def _run_batch(self, channel: str, rows: list[Claimed], finished: Callable[[Claimed], None]) -> None:
+        """Decide a claimed batch (texts: in one job), then send each row; `finished` as each one ends."""
+        decisions = await self._dispatch_batch(rows) if channel == CHANNEL_SMS else {}
+
+        async def one(row: Claimed) -> None:
+            try:
+                await self._deliver(row, decisions.get(row.id, _UNDECIDED))
+            finally:
+                finished(row)
+
+        await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
 
     def _has_due(self, channel: str) -> bool:
         """True when a row of `channel` is due or its lease has run out (a read, no lock)."""
