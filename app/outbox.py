@@ -699,6 +699,7 @@ class OutboxSender:
                     log.warning("outbox claim failed (%s); retrying", exc)
                 except Exception:  # noqa: BLE001 - a database blip must not kill the sender
                     log.exception("outbox claim failed; retrying")
+            woken = False  # what woke it is claimed now
             if rows:
                 busy += len(rows)
                 task = asyncio.create_task(self._run_batch(channel, rows, finished))

@@ -56,7 +56,7 @@ class Optline:
         self.env.update(
             OPTLINE_DATABASE_URL=database_url, OPTLINE_PUBLIC_URL=self.url, OPTLINE_PROVIDER="twilio",
             TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN, OPTLINE_TWILIO_API_URL=fake.url,
-            OPTLINE_LOG_LEVEL="WARNING", OPTLINE_INPROCESS_WORKER="0", OPTLINE_SEND_CONCURRENCY="8",
+            OPTLINE_LOG_LEVEL="WARNING", OPTLINE_INPROCESS_WORKER="0",
             OPTLINE_KEYWORDS=str(unthrottled_keywords(folder)),
         )
         subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=self.env, check=True, capture_output=True)
