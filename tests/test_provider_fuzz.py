@@ -8,6 +8,7 @@ provider's way. Every answer must be 2xx, or a 4xx problem+json; nothing may cra
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,8 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 odd = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True)
        | st.text(max_size=30) | st.sampled_from(["", "\x00", "😀", "+", "SMS", "MMS", "stop", PHONE, ACME])
-       | st.just([]) | st.just({}) | st.just([{"phone_number": 1}]) | st.just({"a": {"b": {"c": [[[]]]}}}))
+       | st.just([]) | st.just({}) | st.just([{"phone_number": 1}]) | st.just({"a": {"b": {"c": [[[]]]}}})
+       ).map(copy.deepcopy)  # st.just hands out one object: put twice and bent, it would contain itself
 
 
 @pytest.fixture
