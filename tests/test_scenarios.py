@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from app.migrate import upgrade
 
-from tests.conftest import Gateway
+from tests.conftest import KEYWORDS, Gateway
 from tests.fake_twilio import FakeTwilio
 from tests.scenario_support import (
     Db,
@@ -146,6 +146,27 @@ def test_two_servers_and_two_workers_send_every_prompt_exactly_once(
     by_worker = Counter(worker_pid(r.claimed_by) for r in rows)
     assert set(by_worker) <= {w.pid for w in workers}, by_worker
     print(f"sends per worker: {sorted(by_worker.values())}")
+
+
+def test_two_workers_share_one_senders_rate(procs: Processes, fake: FakeTwilio, db: Db, tmp_path: Path) -> None:
+    """Two worker processes on one PostgreSQL send from a `rate: 10` long code no faster than 10 a second together."""
+    keywords = tmp_path / "keywords.yaml"
+    keywords.write_text(KEYWORDS.read_text().replace('senders: ["+15005550006"]',
+                                                     'senders: [{id: "+15005550006", rate: 10}]'))
+    procs.extra_env["OPTLINE_KEYWORDS"] = str(keywords)
+    server = procs.serve("serve", inprocess_worker=False)
+    workers = [procs.worker(f"worker-{i}") for i in range(2)]
+    numbers = phones(207, 30)
+    assert post_all([server], numbers, "JOIN") == Counter({200: len(numbers)})
+    wait_until(lambda: len(fake.messages()) >= len(numbers), timeout=30, what="one prompt per phone",
+               detail=lambda: f"{len(fake.messages())} sent; outbox {db.outbox_by_status()}\n{procs.logs()}")
+    times = sorted(m.received_at for m in fake.messages())
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    print(f"30 prompts at rate 10 from two workers: {times[-1] - times[0]:.2f}s, busiest second {busiest}")
+    assert busiest <= 11  # the rate, and the one text an idle sender may send at once
+    assert times[-1] - times[0] >= 2.5
+    by_worker = Counter(worker_pid(r.claimed_by) for r in db.rows("SELECT claimed_by FROM outbox"))
+    assert set(by_worker) == {w.pid for w in workers}, by_worker  # both sent: the limit held across them
 
 
 # --- 2. a worker killed mid-batch -------------------------------------------------------
