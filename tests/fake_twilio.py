@@ -34,7 +34,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler
@@ -130,6 +130,7 @@ class Rule:
     drop: bool = False  # close the connection without an answer
     status: int | None = None  # answer this HTTP status with `body`; None: answer normally
     body: dict[str, Any] | str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra answer headers (Retry-After)
     hits: int = 0  # how many requests it applied to so far
 
     def matches(self, to: str | None) -> bool:
@@ -269,13 +270,14 @@ class FakeTwilio(LoopbackServer):
         return self.add_rule(Rule(to=to, times=times, status=int(body["status"]), body=body))
 
     def fail_http(
-        self, status: int, *, body: dict[str, Any] | str | None = None, to: str | None = None, times: int | None = 1
+        self, status: int, *, body: dict[str, Any] | str | None = None, to: str | None = None, times: int | None = 1,
+        headers: Mapping[str, str] | None = None,
     ) -> Rule:
-        """Answer HTTP `status` (429, 500, 503 …) with Twilio's generic error body, or `body`."""
+        """Answer HTTP `status` (429, 500, 503 …) with Twilio's generic error body, or `body`, and `headers`."""
         if body is None:
             code = HTTP_ERROR_CODES.get(status, status)
             body = error_body(code, status, None if code in ERRORS else f"HTTP {status}")
-        return self.add_rule(Rule(to=to, times=times, status=status, body=body))
+        return self.add_rule(Rule(to=to, times=times, status=status, body=body, headers=dict(headers or {})))
 
     def delay(self, seconds: float, *, to: str | None = None, times: int | None = 1) -> Rule:
         """Answer `seconds` late; like the real API, the message is created even if the client gave up."""
@@ -408,7 +410,7 @@ class FakeTwilio(LoopbackServer):
             if rule.drop:
                 raise _Dropped
             if rule.status is not None:
-                return rule.status, rule.body if rule.body is not None else "", {}
+                return rule.status, rule.body if rule.body is not None else "", rule.headers
         from_ = form.get("From") or None
         service_id = form.get("MessagingServiceSid") or None
         body = form.get("Body", "")

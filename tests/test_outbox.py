@@ -211,6 +211,20 @@ def test_a_retry_waits_for_its_backoff(gateway_factory: Callable[..., Gateway], 
     assert tuple(outbox_row(gateway)[1:3]) == ("queued", 2)
 
 
+@pytest.mark.parametrize("retry_after", ["30", "Thu, 01 Jan 2099 00:00:00 GMT"], ids=["seconds", "http-date"])
+def test_a_429_waits_at_least_its_retry_after(gateway: Gateway, retry_after: str) -> None:
+    # Twilio's library raises without the answer's headers; the adapter keeps Retry-After for the outbox.
+    gateway.fake.fail_http(429, to=PHONE, headers={"Retry-After": retry_after})
+    gateway.text("HELP", from_=PHONE)
+    wait_for_status(gateway, "pending", attempts=1)
+    with gateway.state.reader.connect() as conn:
+        row = conn.execute(sa.select(outbox.c.error_code, outbox.c.next_attempt_at, outbox.c.updated_at)).one()
+    assert row.error_code == 20429
+    # The backoff alone is at most 0.05 s here (the tests' base); the provider asked for 30 s, or for
+    # a date far ahead (capped at an hour: the deadlines take over beyond that).
+    assert row.next_attempt_at - row.updated_at >= timedelta(seconds=29)
+
+
 def test_a_timeout_is_retried_and_may_deliver_twice(slow_timeout_gateway: Gateway) -> None:
     gateway = slow_timeout_gateway
     gateway.fake.delay(0.6, to=PHONE)  # answers after the client's 0.25 s timeout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import logging
 import socket
@@ -142,6 +144,27 @@ def test_rate_limits_and_server_errors_are_transient(
     error = send_refused(provider)
     assert (error.http_status, error.code, error.transient, error.opted_out) == (status, code, True, False)
     assert provider.send(sms()).message_id  # the fault applied once
+
+
+@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), ("soon", None), (None, None)],
+                         ids=["seconds", "unreadable", "absent"])
+def test_a_429_carries_its_retry_after_on_both_clients(
+    provider: TwilioProvider, fake_twilio: FakeTwilio, header: str | None, expected: float | None  # noqa: F811
+) -> None:
+    headers = {"Retry-After": header} if header is not None else {}
+    fake_twilio.fail_http(429, headers=headers, times=2)
+    assert send_refused(provider).retry_after == expected  # requests, from a thread
+
+    async def send_async() -> SendError:
+        try:
+            await provider.send_async(sms())
+        except SendError as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        raise AssertionError("the 429 was not refused")
+
+    assert asyncio.run(send_async()).retry_after == expected  # aiohttp, on a loop
 
 
 def test_timeout_is_transient(provider: TwilioProvider, fake_twilio: FakeTwilio) -> None:  # noqa: F811

@@ -18,6 +18,7 @@ import queue
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlencode, urlsplit
 
@@ -31,6 +32,7 @@ from twilio.rest import Client
 
 from app.errors import InvalidPayload, InvalidPhone
 from app.phone import inbound_address, mask, receiving_address
+from app.providers import rest
 from app.providers.base import (
     CHANNEL_SMS,
     DeliveryStatus,
@@ -367,8 +369,8 @@ def send_error(http_status: int | None, code: int | None, message: str) -> SendE
 _LIBRARY_PREFIX = "Unable to create record"
 
 
-def _api_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
-    """Translate the library's API error, whichever of its two shapes it came in."""
+def _api_error(exc: TwilioRestException | TwilioServiceException, retry_after: float | None = None) -> SendError:
+    """Translate the library's API error, whichever of its two shapes it came in; `retry_after` from a 429's header."""
     status = int(exc.status) if exc.status is not None else None
     code: int | None
     try:
@@ -383,7 +385,10 @@ def _api_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
         message = str(exc.msg or "").removeprefix(_LIBRARY_PREFIX).removeprefix(": ")
     else:
         message = exc.detail or exc.title
-    return send_error(status, code, message)
+    error = send_error(status, code, message)
+    if status == 429:
+        error.retry_after = retry_after
+    return error
 
 
 class TwilioProvider:
@@ -419,7 +424,7 @@ class TwilioProvider:
 
     def _new_client(self) -> Client:
         """A library client that reaches exactly `api_url`, whatever TWILIO_* says."""
-        http = TwilioHttpClient(timeout=self.timeout)
+        http = _SyncHttp(timeout=self.timeout)
         assert http.session is not None
         # requests re-reads the proxy and CA-bundle variables (HTTPS_PROXY, NO_PROXY,
         # REQUESTS_CA_BUNDLE, ...) from the whole environment on every request: a quarter of
@@ -468,7 +473,8 @@ class TwilioProvider:
         try:
             created = client.api.v2010.accounts(self.account_sid).messages.create(**_fields(message))
         except (TwilioRestException, TwilioServiceException) as exc:
-            error = _api_error(exc)
+            # The library's exception has no headers: this client kept its answer's Retry-After.
+            error = _api_error(exc, client.http_client.retry_after)
         except requests.Timeout:
             error = SendError(f"no answer from Twilio within {self.timeout:g}s", transient=True, kind="timeout")
         except requests.ConnectionError as exc:
@@ -495,7 +501,7 @@ class TwilioProvider:
         try:
             created = await client.api.v2010.accounts(self.account_sid).messages.create_async(**_fields(message))
         except (TwilioRestException, TwilioServiceException) as exc:
-            error = _api_error(exc)
+            error = _api_error(exc, _RETRY_AFTER.get())
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             error = SendError(f"no answer from Twilio within {self.timeout:g}s", transient=True, kind="timeout")
         except aiohttp.InvalidURL as exc:
@@ -579,6 +585,27 @@ def _unreadable() -> SendError:
 
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+# A 429's Retry-After, which the library's exceptions leave out; set per request, per task.
+_RETRY_AFTER: ContextVar[float | None] = ContextVar("optline_twilio_retry_after", default=None)
+
+
+def _retry_after(response: Any) -> float | None:
+    """The seconds a 429 answer asks to wait (Retry-After), None for any other answer."""
+    return rest.retry_after(response.headers) if response.status_code == 429 else None
+
+
+class _SyncHttp(TwilioHttpClient):
+    """The library's requests client, keeping its last answer's Retry-After (one thread uses it at a time)."""
+
+    retry_after: float | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        """The library's request; notes a 429's Retry-After."""
+        self.retry_after = None
+        response = super().request(*args, **kwargs)
+        self.retry_after = _retry_after(response)
+        return response
+
 
 
 class _TimedSession:
@@ -632,9 +659,12 @@ class _AsyncHttp(AsyncTwilioHttpClient):
             # The form the library built, encoded here in one call: aiohttp's FormData route
             # costs several times more for the same bytes.
             data = urlencode(data, doseq=True).encode()
-        return await super().request(method, url, params=params, data=data, headers=headers, auth=None,
-                                     timeout=timeout,
-                                     allow_redirects=allow_redirects)
+        _RETRY_AFTER.set(None)
+        response = await super().request(method, url, params=params, data=data, headers=headers, auth=None,
+                                         timeout=timeout, allow_redirects=allow_redirects)
+        # Read back by send_async in the same task: concurrent sends share this client.
+        _RETRY_AFTER.set(_retry_after(response))
+        return response
 
     def log_request(self, kwargs: dict[str, Any]) -> None:
         """The library's request log, only when its logger would show it."""
