@@ -56,6 +56,7 @@ from app.errors import ConfigError
 from app.keywords import Brand, Rules
 from app.models import new_id
 from app.providers.base import SendError
+from app.providers.rest import transport_error
 
 if TYPE_CHECKING:
     from app.outbox import Claimed
@@ -284,12 +285,8 @@ class EventPoster:
             with self._http().stream("POST", row.url, content=body.encode("utf-8"), headers=headers) as response:
                 status = response.status_code
                 answer = _read_some(response)
-        except httpx.TimeoutException:
-            raise SendError(f"no answer from {host} within {self.timeout:g}s", transient=True, kind="timeout") from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise SendError(f"cannot post to {row.url}: {exc}") from None
         except httpx.TransportError as exc:
-            raise SendError(f"cannot reach {host}: {type(exc).__name__}", transient=True, kind="connection") from None
+            raise transport_error(exc, who=host, timeout=self.timeout, bad_url=f"cannot post to {row.url}") from None
         if 200 <= status < 300:
             return
         reason = f"{host} answered {status}" + (f": {answer}" if answer else "")

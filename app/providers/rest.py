@@ -6,6 +6,7 @@ is the same for all of them:
     new_client(...)          one httpx2 AsyncClient per adapter: keep-alive connections reused
     await post(...)          POST and return the answer; a timeout, a refused or cut connection
                              or a broken answer raises SendError(transient=True, kind=...)
+    transport_error(...)     that SendError, for any httpx2 request (brand events use it too)
     retry_after(headers)     a 429's Retry-After in seconds (delta-seconds or an HTTP date)
     flatten(payload)         a JSON payload as str→str, for the raw record (InboundSms.params)
     checked_api_url(url)     refuse a base URL that is not http(s)://host[:port][/path]
@@ -76,14 +77,19 @@ async def post(
         if form is not None:
             return await client.post(path, data=dict(form), headers=headers)
         return await client.post(path, json=json_body, headers=headers)
-    except httpx.TimeoutException:
-        # The provider may have created the message: the outbox retries, like any transient error.
-        raise SendError(f"no answer from {provider} within {timeout:g}s", transient=True, kind="timeout") from None
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise SendError(f"bad {provider} API URL: {exc}") from None
     except httpx.TransportError as exc:
-        # Refused, reset or cut mid-answer: the outcome is unknown, so it is worth a retry.
-        raise SendError(f"cannot reach {provider}: {type(exc).__name__}", transient=True, kind="connection") from None
+        raise transport_error(exc, who=provider, timeout=timeout, bad_url=f"bad {provider} API URL") from None
+
+
+def transport_error(exc: httpx.TransportError, *, who: str, timeout: float, bad_url: str) -> SendError:
+    """The SendError for a request that got no answer: a timeout or a lost connection is worth a retry, a bad URL not."""
+    if isinstance(exc, httpx.TimeoutException):
+        # The receiver may have acted on it: the outbox retries, like any transient error.
+        return SendError(f"no answer from {who} within {timeout:g}s", transient=True, kind="timeout")
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return SendError(f"{bad_url}: {exc}")
+    # Refused, reset or cut mid-answer: the outcome is unknown, so it is worth a retry.
+    return SendError(f"cannot reach {who}: {type(exc).__name__}", transient=True, kind="connection")
 
 
 def json_of(response: httpx.Response) -> Any:
