@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import aiohttp
 import requests
@@ -405,14 +405,11 @@ class TwilioProvider:
     ) -> None:
         if not account_sid or not auth_token:
             raise ValueError("TwilioProvider needs an account SID and an auth token")
-        parts = urlsplit(api_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"Twilio API URL must be http(s)://host[:port], got {api_url!r}")
+        self.api_url = rest.checked_api_url(api_url, "Twilio")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.account_sid = account_sid
         self._auth_token = auth_token
-        self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         # One client per concurrent sender, reused: a requests Session is not documented as
         # thread-safe, and the library's client keeps per-request state on itself.
