@@ -16,6 +16,7 @@ so tests can prove that several sends reused one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from app.providers.base import OutboundSms, SendError, SendResult, WebhookProvider
 from tests.loopback import LoopbackHandler, LoopbackHTTPServer, LoopbackServer
 
 Answer = tuple[int, dict[str, Any] | str, dict[str, str]]
@@ -226,3 +228,39 @@ def answer(handler: LoopbackHandler, status: int, body: dict[str, Any] | str, he
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(data)
+
+
+# --- driving an adapter in a test ------------------------------------------------------------
+
+
+def outbound(to: str, *, sender: str, callback: str, **fields: Any) -> OutboundSms:
+    """A text as the outbox hands one to an adapter: from `sender`, reports to `callback`, unless `fields` differ."""
+    values: dict[str, Any] = {"body": "You're in! Reply STOP to opt out.", "from_number": sender, "service_id": None,
+                              "status_callback": callback}
+    values.update(fields)
+    return OutboundSms(to=to, **values)
+
+
+def send_all(provider: WebhookProvider, *messages: OutboundSms) -> list[SendResult | SendError]:
+    """Send each message in turn on one event loop, then close the provider; its result or its SendError each."""
+
+    async def scenario() -> list[SendResult | SendError]:
+        results: list[SendResult | SendError] = []
+        try:
+            for message in messages:
+                try:
+                    results.append(await provider.send(message))
+                except SendError as exc:
+                    results.append(exc)
+        finally:
+            await provider.aclose()
+        return results
+
+    return asyncio.run(scenario())
+
+
+def refusal(provider: WebhookProvider, message: OutboundSms) -> SendError:
+    """The SendError sending `message` raises (a test failure when it is accepted)."""
+    (result,) = send_all(provider, message)
+    assert isinstance(result, SendError), result
+    return result

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
@@ -38,24 +37,15 @@ from tests.fake_plivo import (
     signed_headers,
     status_pairs,
 )
+from tests.fake_rest import outbound, refusal, send_all as send
 
 DATA = Path(__file__).parent / "data" / "providers" / "plivo"
 URL = "https://optline.example/webhooks/plivo"
 TO = "+14155550100"
 SENDER = "+14155550199"
 CALLBACK = "https://optline.example/webhooks/plivo/status"
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
 def sms(to: str = TO, **kw: Any) -> OutboundSms:
-    fields: dict[str, Any] = {"body": "You're in! Reply STOP to opt out.", "from_number": SENDER, "service_id": None,
-                              "status_callback": CALLBACK}
-    fields.update(kw)
-    return OutboundSms(to=to, **fields)
+    return outbound(to, sender=SENDER, callback=CALLBACK, **kw)
 
 
 def offline() -> PlivoProvider:
@@ -129,7 +119,7 @@ def test_captured_callbacks_parse(name: str, expected: list[Any]) -> None:
             assert got.params == dict(pairs)
         else:
             assert got == want
-    run(plivo.aclose())
+    asyncio.run(plivo.aclose())
 
 
 def test_every_captured_file_is_in_the_table() -> None:
@@ -282,26 +272,10 @@ def provider_for(fake: FakePlivo, **kw: Any) -> PlivoProvider:
     return PlivoProvider(**options)
 
 
-def send(provider: PlivoProvider, *messages: OutboundSms) -> list[SendResult | SendError]:
-    async def scenario() -> list[SendResult | SendError]:
-        results: list[SendResult | SendError] = []
-        try:
-            for message in messages:
-                try:
-                    results.append(await provider.send(message))
-                except SendError as exc:
-                    results.append(exc)
-        finally:
-            await provider.aclose()
-        return results
-
-    return run(scenario())
 
 
 def refused(provider: PlivoProvider) -> SendError:
-    (result,) = send(provider, sms())
-    assert isinstance(result, SendError), result
-    return result
+    return refusal(provider, sms())
 
 
 def test_send_speaks_the_wire_format(fake_plivo: FakePlivo) -> None:  # noqa: F811
@@ -390,7 +364,7 @@ def test_aclose_closes_and_later_sends_are_refused(fake_plivo: FakePlivo) -> Non
             await plivo.send(sms())
         return info.value
 
-    assert not run(scenario()).transient
+    assert not asyncio.run(scenario()).transient
     assert len(fake_plivo.requests) == 1
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -36,24 +36,15 @@ from tests.fake_telnyx import (
     inbound_payload,
     status_payload,
 )
+from tests.fake_rest import outbound, refusal, send_all as send
 
 DATA = Path(__file__).parent / "data" / "providers" / "telnyx"
 URL = "https://optline.example/webhooks/telnyx"
 TO = "+18665550100"
 SENDER = "+18445550001"
 CALLBACK = "https://optline.example/webhooks/telnyx/status"
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
 def sms(to: str = TO, **kw: Any) -> OutboundSms:
-    fields: dict[str, Any] = {"body": "You're in! Reply STOP to opt out.", "from_number": SENDER, "service_id": None,
-                              "status_callback": CALLBACK}
-    fields.update(kw)
-    return OutboundSms(to=to, **fields)
+    return outbound(to, sender=SENDER, callback=CALLBACK, **kw)
 
 
 @pytest.fixture
@@ -141,7 +132,7 @@ def test_captured_payloads_parse(keys: TelnyxKeys, name: str, expected: list[Any
             # The raw record: every field flattened to text, the sender's number among them.
             assert all(isinstance(k, str) and isinstance(v, str) for k, v in got.params.items())
             assert got.params["data.event_type"] == json.loads(body)["data"]["event_type"]
-    run(telnyx.aclose())
+    asyncio.run(telnyx.aclose())
 
 
 def test_every_captured_file_is_in_the_table() -> None:
@@ -286,28 +277,10 @@ def test_a_malformed_public_key_is_refused_at_start(public_key: str) -> None:
 # --- sending --------------------------------------------------------------------------------
 
 
-def send(provider: TelnyxProvider, *messages: OutboundSms) -> list[SendResult | SendError]:
-    """Send each message in turn on one event loop, then close the provider."""
-
-    async def scenario() -> list[SendResult | SendError]:
-        results: list[SendResult | SendError] = []
-        try:
-            for message in messages:
-                try:
-                    results.append(await provider.send(message))
-                except SendError as exc:
-                    results.append(exc)
-        finally:
-            await provider.aclose()
-        return results
-
-    return run(scenario())
 
 
 def refused(provider: TelnyxProvider, message: OutboundSms | None = None) -> SendError:
-    (result,) = send(provider, message or sms())
-    assert isinstance(result, SendError), result
-    return result
+    return refusal(provider, message or sms())
 
 
 def test_send_speaks_the_wire_format(fake_telnyx: FakeTelnyx) -> None:  # noqa: F811
@@ -414,7 +387,7 @@ def test_concurrent_sends_share_the_pool(fake_telnyx: FakeTelnyx) -> None:  # no
         finally:
             await telnyx.aclose()
 
-    results = run(scenario())
+    results = asyncio.run(scenario())
     assert len({r.message_id for r in results}) == 20
     assert 1 <= fake_telnyx.connections <= 20
 
@@ -429,7 +402,7 @@ def test_aclose_closes_and_later_sends_are_refused(fake_telnyx: FakeTelnyx) -> N
             await telnyx.send(sms())
         return info.value
 
-    error = run(scenario())
+    error = asyncio.run(scenario())
     assert not error.transient
     assert len(fake_telnyx.requests) == 1
 

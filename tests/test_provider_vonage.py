@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -37,24 +36,15 @@ from tests.fake_vonage import (
     status_payload,
     vonage_keys,  # noqa: F401  (the fixture)
 )
+from tests.fake_rest import outbound, refusal, send_all as send
 
 DATA = Path(__file__).parent / "data" / "providers" / "vonage"
 URL = "https://optline.example/webhooks/vonage"
 TO = "+447700900123"
 SENDER = "+447700900001"
 CALLBACK = "https://optline.example/webhooks/vonage/status"
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
 def sms(to: str = TO, **kw: Any) -> OutboundSms:
-    fields: dict[str, Any] = {"body": "You're in! Reply STOP to opt out.", "from_number": SENDER, "service_id": None,
-                              "status_callback": CALLBACK}
-    fields.update(kw)
-    return OutboundSms(to=to, **fields)
+    return outbound(to, sender=SENDER, callback=CALLBACK, **kw)
 
 
 def offline(keys: VonageKeys, **kw: Any) -> VonageProvider:
@@ -253,26 +243,10 @@ def provider_for(fake: FakeVonage, **kw: Any) -> VonageProvider:
     return VonageProvider(**options)
 
 
-def send(provider: VonageProvider, *messages: OutboundSms) -> list[SendResult | SendError]:
-    async def scenario() -> list[SendResult | SendError]:
-        results: list[SendResult | SendError] = []
-        try:
-            for message in messages:
-                try:
-                    results.append(await provider.send(message))
-                except SendError as exc:
-                    results.append(exc)
-        finally:
-            await provider.aclose()
-        return results
-
-    return run(scenario())
 
 
 def refused(provider: VonageProvider, message: OutboundSms | None = None) -> SendError:
-    (result,) = send(provider, message or sms())
-    assert isinstance(result, SendError), result
-    return result
+    return refusal(provider, message or sms())
 
 
 def test_send_speaks_the_wire_format(fake_vonage: FakeVonage) -> None:  # noqa: F811
@@ -365,7 +339,7 @@ def test_aclose_closes_and_later_sends_are_refused(fake_vonage: FakeVonage) -> N
             await vonage.send(sms())
         return info.value
 
-    assert not run(scenario()).transient
+    assert not asyncio.run(scenario()).transient
     assert len(fake_vonage.requests) == 1
 
 
