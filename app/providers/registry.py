@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -59,9 +59,6 @@ class Providers:
     def names(self) -> tuple[str, ...]:
         """The enabled providers, the default first."""
         return tuple(self._adapters)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._adapters.values())
 
     def get(self, name: str) -> Any | None:
         """The adapter called `name`, None when it is not enabled."""
@@ -111,10 +108,7 @@ class Providers:
 
 def make_providers(settings: Settings) -> Providers:
     """The adapters OPTLINE_PROVIDERS names, built from their credentials (checked by Settings)."""
-    adapters: dict[str, Any] = {}
-    for name in settings.providers:
-        adapters[name] = _build(name, settings)
-    return Providers(adapters)
+    return Providers({name: _build(name, settings) for name in settings.providers})
 
 
 def _build(name: str, s: Settings) -> Any:
