@@ -4,7 +4,7 @@
 processes (this one imports optline once, then forks before any connection exists, so each
 child starts in milliseconds with its own engine). From a common start they all take slots
 for SENDER until SECONDS after it, each try in its own transaction, sleeping the wait they
-are told when refused, with the real clock. Prints one JSON object per process on a line:
+are told (plus a little jitter) when refused, with the real clock. Prints one JSON object per process on a line:
 its pid and its granted takes' times (integer µs since the epoch).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,9 @@ def send_as_fast_as_allowed(url: str, sender: str, rate: float, burst: float, st
         if wait == 0.0:
             granted.append((now - _EPOCH) // timedelta(microseconds=1))
         else:
-            time.sleep(wait)  # the processes wake together and race for the slot
+            # Real senders are never in step: a little jitter, or SQLite's busy handler (which
+            # backs off) can leave one process winning every round while the others wait.
+            time.sleep(wait + random.uniform(0, 0.5 / rate))
     engine.dispose()
     return os.getpid(), granted
 
