@@ -308,9 +308,10 @@ async def provider_webhook(request: Request) -> Response:
         results = await apply_events(state, name, events)
     except (DatabaseUnavailable, SQLAlchemyError) as exc:
         return await _spool(state, _event_record(name, text, content_type, received_at), str(exc))
-    for result in results:
+    texts = [event for event in events if isinstance(event, InboundSms)]
+    for sms, result in zip(texts, results, strict=True):
         if log.isEnabledFor(logging.INFO):
-            log.info("inbound %s via %s: %s%s", result.message_id, name, result.kind,
+            log.info("inbound %s via %s: %s%s", sms.message_id, name, result.kind,
                      " (duplicate)" if result.duplicate else "")
         state.metrics.inbound(result)
     if any(result.outbox_id is not None for result in results):
