@@ -37,6 +37,7 @@ from app.providers.base import Provider, WebhookProvider
 from app.providers.registry import Providers, check_senders, make_providers
 from app.providers.twilio import TwilioSignature
 from app.reload import RELOAD_SIGNAL, register, reload_rules, unregister
+from app.retire import check_rules_keep_subscribers
 from app.settings import Settings, load_settings
 from app.spool import Spool, drain_forever
 from app.web import api, api_profiles, api_subscriptions, openapi, webhooks
@@ -266,19 +267,22 @@ def app_from_env() -> Starlette:
     return app
 
 
-def check_database(settings: Settings) -> None:
-    """Fail with one clear line when the database is unreachable or not migrated."""
+def check_database(settings: Settings, rules: Rules | None = None) -> None:
+    """Fail with one clear line when the database is unreachable or not migrated, or when `rules` drop a brand,
+    program or sender that still has subscribers (app.retire)."""
     engine = make_engine(settings.database_url)
     try:
         current = current_revision(engine)
+        head = head_revision()
+        if current != head:
+            raise DatabaseUnavailable(f"the database is at migration {current}, not {head}: run `optline migrate`")
+        if rules is not None:
+            check_rules_keep_subscribers(rules, engine)
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
         raise DatabaseUnavailable(f"cannot reach the database ({reason})") from None
     finally:
         engine.dispose()
-    head = head_revision()
-    if current != head:
-        raise DatabaseUnavailable(f"the database is at migration {current}, not {head}: run `optline migrate`")
 
 
 __all__: list[Any] = ["app_from_env", "build_state", "create_app"]
