@@ -379,6 +379,8 @@ class _Ctx:
     match: Match
 
     def sub(self, program: str) -> Sub:
+        if program not in self.subs and program in self.stored:  # joined through this sender, since moved
+            self.subs[program] = self.stored[program]
         if program not in self.subs:
             self.subs[program] = self.stored[program] = Sub.blank(
                 brand=self.sender.brand.key, program=program, phone=self.phone, now=self.now)
