@@ -38,7 +38,7 @@ def optline(*args: str, env: dict[str, str], cwd: Path, check: bool = True) -> s
 def env(sqlite_url: str, tmp_path: Path) -> dict[str, str]:
     """The CLI on SQLite: each command is a new process, and the engines are tested elsewhere."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPTLINE_", "TWILIO_"))}
-    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_LOG_LEVEL="WARNING", OPTLINE_RUN_DIR=str(tmp_path / "run"))
+    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_RUN_DIR=str(tmp_path / "run"))
     return clean
 
 
