@@ -31,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.events import check_event_secrets
+    from app.http_protocol import configure
     from app.keywords import load_rules
     from app.logs import setup_logging
     from app.main import check_database
@@ -43,7 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     # log_config=None: uvicorn's loggers propagate to our JSON handler instead of its own.
     options: dict[str, Any] = dict(
-        factory=True, host=args.host, port=args.port, workers=args.workers, loop="uvloop", http="httptools",
+        factory=True, host=args.host, port=args.port, workers=args.workers, loop="uvloop",
+        http=configure(settings.header_timeout_seconds),
         log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=30, log_config=None,
     )
     if args.workers <= 1:
@@ -350,7 +352,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     engine = make_engine(settings.database_url)
     columns = [c.name for c in consent_events.columns]
-    writer = csv.writer(sys.stdout)
+    writer = csv.writer(sys.stdout, quoting=csv.QUOTE_ALL)  # see csv_cell
     writer.writerow(columns)
     try:
         with engine.connect() as conn:

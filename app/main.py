@@ -28,6 +28,7 @@ from app.db import Writer, make_engine, utcnow
 from app.errors import DatabaseUnavailable
 from app.events import EventPoster, event_environ
 from app.inbound import due_for_expiry, expire_due
+from app.http_protocol import configure as configure_http
 from app.keywords import Rules, load_rules
 from app.logs import setup_logging
 from app.metrics import Metrics
@@ -250,6 +251,7 @@ def app_from_env() -> Starlette:
     """The uvicorn factory: settings from the environment (and JSON logs, also in `--workers` children)."""
     settings = load_settings()
     setup_logging(settings.log_level)
+    configure_http(settings.header_timeout_seconds)  # in `--workers N` children too
     # The writer and sender threads drop the GIL on every database or socket call and must
     # wait for it to come back; Python's default 5 ms switch interval turns each of those
     # waits into a stall while the event loop is busy (a GIL convoy).
