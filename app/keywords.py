@@ -337,10 +337,16 @@ _PROGRAM_MESSAGES = ("welcome", "stop", "help", "doi_prompt", "already_subscribe
 
 _BUILTIN_FLOOR = {Kind.STOP: BUILTIN_STOP, Kind.HELP: BUILTIN_HELP, Kind.START: BUILTIN_START}
 
-# CTIA: a DOI prompt must disclose charges. The English wording, or its Canadian French one.
+# CTIA: a DOI prompt must disclose charges. The English wording, its Canadian French one, or the
+# Spanish ones US carriers' bilingual programs use ("Pueden aplicarse tarifas de mensajes y datos",
+# "Se pueden aplicar tarifas de msj y datos", "Tarifas de mensajes y datos pueden aplicar").
 _RATES_DISCLOSURE = re.compile(
     r"\b(?:msg\s*&\s*data|msg and data|message and data|messages and data) rates may apply\b"
     r"|\bdes frais de messagerie(?: texte)? et de donnees peuvent s['\u2019]appliquer\b"
+    r"|\b(?:pueden aplicarse|se pueden aplicar|podrian aplicarse|aplican) (?:las )?(?:tarifas|cargos) (?:de|por) "
+    r"(?:mensajes|mensajeria|msj|msjs|sms)\s*(?:y|&)\s*datos\b"
+    r"|\b(?:tarifas|cargos) (?:de|por) (?:mensajes|mensajeria|msj|msjs|sms)\s*(?:y|&)\s*datos "
+    r"(?:pueden aplicar(?:se)?|podrian aplicar(?:se)?|aplican)\b"
 )
 
 
