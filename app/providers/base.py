@@ -61,7 +61,9 @@ class InboundSms:
     params: Mapping[str, str] = field(hash=False)  # every parameter received, for the raw record
     channel: str = CHANNEL_SMS  # "sms", or the channel prefix of the address: "whatsapp", "messenger", "rcs", ...
     media: tuple[Media, ...] = ()  # MMS attachments, in the provider's order
-    from_address: str | None = None  # the sender's address as received when it is not a phone number (messenger:…)
+    # The sender's address on its channel as received (messenger:…, whatsapp:+1…); for WhatsApp,
+    # the business-scoped user id (whatsapp:US.1234) when Twilio names one, with or without a phone.
+    from_address: str | None = None
 
 
 @dataclass(frozen=True)

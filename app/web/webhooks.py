@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from urllib.parse import unquote_plus
@@ -31,9 +32,10 @@ from starlette.responses import Response
 
 from app.errors import DatabaseUnavailable, InvalidPayload
 from app.inbound import InboundJob, InboundResult
-from app.models import outbox
+from app.keywords import Kind
+from app.models import inbound_messages, outbox
 from app.outbox import carrier_opt_out, record_delivery
-from app.phone import mask
+from app.phone import mask, whatsapp_user_id
 from app.providers.base import InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
 from app.providers.twilio import (
     ERROR_UNSUBSCRIBED,
@@ -174,6 +176,7 @@ async def twilio_inbound(request: Request) -> Response:
         # Texts spooled earlier are not applied yet: this one waits its turn behind them.
         return await _spool_form(state, "inbound", pairs, received_at, "earlier texts are still spooled")
     try:
+        sms = await tie_whatsapp_user(state, sms)
         result = await state.writer.run(InboundJob(sms, state.rules), locks=_locks(sms.from_phone))
     except DatabaseUnavailable as exc:
         return await _spool_form(state, "inbound", pairs, received_at, str(exc))
@@ -188,6 +191,39 @@ async def twilio_inbound(request: Request) -> Response:
 
 def _locks(phone: str | None) -> list[str]:
     return [phone] if phone else []
+
+
+async def tie_whatsapp_user(state: AppState, sms: InboundSms) -> InboundSms:
+    """A WhatsApp opt-out from a business-scoped user id alone, tied to the phone last seen with that id.
+
+    Meta may withhold a user's number and name them by an id scoped to the business. Consent
+    is per channel, so such a text joins or confirms nothing; an opt-out is not, and must end
+    the brand's SMS subscriptions of the phone behind the id. Twilio posts the id beside the
+    phone when it knows both (stored as the text's address), so the phone last seen with the
+    id in this brand is the one; an id never seen with a phone has nothing to end: the text
+    is stored and the line logged. Only opt-outs are looked up (a brand-scoped scan, newest first).
+    """
+    if sms.from_phone is not None or sms.channel != "whatsapp" or whatsapp_user_id(sms.from_address) is None:
+        return sms
+    sender = state.rules.for_sender(sms.to, sms.service_id)
+    if sender is None or sender.match(sms.body, sms.opt_out_type).kind is not Kind.STOP:
+        return sms
+    brand, address = sender.brand.key, sms.from_address
+    try:
+        phone = await state.read(lambda conn: conn.execute(
+            sa.select(inbound_messages.c.from_phone)
+            .where(inbound_messages.c.brand == brand, inbound_messages.c.from_address == address,
+                   inbound_messages.c.from_phone.is_not(None))
+            .order_by(inbound_messages.c.id.desc()).limit(1)).scalar())
+    except SQLAlchemyError as exc:  # the database is away: the caller spools the text
+        raise DatabaseUnavailable(f"the database did not answer: {type(exc).__name__}") from exc
+    if phone is None:
+        log.info("WhatsApp opt-out %s from the business-scoped user id %s, never seen with a phone number: stored, "
+                 "no subscription to end", sms.message_id, mask(address))
+        return sms
+    log.info("WhatsApp opt-out %s from the business-scoped user id %s, last seen with %s: ending that phone's "
+             "subscriptions", sms.message_id, mask(address), mask(phone))
+    return replace(sms, from_phone=phone)
 
 
 async def twilio_status(request: Request) -> Response:
@@ -216,7 +252,7 @@ async def apply_spooled(state: AppState, records: list[Record]) -> None:
     for record in records:
         try:
             if record.kind == "inbound":
-                sms = parse_inbound(dict(record.form))
+                sms = await tie_whatsapp_user(state, parse_inbound(dict(record.form)))
                 jobs.append((record, state.writer.run(InboundJob(sms, state.rules, received_at=record.received_at),
                                                       locks=_locks(sms.from_phone))))
             elif record.kind == "event":
