@@ -94,9 +94,13 @@ class SendResult:
 class StatusUpdate:
     """A delivery report for a text we sent."""
 
-    message_id: str
+    message_id: str  # the id the send was answered with (for one part of a long text: the whole text's)
     status: DeliveryStatus
     error_code: int | None  # the provider's error code on undelivered/failed, else None
+    # One part of a long text the provider reports part by part (Plivo's PartInfo "2 of 3"):
+    # the part's number and how many there are; None for a report on the whole text.
+    part: int | None = None
+    parts: int | None = None
 
 
 class DeliveryStatus(StrEnum):

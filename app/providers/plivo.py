@@ -18,8 +18,9 @@ pooled httpx2 AsyncClient; the `plivo` package's own client is synchronous (requ
 from __future__ import annotations
 
 import logging
-from functools import partial
+import re
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from plivo.utils.signature_v3 import validate_v3_signature
@@ -217,15 +218,47 @@ def _media(params: Mapping[str, str]) -> tuple[Media, ...]:
     return tuple(media)
 
 
+# PartInfo on the report of one part of a long text: "2 of 3".
+_PART_INFO = re.compile(r"([0-9]{1,3}) of ([0-9]{1,3})")
+MAX_PARTS = 255  # far above any text Plivo sends (1,600 characters of UCS-2 is 25 parts)
+MAX_PARENT_ID = 60  # the whole text's id and "#<part>" fit the 64 characters of a delivery report's id
+
+
+def _part(params: Mapping[str, str], message_id: str) -> tuple[str, int | None, int | None]:
+    """(the whole text's id, part, parts) of a report; part and parts are None for a text in one part.
+
+    A long text goes out in parts, each reported on its own: MessageUUID is the part's,
+    ParentMessageUUID the first part's, which is the id the send was answered with, and
+    PartInfo says "2 of 3" (https://support.plivo.com/support/solutions/articles/17000012022).
+    A report without them, or with a PartInfo that does not read "k of n", is the whole text's.
+    """
+    info = _PART_INFO.fullmatch(_text(params, "PartInfo") or "")
+    parent = _text(params, "ParentMessageUUID")
+    if info is None or parent is None:
+        if _text(params, "PartInfo") is not None and info is None:
+            logger.warning("unreadable PartInfo %r on %s: taken as the whole text's report", params["PartInfo"], message_id)
+        return message_id, None, None
+    part, parts = int(info[1]), int(info[2])
+    if parts == 1 and part == 1:
+        return message_id, None, None
+    if not 1 <= part <= parts <= MAX_PARTS:
+        raise InvalidPayload(f"PartInfo {params['PartInfo']!r} names no part of a text", field="PartInfo")
+    if len(parent) > MAX_PARENT_ID:
+        raise InvalidPayload(f"ParentMessageUUID is over {MAX_PARENT_ID} characters", field="ParentMessageUUID")
+    return parent, part, parts
+
+
 def parse_status(params: Mapping[str, str]) -> list[StatusUpdate | OptOutSignal]:
-    """A status callback as a StatusUpdate, plus an OptOutSignal for a DND block (error 200)."""
-    message_id = _message_uuid(params)
+    """A status callback as a StatusUpdate (on the whole text, for a part of a long one), plus an
+    OptOutSignal for a DND block (error 200)."""
+    message_id, part, parts = _part(params, _message_uuid(params))
     raw_status = (_text(params, "Status") or "").lower()
     status = STATUS_MAP.get(raw_status)
     if status is None:
         raise InvalidPayload(f"unknown Status {raw_status!r}", field="Status")
     error_code = _error_code(params)
-    events: list[StatusUpdate | OptOutSignal] = [StatusUpdate(message_id=message_id, status=status, error_code=error_code)]
+    events: list[StatusUpdate | OptOutSignal] = [
+        StatusUpdate(message_id=message_id, status=status, error_code=error_code, part=part, parts=parts)]
     if error_code in OPT_OUT_CODES:
         events.append(
             OptOutSignal(

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.delivery_parts import record_part_delivery
 from app.errors import DatabaseUnavailable, InvalidPayload
 from app.inbound import InboundJob, InboundResult
 from app.keywords import Kind
@@ -289,8 +290,13 @@ async def apply_spooled(state: AppState, records: list[Record]) -> None:
 
 async def apply_status(state: AppState, update: StatusUpdate, provider: str = PROVIDER) -> None:
     """Record a delivery report; Twilio's 21610 also opts the phone out (other providers send an OptOutSignal)."""
-    await state.writer.run(partial(record_delivery, message_id=update.message_id, status=update.status,
-                                   error_code=update.error_code))
+    if update.part is not None and update.parts is not None:
+        # One part of a long text: the text is delivered when every part is, failed when any is.
+        await state.writer.run(partial(record_part_delivery, message_id=update.message_id, part=update.part,
+                                       parts=update.parts, status=update.status, error_code=update.error_code))
+    else:
+        await state.writer.run(partial(record_delivery, message_id=update.message_id, status=update.status,
+                                       error_code=update.error_code))
     if provider == PROVIDER and update.error_code == ERROR_UNSUBSCRIBED:
         # The carrier refused delivery because the phone opted out there: honour it everywhere.
         row = await state.read(lambda conn: conn.execute(
