@@ -1,9 +1,11 @@
-"""The Plivo adapter: X-Plivo-Signature-V3 webhooks, inbound and status forms, sending through the Message API.
+"""The Plivo adapter: signed webhooks (V3, V2), inbound and status forms, sending through the Message API.
 
-Webhooks go verify → parse → act. Plivo signs every callback with HMAC-SHA256 of the URL,
-the sorted form parameters and a per-request nonce, keyed by the auth token
-(`X-Plivo-Signature-V3`, `X-Plivo-Signature-V3-Nonce`); the check is the official `plivo`
-package's `validate_v3_signature`, which owns the canonical string's quirks. V3 carries no
+Webhooks go verify → parse → act. Plivo signs callbacks with HMAC-SHA256 keyed by the auth
+token: V3 over the URL, the sorted form parameters and a per-request nonce
+(`X-Plivo-Signature-V3`, `X-Plivo-Signature-V3-Nonce`), V2 over the URL and the nonce alone
+(`X-Plivo-Signature-V2`, `X-Plivo-Signature-V2-Nonce`, what its messaging docs describe). Either
+is accepted, checked with the official `plivo` package (`validate_v3_signature`, which owns
+the canonical string's quirks, and `validate_signature`). V3 carries no
 timestamp, so a captured callback could be replayed: harmless here, because a message
 UUID already stored changes nothing. A nonce cache would refuse Plivo's own retries of a
 callback we failed to take, and so could lose a STOP.
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+from plivo.utils import validate_signature
 from plivo.utils.signature_v3 import validate_v3_signature
 
 import httpx2 as httpx
@@ -55,6 +58,8 @@ ENV = {
 
 SIGNATURE_HEADER = "x-plivo-signature-v3"
 NONCE_HEADER = "x-plivo-signature-v3-nonce"
+SIGNATURE_V2_HEADER = "x-plivo-signature-v2"
+NONCE_V2_HEADER = "x-plivo-signature-v2-nonce"
 
 # Delivery error codes, in status callbacks' ErrorCode
 # (https://plivo.com/docs/messaging/troubleshooting/error-codes).
@@ -110,7 +115,12 @@ def _signed_params(form: tuple[tuple[str, str], ...]) -> dict[str, str | list[st
 
 
 def signature_valid(auth_token: str, request: WebhookRequest) -> bool:
-    """True when the request's X-Plivo-Signature-V3 signs its URL, form and nonce with `auth_token`."""
+    """True when the request carries a V3 signature of its URL, form and nonce, or a V2 one of its URL and
+    nonce, made with `auth_token`."""
+    return _v3_valid(auth_token, request) or _v2_valid(auth_token, request)
+
+
+def _v3_valid(auth_token: str, request: WebhookRequest) -> bool:
     signature = (request.headers.get(SIGNATURE_HEADER) or "").strip()
     nonce = (request.headers.get(NONCE_HEADER) or "").strip()
     if not signature or not nonce or request.form is None:
@@ -121,6 +131,24 @@ def signature_valid(auth_token: str, request: WebhookRequest) -> bool:
         )
     except Exception:  # the SDK raises its own ValidationError (and others) on odd input: refuse it
         logger.info("unreadable Plivo signature on %s", request.url)
+        return False
+
+
+def _v2_valid(auth_token: str, request: WebhookRequest) -> bool:
+    """X-Plivo-Signature-V2: base64 HMAC-SHA256 of the URL without its query, then the nonce (the SDK's check).
+
+    What Plivo's messaging callbacks carry (https://docs.plivo.com/docs/messaging/concepts/signature-validation).
+    It signs no parameter: a body is trusted because its (URL, nonce, signature) came from Plivo,
+    which a captured request could replay with another body; V3 signs the form too.
+    """
+    signature = (request.headers.get(SIGNATURE_V2_HEADER) or "").strip()
+    nonce = (request.headers.get(NONCE_V2_HEADER) or "").strip()
+    if not signature or not nonce or not signature.isascii() or not nonce.isascii():
+        return False
+    try:
+        return bool(validate_signature(request.url, nonce, signature, auth_token))
+    except Exception:  # odd input the SDK cannot read: refuse it
+        logger.info("unreadable Plivo V2 signature on %s", request.url)
         return False
 
 
