@@ -222,6 +222,15 @@ class Provider(Protocol):
 
 
 @runtime_checkable
+class ExplainsRefusals(Protocol):
+    """An adapter that can tell why a webhook it refused will never pass (a provider set up for another API)."""
+
+    def refusal(self, request: WebhookRequest) -> str | None:
+        """What to fix, for a request that failed verification; None when it is just unsigned or forged."""
+        ...
+
+
+@runtime_checkable
 class WebhookProvider(Protocol):
     """An adapter that verifies and parses its own webhooks and sends asynchronously."""
 

@@ -37,7 +37,7 @@ from app.keywords import Kind
 from app.models import inbound_messages, outbox
 from app.outbox import carrier_opt_out, record_delivery
 from app.phone import mask, whatsapp_user_id
-from app.providers.base import InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
+from app.providers.base import ExplainsRefusals, InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
 from app.providers.twilio import (
     ERROR_UNSUBSCRIBED,
     PROVIDER,
@@ -127,14 +127,14 @@ _last_refusal_log = 0.0
 _refusals_since = 0
 
 
-def _refused(url: str, why: str) -> None:
-    """Log a signature refusal, with the URL it was checked against, at most once a minute (with a count)."""
+def _refused(url: str, why: str, status: int = 403) -> None:
+    """Log a refused webhook, with the URL it was checked against, at most once a minute (with a count)."""
     global _last_refusal_log, _refusals_since
     _refusals_since += 1
     now = time.monotonic()
     if now - _last_refusal_log >= _REFUSAL_LOG_EVERY:
-        log.warning("webhook refused (403): %s; checked against %s (OPTLINE_PUBLIC_URL + path); %d refused since "
-                    "the last such line", why, url, _refusals_since)
+        log.warning("webhook refused (%d): %s; checked against %s (OPTLINE_PUBLIC_URL + path); %d refused since "
+                    "the last such line", status, why, url, _refusals_since)
         _last_refusal_log, _refusals_since = now, 0
 
 
@@ -334,7 +334,15 @@ async def provider_webhook(request: Request) -> Response:
     url = state.settings.public_url + request.scope["path"] + (f"?{query}" if query else "")
     webhook = WebhookRequest(url=url, headers=dict(request.headers.items()), body=body,
                              form=tuple(parse_form(text)) if content_type == FORM else None)
-    if not adapter.verify(webhook):
+    if request.method != "POST" or not adapter.verify(webhook):
+        # A provider set up for another of its APIs (Vonage's SMS API, which GETs by default)
+        # never passes: say what to change, in the answer and the log, rather than "signature".
+        why = adapter.refusal(webhook) if isinstance(adapter, ExplainsRefusals) else None
+        if why is not None:
+            _refused(url, why, 400)
+            return problem(400, why)
+        if request.method != "POST":
+            return problem(405, "webhooks are POSTed", headers={"Allow": "POST"})
         missing = state.settings.missing_webhook_secret(name)
         _refused(url, f"{missing} is not set" if missing else f"the {name} signature is missing or does not match")
         return problem(403, f"missing or invalid {name} signature")
