@@ -19,7 +19,10 @@ and no traceback. One process per provider and engine serves every case of that 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -46,6 +49,7 @@ from tests.contract.plivo import PlivoDriver
 from tests.contract.telnyx import TelnyxDriver
 from tests.contract.twilio import TwilioDriver
 from tests.contract.vonage import VonageDriver
+from tests.fake_plivo import AUTH_TOKEN as PLIVO_TOKEN
 from tests.fake_plivo import signed_headers as plivo_headers
 from tests.fake_twilio import sign_twilio
 
@@ -488,4 +492,98 @@ def test_a_retried_webhook_changes_nothing(deployed: Deployed) -> None:
             for table in ("inbound_messages", "consent_events", "outbox")] == counts
 
     assert len(deployed.sent(phone)) == 1
+    assert deployed.log_problems() == []
+
+
+# --- what only one provider does, on the deployed server ----------------------------------------
+
+
+def subscribed(deployed: Deployed, phone: str) -> None:
+    deployed.text(phone, "JOIN")
+    deployed.text(phone, "YES")
+    assert deployed.status(phone) == "subscribed"
+
+
+def twilio_whatsapp_user_id(deployed: Deployed) -> None:
+    """A WhatsApp STOP from a business-scoped user id alone ends the phone it was seen with (was 400)."""
+    phone = other_phone(deployed.captured.phone, 3)
+    subscribed(deployed, phone)
+    url = deployed.url + "/webhooks/twilio"
+    for name, body in (("twilio/whatsapp_phone_and_bsuid.txt", "hi"), ("twilio/whatsapp_bsuid_only.txt", "STOP")):
+        sid = "SM" + uuid.uuid4().hex
+        pairs = _replace(_captured_form(name), Body=body, MessageSid=sid, SmsMessageSid=sid, SmsSid=sid,
+                         **({"From": f"whatsapp:{phone}"} if "phone_and" in name else {}))
+        response = deployed.http.post(url, content=urlencode(pairs).encode(),
+                                      headers={"x-twilio-signature": sign_twilio(url, pairs), "content-type": FORM})
+        assert response.status_code == 200, response.text
+    assert deployed.status(phone) == "unsubscribed"
+    assert deployed.consent(phone)[-1] == ("unsubscribed", "whatsapp", sid)
+
+
+def telnyx_own_opt_out(deployed: Deployed) -> None:
+    """Telnyx's own STOP classification (autoresponse_type): a carrier opt-out, and no reply of ours."""
+    phone = other_phone(deployed.captured.phone, 3)
+    subscribed(deployed, phone)
+    sent = len(deployed.sent(phone))
+    document = _captured_json("telnyx/inbound_stop_autoresponse.json")
+    payload = document["data"]["payload"]
+    payload["id"] = str(uuid.uuid4())
+    payload["from"]["phone_number"] = phone
+    payload["to"][0]["phone_number"] = deployed.captured.sender
+    body = json.dumps(document).encode()
+    response = deployed.http.post(deployed.url + "/webhooks/telnyx", content=body,
+                                  headers=deployed.driver.keys.headers(body))  # type: ignore[attr-defined]
+    assert response.status_code == 200, response.text
+    assert deployed.status(phone) == "unsubscribed"
+    assert deployed.consent(phone)[-1][:2] == ("unsubscribed", "carrier")
+    assert len(deployed.sent(phone)) == sent
+
+
+def plivo_v2_and_parts(deployed: Deployed) -> None:
+    """A V2-signed callback is taken (was 403), and a long text is delivered when its last part is."""
+    phone = other_phone(deployed.captured.phone, 3)
+    url = deployed.url + "/webhooks/plivo"
+    message_id = str(uuid.uuid1())
+    pairs = _replace(_captured_form("plivo/inbound_sms.txt"), Text="JOIN", From=wire_number(phone),
+                     MessageUUID=message_id)
+    nonce = uuid.uuid4().hex
+    signature = base64.b64encode(hmac.new(PLIVO_TOKEN.encode(), (url + nonce).encode(), hashlib.sha256).digest())
+    response = deployed.http.post(url, content=urlencode(pairs).encode(), headers={
+        "x-plivo-signature-v2": signature.decode(), "x-plivo-signature-v2-nonce": nonce, "content-type": FORM})
+    assert response.status_code == 200, response.text
+    assert deployed.inbound(message_id).kind == "join"
+    deadline = time.monotonic() + REPLY_SECONDS
+    while not deployed.sent(phone):
+        assert time.monotonic() < deadline, deployed.log()
+        time.sleep(0.05)
+    [prompt] = deployed.sent(phone)
+    for part in (2, 1):
+        pairs = _replace(_captured_form("plivo/status_delivered.txt"), ParentMessageUUID=prompt.message_id,
+                         MessageUUID=prompt.message_id if part == 1 else str(uuid.uuid1()), PartInfo=f"{part} of 2",
+                         To=wire_number(prompt.to), From=wire_number(prompt.from_ or ""))
+        request = PlivoCaptured._signed(deployed.url, "/webhooks/plivo/status", pairs, prompt.message_id)
+        assert deployed.post(request).status_code == 200
+        status = deployed.rows("SELECT status FROM outbox WHERE provider_message_id = :m", m=prompt.message_id)[0][0]
+        assert status == ("delivered" if part == 1 else "queued"), part
+
+
+def vonage_sms_api(deployed: Deployed) -> None:
+    """An account still on the SMS API is told, in the answer and the log, to switch (was 403/405)."""
+    # nyaruka/courier handlers/nexmo/handler_test.go: the SMS API's GET of an inbound text.
+    response = deployed.http.get(deployed.url + "/webhooks/vonage?to=2020&msisdn=2349067554729&text=Join"
+                                 "&messageId=external1")
+    assert response.status_code == 400
+    assert "Messages API" in response.json()["detail"]
+    assert any("webhook refused (400)" in line and "Messages API" in line
+               for line in deployed.log_path.read_text().splitlines())
+
+
+SPECIFICS: dict[str, Callable[[Deployed], None]] = {
+    "twilio": twilio_whatsapp_user_id, "telnyx": telnyx_own_opt_out, "plivo": plivo_v2_and_parts,
+    "vonage": vonage_sms_api,
+}
+
+
+def test_what_only_this_provider_does(deployed: Deployed) -> None:
+    SPECIFICS[deployed.driver.name](deployed)
     assert deployed.log_problems() == []
