@@ -328,6 +328,7 @@ class Deployed:
             time.sleep(0.1)
 
     def close(self) -> None:
+        self.http.close()  # no keep-alive connection left for the server to wait on
         try:
             if self.popen is not None and self.popen.poll() is None:
                 self.popen.send_signal(signal.SIGTERM)
@@ -337,7 +338,6 @@ class Deployed:
                     self.popen.kill()
                     self.popen.wait(timeout=10)
         finally:
-            self.http.close()
             self.engine.dispose()
             self.driver.close()
 
@@ -361,7 +361,15 @@ class Deployed:
             time.sleep(0.05)
         replies = self.sent(phone)[before:]
         assert len(replies) == 1, replies
+        self.wait_recorded(replies[0].message_id)
         return request, replies[0]
+
+    def wait_recorded(self, message_id: str) -> None:
+        """Wait until the sender recorded the provider's id on the reply's row (it does so once the fake answered)."""
+        deadline = time.monotonic() + REPLY_SECONDS
+        while not self.rows("SELECT 1 FROM outbox WHERE provider_message_id = :m", m=message_id):
+            assert time.monotonic() < deadline, f"the reply {message_id} was never recorded\n{self.log()}"
+            time.sleep(0.02)
 
     # --- its state ------------------------------------------------------------------------------
 
@@ -557,6 +565,7 @@ def plivo_v2_and_parts(deployed: Deployed) -> None:
         assert time.monotonic() < deadline, deployed.log()
         time.sleep(0.05)
     [prompt] = deployed.sent(phone)
+    deployed.wait_recorded(prompt.message_id)
     for part in (2, 1):
         pairs = _replace(_captured_form("plivo/status_delivered.txt"), ParentMessageUUID=prompt.message_id,
                          MessageUUID=prompt.message_id if part == 1 else str(uuid.uuid1()), PartInfo=f"{part} of 2",
