@@ -27,6 +27,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -134,7 +135,6 @@ class Captured:
 
 
 class TwilioCaptured(Captured):
-    driver_type = TwilioDriver
     sender, phone = "+12028831111", "+14133881111"  # tests/data/providers/twilio/inbound_sms.txt
 
     def __init__(self) -> None:
@@ -242,8 +242,6 @@ ENGINES = ("sqlite", "postgresql")
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
