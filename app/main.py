@@ -226,8 +226,9 @@ def create_app(
     routes = [
         Route("/webhooks/twilio", webhooks.twilio_inbound, methods=["POST"]),
         Route("/webhooks/twilio/status", webhooks.twilio_status, methods=["POST"]),
-        Route("/webhooks/{provider}", webhooks.provider_webhook, methods=["POST"]),
-        Route("/webhooks/{provider}/status", webhooks.provider_webhook, methods=["POST"]),
+        # GET too: only to tell a Vonage SMS API account (which GETs by default) what to switch.
+        Route("/webhooks/{provider}", webhooks.provider_webhook, methods=["GET", "POST"]),
+        Route("/webhooks/{provider}/status", webhooks.provider_webhook, methods=["GET", "POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
