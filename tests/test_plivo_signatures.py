@@ -128,3 +128,16 @@ def test_a_wrong_v2_signature_stores_nothing(app: Deployment, forged: str) -> No
     before = app.stored()
     assert app.post(webhook).status_code == 403
     assert app.stored() == before
+
+
+def test_a_v2_nonce_replayed_with_another_body_is_refused_and_a_retry_is_taken(app: Deployment) -> None:
+    """V2 signs no parameter: captured headers on another body (a forged JOIN) are refused; Plivo's retry passes."""
+    real = v2_inbound(app, "HELP")
+    assert app.post(real).status_code == 200
+    assert app.post(real).status_code == 200  # Plivo retrying the same callback
+    forged_pairs = inbound_pairs(From=wire_number("+14155550199"), To=wire_number(app.drivers[0].sender), Text="JOIN",
+                                 MessageUUID=str(uuid.uuid4()))
+    forged = Webhook(real.path, real.headers, urlencode(forged_pairs).encode(), dict(forged_pairs)["MessageUUID"])
+    before = app.stored()
+    assert app.post(forged).status_code == 403
+    assert app.stored() == before

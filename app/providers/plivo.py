@@ -7,8 +7,8 @@ token: V3 over the URL, the sorted form parameters and a per-request nonce
 is accepted, checked with the official `plivo` package (`validate_v3_signature`, which owns
 the canonical string's quirks, and `validate_signature`). V3 carries no
 timestamp, so a captured callback could be replayed: harmless here, because a message
-UUID already stored changes nothing. A nonce cache would refuse Plivo's own retries of a
-callback we failed to take, and so could lose a STOP.
+UUID already stored changes nothing. V2 signs no parameter, so a V2 nonce is remembered with its
+body's hash and refused with any other body (Plivo's own retries repeat the body, and pass).
 
 Plivo posts inbound texts (to the application's message_url) and delivery reports (to the
 `url` given at send) as forms with different fields; a form with `Status` is a report.
@@ -19,8 +19,11 @@ pooled httpx2 AsyncClient; the `plivo` package's own client is synchronous (requ
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -59,6 +62,7 @@ ENV = {
 SIGNATURE_HEADER = "x-plivo-signature-v3"
 NONCE_HEADER = "x-plivo-signature-v3-nonce"
 SIGNATURE_V2_HEADER = "x-plivo-signature-v2"
+V2_NONCES_KEPT = 100_000  # V2 nonces remembered with their body's hash (about 10 MB)
 NONCE_V2_HEADER = "x-plivo-signature-v2-nonce"
 
 # Delivery error codes, in status callbacks' ErrorCode
@@ -348,10 +352,31 @@ class PlivoProvider(rest.PooledClient):
         )
         self._client: httpx.AsyncClient | None = None
         self._closed = False
+        self._v2_nonces: OrderedDict[str, bytes] = OrderedDict()  # nonce -> sha256 of the body it came with
+        self._nonce_lock = threading.Lock()
 
     def verify(self, request: WebhookRequest) -> bool:
-        """True when the request carries a valid V3 signature of its URL and form."""
-        return signature_valid(self._auth_token, request)
+        """True when the request carries a valid V3 signature of its URL and form, or a V2 one whose nonce has not
+        come with another body."""
+        if _v3_valid(self._auth_token, request):
+            return True
+        if not _v2_valid(self._auth_token, request):
+            return False
+        # V2 signs the URL and nonce only: a captured request's headers could carry another body (a
+        # forged JOIN or YES). Plivo's retries of one callback repeat its body, so a nonce seen before
+        # is taken only with the same body. Per process: several processes each keep their own.
+        nonce = (request.headers.get(NONCE_V2_HEADER) or "").strip()
+        digest = hashlib.sha256(request.body).digest()
+        with self._nonce_lock:
+            seen = self._v2_nonces.get(nonce)
+            if seen is not None and seen != digest:
+                logger.warning("Plivo V2 nonce reused with another body on %s: refused", request.url)
+                return False
+            self._v2_nonces[nonce] = digest
+            self._v2_nonces.move_to_end(nonce)
+            while len(self._v2_nonces) > V2_NONCES_KEPT:
+                self._v2_nonces.popitem(last=False)
+        return True
 
     def parse(self, request: WebhookRequest) -> list[InboundSms | StatusUpdate | OptOutSignal]:
         """The inbound text or delivery report in a verified callback."""
