@@ -1,0 +1,3 @@
+"""stub"""
+routes: list = []
+OPERATIONS: list = []
