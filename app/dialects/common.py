@@ -111,7 +111,9 @@ def vendor_fields(attributes: Mapping[str, Any], vendor: str) -> dict[str, Any]:
 
 
 def refuse_vendor_keys(attributes: Mapping[str, Any], field: str) -> None:
-    """422 when custom attributes try to write a vendor's reserved names."""
+    """422 when custom attributes try to write a vendor's reserved names (a non-object is the model's to refuse)."""
+    if not isinstance(attributes, Mapping):
+        return
     for key in attributes:
         if isinstance(key, str) and key.startswith(VENDOR_PREFIXES):
             raise Unprocessable(f"attribute names starting with {key.split(':', 1)[0]}: are reserved",
