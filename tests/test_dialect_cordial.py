@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
 from tests.conftest import ACME, Gateway
 from tests.dialect_support import basic, gw, make_key  # noqa: F401 - the fixture
 
@@ -152,3 +154,15 @@ def test_native_contacts_put_accepts_cordials_keyword(gw: Gateway) -> None:
     wrong = gw.client.put(f"/v1/contacts/{PHONE}", json=body, headers={"x-api-key": key})
     assert wrong.status_code == 422, wrong.text
     assert wrong.json()["errors"][0]["field"] == "channels.sms.programs.deals.keyword"
+
+
+@pytest.mark.xfail(strict=True, reason="needs 'only the phone reopens what the phone closed' (app/optin.py, in progress)")
+def test_after_the_phones_own_stop_a_resubscribe_is_409(gw: Gateway) -> None:
+    key = make_key(gw)
+    assert send(gw, key, "POST", "", SUBSCRIBE_003_36).status_code == 200
+    gw.text("YES", from_=PHONE, to=ACME)
+    gw.text("STOP", from_=PHONE, to=ACME)
+    gw.clock.advance(seconds=5)
+    response = send(gw, key, "PUT", "/sms:12225555151", RESUBSCRIBE_003_62)
+    assert response.status_code == 409, response.text
+    assert gw.subs(PHONE) == {"deals": "unsubscribed"}

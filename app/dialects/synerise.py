@@ -58,7 +58,6 @@ MAX_LIST = 10_000  # 002:99
 TEXT_FIELDS = ("displayName", "company", "address", "city", "province", "zipCode", "countryCode", "birthDate",
                "avatarUrl")
 AGREEMENTS = ("email", "sms", "push", "webPush", "bluetooth", "rfid", "wifi")
-SEXES = ("FEMALE", "MALE", "OTHER", "NOT_SPECIFIED")
 
 
 class Agreements(_In):
