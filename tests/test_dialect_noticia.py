@@ -162,3 +162,11 @@ def test_after_the_phones_own_stop_even_newer_consent_is_409(gw: Gateway) -> Non
     fresh = body.replace("2026-05-28T10:00:00.000Z", gw.clock().strftime("%Y-%m-%dT%H:%M:%S.000Z"))
     response = post(gw, key, "/subscriptions/opt-in", fresh)
     assert response.status_code == 409, response.text
+
+
+def test_the_native_opt_in_also_goes_to_the_default_program(gw: Gateway) -> None:
+    key = make_key(gw)
+    body = json.loads(OPT_IN_000.replace('"profileId": "crm-customer-4815",\n', ""))
+    response = gw.client.post("/v1/subscriptions/opt-in", json=body, headers={"x-api-key": key})
+    assert response.status_code == 200, response.text
+    assert (response.json()["program"], response.json()["status"]) == ("deals", "subscribed")
