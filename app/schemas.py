@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from app.subscriptions import CLOCK_SKEW
+from app.subscriptions import time_problem
 
 MAX_BATCH = 1000
 MAX_ATTRIBUTE_KEY = 100
@@ -268,6 +268,14 @@ class ConsentProof(BaseModel):
         return self
 
 
+def _client_time(value: datetime) -> datetime:
+    """A time a client gave, if both engines can store it and it is not in the future; ValueError otherwise."""
+    why = time_problem(value, datetime.now(UTC))
+    if why is not None:
+        raise ValueError(f"consentedAt {why}")
+    return value
+
+
 class OptInIn(_In):
     """POST /v1/subscriptions/opt-in."""
 
@@ -282,10 +290,8 @@ class OptInIn(_In):
 
     @field_validator("consented_at")
     @classmethod
-    def _not_future(cls, value: datetime) -> datetime:
-        if value - datetime.now(UTC) > CLOCK_SKEW:
-            raise ValueError("consentedAt is in the future")
-        return value
+    def _storable(cls, value: datetime) -> datetime:
+        return _client_time(value)
 
 
 class OptOutIn(_In):
@@ -309,10 +315,8 @@ class ContactProgramIn(_In):
 
     @field_validator("consented_at")
     @classmethod
-    def _not_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value - datetime.now(UTC) > CLOCK_SKEW:
-            raise ValueError("consentedAt is in the future")
-        return value
+    def _storable(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _client_time(value)
 
 
 class ContactSmsIn(_In):

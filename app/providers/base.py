@@ -31,6 +31,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from app.errors import InvalidPayload
+
+# The longest value each identifier's column stores (app.models); a longer one is refused at the
+# edge (400) rather than accepted and then failing to store (PostgreSQL refuses what SQLite keeps).
+ID_LIMITS = {"message_id": 64, "account_id": 64, "service_id": 64, "to": 40, "from_address": 128, "sender": 40}
+
+
+def check_lengths(event: object) -> None:
+    """Raise InvalidPayload when one of `event`'s identifiers is longer than the database keeps."""
+    for name, limit in ID_LIMITS.items():
+        value = getattr(event, name, None)
+        if isinstance(value, str) and len(value) > limit:
+            raise InvalidPayload(f"{name} is longer than {limit} characters", field=name)
+
 
 @dataclass(frozen=True)
 class Media:
@@ -62,6 +76,10 @@ class InboundSms:
     channel: str = CHANNEL_SMS  # "sms", or the channel prefix of the address: "whatsapp", "messenger", "rcs", ...
     media: tuple[Media, ...] = ()  # MMS attachments, in the provider's order
     from_address: str | None = None  # the sender's address as received when it is not a phone number (messenger:…)
+
+    def __post_init__(self) -> None:
+        """Refuse identifiers too long to store."""
+        check_lengths(self)
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,10 @@ class StatusUpdate:
     message_id: str
     status: DeliveryStatus
     error_code: int | None  # the provider's error code on undelivered/failed, else None
+
+    def __post_init__(self) -> None:
+        """Refuse identifiers too long to store."""
+        check_lengths(self)
 
 
 class DeliveryStatus(StrEnum):
@@ -187,6 +209,10 @@ class OptOutSignal:
     message_id: str | None  # the provider's id of the text or report that carried it
     error_code: int | None  # the provider's error code when it came as a refused delivery
     params: Mapping[str, str] = field(hash=False)  # the payload flattened, for the raw record
+
+    def __post_init__(self) -> None:
+        """Refuse identifiers too long to store."""
+        check_lengths(self)
 
 
 @dataclass(frozen=True)
