@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 
 from tests.conftest import ACME, Gateway
 from tests.dialect_support import basic, gw, make_key  # noqa: F401 - the fixture
@@ -156,7 +155,6 @@ def test_native_contacts_put_accepts_cordials_keyword(gw: Gateway) -> None:
     assert wrong.json()["errors"][0]["field"] == "channels.sms.programs.deals.keyword"
 
 
-@pytest.mark.xfail(strict=True, reason="needs 'only the phone reopens what the phone closed' (app/optin.py, in progress)")
 def test_after_the_phones_own_stop_a_resubscribe_is_409(gw: Gateway) -> None:
     key = make_key(gw)
     assert send(gw, key, "POST", "", SUBSCRIBE_003_36).status_code == 200
@@ -165,4 +163,8 @@ def test_after_the_phones_own_stop_a_resubscribe_is_409(gw: Gateway) -> None:
     gw.clock.advance(seconds=5)
     response = send(gw, key, "PUT", "/sms:12225555151", RESUBSCRIBE_003_62)
     assert response.status_code == 409, response.text
-    assert gw.subs(PHONE) == {"deals": "unsubscribed"}
+    assert response.json()["errors"][0]["field"] == "channels.sms.programs.deals"
+    assert response.json()["optOut"]["source"] == "sms"
+    assert gw.subs(PHONE)["deals"] == "unsubscribed"
+    gw.drain()
+    assert "YES" not in gw.replies(PHONE)[-1]  # no prompt went out

@@ -11,7 +11,6 @@ import json
 import re
 from typing import Any
 
-import pytest
 
 from tests.conftest import Gateway
 from tests.dialect_support import gw, make_key  # noqa: F401 - the fixture
@@ -151,7 +150,6 @@ def test_a_brand_with_several_programs_and_no_default_needs_the_program(gateway:
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "program"
 
 
-@pytest.mark.xfail(strict=True, reason="needs 'only the phone reopens what the phone closed' (app/optin.py, in progress)")
 def test_after_the_phones_own_stop_even_newer_consent_is_409(gw: Gateway) -> None:
     key = make_key(gw)
     body = OPT_IN_000.replace('"profileId": "crm-customer-4815",\n', "")

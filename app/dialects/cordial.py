@@ -24,7 +24,7 @@ from starlette.routing import Route
 from app import profiles
 from app.consent import Sub, load_subs
 from app.dialects.common import authenticate, basic_key, operation, phone, plus0000, state
-from app.errors import NotFound, Unprocessable
+from app.errors import InvalidInput, NotFound, Unprocessable
 from app.jsonbody import json_body, validate
 from app.keywords import Brand
 from app.models import consent_events, profiles as profile_table
@@ -153,10 +153,14 @@ async def _write(request: Request, key: Any, brand: Brand, number: str, body: Co
         for program, keyword in joining.items():
             # 003:40: an API subscribe sends the opt-in message and waits for the confirmation (pendingDOI).
             # Cordial gives no consent time: the request's own time is the consent's.
-            opt_in(conn, now, rules=app.rules, brand=brand, program=program, phone=number, double_opt_in=True,
-                   actor=actor, consent_source="cordial:contacts", consented_at=now,
-                   consent_proof={"sourceText": f"Cordial contacts API: subscribeStatus=subscribed, keyword={keyword}"},
-                   profile_id=None, keyword=keyword)
+            try:
+                opt_in(conn, now, rules=app.rules, brand=brand, program=program, phone=number, double_opt_in=True,
+                       actor=actor, consent_source="cordial:contacts", consented_at=now,
+                       consent_proof={"sourceText": f"Cordial contacts API: subscribeStatus=subscribed, keyword={keyword}"},
+                       profile_id=None, keyword=keyword)
+            except InvalidInput as exc:  # e.g. 409: the phone itself opted out; named in Cordial's terms
+                exc.errors = [(f"channels.sms.programs.{program}", exc.message)]
+                raise
 
     await app.writer.run(apply, locks=[number])
     app.wake_sender()

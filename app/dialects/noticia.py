@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 from sqlalchemy.engine import Connection
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -35,7 +35,7 @@ from app.jsonbody import json_body, validate
 from app.keywords import Brand
 from app.optin import ApiActor, opt_in, opt_out, profile_ref, resolve_program
 from app.profiles import ProfileRow
-from app.schemas import ConsentProof, _In
+from app.schemas import ConsentProof, _client_time, _In
 
 PREFIX = "/compat/noticia/v1"
 TAG = "noticia"
@@ -54,6 +54,8 @@ class OptIn(_In):
     consent_source: str = Field(min_length=1, max_length=200)
     consented_at: AwareDatetime
     consent_proof: ConsentProof
+
+    _storable = field_validator("consented_at")(_client_time)
 
 
 class OptOut(_In):
