@@ -1,5 +1,5 @@
 """Shared by the dialect tables (tests/test_dialect_*.py): a gateway on the repository's keywords.yaml
-with acme's `default_program: deals` set, keys, and the seed files read line by line."""
+with acme's `default_program: deals` set, and keys in each vendor's way."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import base64
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -41,12 +40,3 @@ def basic(key: str) -> str:
     """HTTP Basic with the key as the user and no password (Cordial)."""
     return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 
-
-def subs(gateway: Gateway, phone: str) -> dict[str, str]:
-    return gateway.subs(phone)
-
-
-def opt_out_by_sms(gateway: Gateway, phone: str, text: str = "STOP") -> Any:
-    response = gateway.text(text, from_=phone)
-    assert response.status_code == 200, response.text
-    return response
