@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from app.auth import KeyCache
+from app import dialects
 from app.console import pages as console_pages
 from app.db import Writer, make_engine, utcnow
 from app.errors import DatabaseUnavailable
@@ -238,6 +239,7 @@ def create_app(
         Route("/v1/consent-events", api.list_consent_events),
         *api_profiles.routes,
         *api_subscriptions.routes,
+        *dialects.routes(),
         console_pages.mount(),
     ]
     app = _Optline(

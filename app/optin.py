@@ -31,8 +31,10 @@ class ApiActor:
 
 
 def resolve_program(brand: Brand, program: str | None) -> str:
-    """The program named, or the brand's only one; 422 otherwise."""
+    """The program named, else the brand's `default_program`, else its only one; 422 otherwise."""
     if program is None:
+        if brand.default_program is not None:
+            return brand.default_program
         if len(brand.programs) == 1:
             return next(iter(brand.programs))
         raise Unprocessable("program is required: this brand has several programs", field="program")
@@ -88,7 +90,7 @@ def check_consent_is_current(sub: Sub | None, *, consented_at: datetime | None, 
 def opt_in(
     conn: Connection, now: datetime, *, rules: Rules, brand: Brand, program: str, phone: str, double_opt_in: bool,
     actor: ApiActor, consent_source: str, consented_at: datetime | None, consent_proof: Mapping[str, Any],
-    profile_id: str | None,
+    profile_id: str | None, keyword: str | None = None,
 ) -> Sub:
     """Opt `phone` into `program` with consent proof: subscribed at once, or pendingDOI with a prompt.
 
@@ -111,7 +113,7 @@ def opt_in(
         sub.set(profile_id=profile_id)
     event = Event.API_OPT_IN_DOI if double_opt_in else Event.API_OPT_IN
     proof = Proof(source=Source.API, api_key_id=actor.api_key_id, consent_source=consent_source,
-                  consent_proof=consent_proof, consented_at=consented_at)
+                  consent_proof=consent_proof, consented_at=consented_at, keyword=keyword)
     writes = Writes()
     from_number, service_id = _route(rules, brand.key, program, sub)
     applied = apply_event(writes, sub, event, now=now, proof=proof, brand=brand, sender=from_number or service_id,

@@ -326,6 +326,8 @@ class OptOutIn(_In):
 
 class ContactProgramIn(_In):
     subscribe_status: Literal["subscribed", "unsubscribed"]
+    keyword: str | None = Field(None, min_length=1, max_length=64,
+                                description="one of the program's join keywords (Cordial sends the one used to join)")
     consented_at: AwareDatetime | None = Field(
         None, description="when the person gave the consent behind `subscribed` (RFC 3339 with offset); after an "
                           "opt-out it must be later than the opt-out, else 409; absent means now unless the phone "

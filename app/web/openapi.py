@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from app import dialects
 from app import schemas as s
 
 PROBLEM = "application/problem+json"
@@ -181,6 +182,8 @@ def document() -> dict[str, Any]:
         if op.auth:
             item["security"] = [{"apiKey": []}, {"bearer": []}]
         paths.setdefault(op.path, {})[op.method] = item
+    for op in dialects.operations():
+        paths.setdefault(str(op["path"]), {})[str(op["method"])] = _dialect_item(op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "optline", "version": "1.0.0",
@@ -189,9 +192,39 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": defs.get("$defs", {}),
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-                                "bearer": {"type": "http", "scheme": "bearer"}},
+                                "bearer": {"type": "http", "scheme": "bearer"},
+                                # The vendor dialects' own ways: Cordial's Basic (the key as user), Sonar's header.
+                                "basic": {"type": "http", "scheme": "basic"},
+                                "xToken": {"type": "apiKey", "in": "header", "name": "X-Token"}},
         },
     }
+
+
+def _dialect_item(op: dict[str, Any]) -> dict[str, Any]:
+    """One vendor dialect route (app.dialects): its vendor's JSON in and out, under the vendor's tag."""
+    path = str(op["path"])
+    item: dict[str, Any] = {
+        "summary": op["summary"], "tags": [op["tag"]],
+        "operationId": f"{op['method']}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('-', '_')}",
+    }
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    if names:
+        item["parameters"] = [{"name": n, "in": "path", "required": True, "schema": STRING} for n in names]
+    if op["body"]:
+        item["requestBody"] = {"required": True, "content": {"application/json": {"schema": {}}}}
+    ok = int(op["ok"])  # type: ignore[call-overload]
+    responses: dict[str, Any] = {}
+    if ok == 202:
+        responses["202"] = {"description": "accepted, no content"}
+    else:
+        responses[str(ok)] = {"description": "ok", "content": {"application/json": {"schema": {}}}}
+        if op["method"] == "post":
+            responses["201"] = {"description": "created", "content": {"application/json": {"schema": {}}}}
+    for status in sorted(set(op["errors"]) | {401}):  # type: ignore[call-overload]
+        responses[str(status)] = _problem_response(status)
+    item["responses"] = responses
+    item["security"] = [{op["security"]: []}]
+    return item
 
 
 async def openapi_json(_request: Request) -> JSONResponse:
