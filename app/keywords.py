@@ -96,6 +96,7 @@ class Brand:
     events_url: str | None
     events_secret_env: str | None
     programs: Mapping[str, Program]  # key -> Program, in file order
+    rules_sha256: str = ""  # of the keywords file this brand was loaded from (the consent ledger records it)
 
 
 @dataclass(frozen=True)
@@ -1170,6 +1171,7 @@ class _Loader:
                 events_url=raw.events_url,
                 events_secret_env=raw.events_secret_env,
                 programs=MappingProxyType(programs),
+                rules_sha256=self.sha256,
             )
         senders: dict[str, SenderConfig] = {}
         for raw in self.brands.values():
