@@ -85,15 +85,25 @@ def sha256_text(text: str | None) -> str | None:
 
 def _canon(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
     return value
+
+
+# Canonical JSON: sorted keys (consent_proof), no spaces, UTF-8 as is. Built once: json.dumps
+# with options makes a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+_TIMES = frozenset({"consented_at", "created_at"})
+_POSITIONS = tuple((c, c in _TIMES) for c in CHAINED)
 
 
 def event_hash(prev_hash: str, row: dict[str, Any]) -> str:
     """The hash of one event: the previous hash and the CHAINED columns, as canonical JSON."""
-    body = json.dumps([prev_hash, *(_canon(row[c]) for c in CHAINED)], sort_keys=True, ensure_ascii=False,
-                      separators=(",", ":"), default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
+    values = [prev_hash]
+    for column, is_time in _POSITIONS:
+        value = row[column]
+        values.append(value.astimezone(UTC).isoformat(timespec="microseconds") if is_time and value is not None
+                      else value)
+    return hashlib.sha256(_CANONICAL.encode(values).encode()).hexdigest()
 
 
 def link(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> None:

@@ -223,8 +223,9 @@ def test_the_append_only_trigger_still_refuses_edits_but_an_erasure(joined: Gate
         joined.state.writer.call(lambda conn, now: conn.execute(sa.text("UPDATE consent_events SET phone = '+1999'")))
 
 
+@pytest.mark.slow  # ~10-20 s an engine on a loaded machine: the rows' hashes are made in Python, then walked
 def test_an_intact_ledger_of_100000_events_verifies(database_url: str) -> None:
-    """Written in bulk (hashes made here, one multi-row insert), then walked by `verify`."""
+    """Written in bulk (hashes made here, a few multi-row inserts), then walked by `verify`."""
     ledger.configure(ledger.key_from(None, "k" * 32))
     try:
         engine = sa.create_engine(database_url)
