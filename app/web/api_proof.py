@@ -16,6 +16,7 @@ from app.evidence import evidence
 from app.ledger import key_from, latest_checkpoint, list_checkpoints
 from app.phone import to_e164
 from app.proof import seal_forever
+from app.proof_schemas import CheckpointPage, ErasureOut, EvidenceOut
 from app.settings import Settings
 from app.signing import secret_key
 from app.web.api import _state, api_key
@@ -43,7 +44,7 @@ async def get_evidence(request: Request) -> JSONResponse:
     brand = state.rules.brand(key.brand)
     phone = _phone(request, brand.default_region)
     pack = await state.read(lambda conn: evidence(conn, brand=brand.key, phone=phone, programs=list(brand.programs)))
-    return JSONResponse(pack)
+    return JSONResponse(EvidenceOut.model_validate(pack).model_dump(mode="json"))
 
 
 async def post_erase(request: Request) -> JSONResponse:
@@ -54,7 +55,7 @@ async def post_erase(request: Request) -> JSONResponse:
     phone = _phone(request, brand.default_region)
     counts = await state.writer.run(partial(erase, brand=brand.key, phone=phone, api_key_id=key.id), locks=[phone])
     log.info("erased a number from brand %s: %s", brand.key, counts)
-    return JSONResponse({"erased": True, "rows": counts})
+    return JSONResponse(ErasureOut(erased=True, rows=counts).model_dump(mode="json"))
 
 
 async def get_checkpoints(request: Request) -> JSONResponse:
@@ -64,14 +65,15 @@ async def get_checkpoints(request: Request) -> JSONResponse:
     raw_limit = request.query_params.get("limit", "100")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
         raise InvalidInput("limit must be a whole number from 1 to 1000", field="limit")
-    if raw_before is not None and not raw_before.isdigit():
+    if raw_before is not None and not (raw_before.isdigit() and len(raw_before) <= 18):
         raise InvalidInput("before must be a checkpoint id", field="before")
     before = int(raw_before) if raw_before is not None else None
     limit = int(raw_limit)
     items = await _state(request).read(lambda conn: list_checkpoints(conn, before_id=before, limit=limit + 1))
     more = len(items) > limit
     items = items[:limit]
-    return JSONResponse({"items": [c.json() for c in items], "nextBefore": items[-1].id if more else None})
+    page = CheckpointPage.model_validate({"items": [c.json() for c in items], "nextBefore": items[-1].id if more else None})
+    return JSONResponse(page.model_dump(mode="json"))
 
 
 async def seal_periodically(state: AppState) -> None:

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from app import proof_schemas as proof
 from app import schemas as s
 
 PROBLEM = "application/problem+json"
@@ -103,6 +104,17 @@ OPERATIONS: tuple[Op, ...] = (
        params=(PHONE_P,), errors=(401, 422)),
     Op("put", "/v1/contacts/{phone}", "Subscribe (starts DOI) or unsubscribe a phone per program", "contacts",
        response=s.ContactOut, request=s.ContactIn, params=(PHONE_P,), errors=(400, 401, 413, 422)),
+    Op("get", "/v1/contacts/{phone}/evidence", "A phone's evidence pack: per program, every consent event with "
+       "its texts, receipts and proof, and the chain's verification", "proof", response=proof.EvidenceOut,
+       params=(PHONE_P,), errors=(401, 422)),
+    Op("post", "/v1/contacts/{phone}/erase", "Erase a phone: its personal data and texts go, its opt-outs stay "
+       "(kept under a keyed hash of the number)", "proof", response=proof.ErasureOut, params=(PHONE_P,),
+       errors=(401, 422)),
+    Op("get", "/v1/ledger/checkpoints", "The consent ledger's checkpoints, newest first: keep their hashes outside "
+       "optline", "proof", response=proof.CheckpointPage, params=(
+           Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
+           Param("before", "query", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, "the `nextBefore` of the previous page")),
+       errors=(400, 401)),
     Op("get", "/v1/consent-events", "The consent ledger", "consent", response=s.ConsentEventPage,
        params=(LIMIT, CURSOR, PHONE_Q, PROGRAM_Q, Param("since", "query", {"type": "string", "format": "date-time"}))),
     Op("get", "/v1/programs", "The brand's programs as configured", "programs", response=s.ProgramPage,
