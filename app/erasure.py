@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from app.consent import Writes
-from app.ledger import phone_key, pseudonym
+from app.ledger import by_keys, phone_key, pseudonym
 from app.sql import Raw
 from app.subscriptions import Source
 
@@ -72,7 +72,7 @@ def erase(conn: Connection, now: datetime, *, brand: str, phone: str, api_key_id
     counts["outbox"] = raw.rowcount(
         "UPDATE outbox SET phone = :alias, body = '', payload = NULL WHERE brand = :brand AND phone = :phone", args)
     raw.execute("INSERT INTO erasures (brand, phone_key, erased_at) VALUES (:brand, :key, :now)"
-                " ON CONFLICT (brand, phone_key) DO UPDATE SET erased_at = excluded.erased_at",
+                " ON CONFLICT (phone_key, brand) DO UPDATE SET erased_at = excluded.erased_at",
                 {"brand": brand, "key": key, "now": now})
     return counts
 
@@ -87,10 +87,7 @@ def restore(conn: Connection, phones: Sequence[str]) -> None:
         return
     raw = Raw(conn)
     keys = {phone_key(p): p for p in numbers}
-    params: dict[str, Any] = {}
-    each = raw.each("keys", sorted(keys), params)
-    found = raw.rows(f"SELECT brand, phone_key FROM erasures WHERE phone_key IN (SELECT value FROM {each})", params)
-    for row in found:
+    for row in by_keys(raw, "erasures", "brand, phone_key", sorted(keys)):
         raw.execute("UPDATE subscriptions SET phone = :phone WHERE brand = :brand AND phone = :alias",
                     {"phone": keys[row["phone_key"]], "brand": row["brand"], "alias": pseudonym(row["phone_key"])})
 

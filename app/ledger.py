@@ -121,10 +121,8 @@ def link(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> Non
         row.setdefault("reply_purpose", None)
         row.setdefault("reply_text", None)
         row["reply_sha256"] = sha256_text(row.get("reply_text"))
-    params: dict[str, Any] = {}
-    keys = raw.each("keys", sorted({row["phone_key"] for row in rows}), params)
-    heads = {(r["brand"], r["phone_key"]): (r["seq"], r["hash"]) for r in raw.rows(
-        f"SELECT brand, phone_key, seq, hash FROM ledger_heads WHERE phone_key IN (SELECT value FROM {keys})", params)}
+    heads = {(r["brand"], r["phone_key"]): (r["seq"], r["hash"]) for r in by_keys(
+        raw, "ledger_heads", "brand, phone_key, seq, hash", sorted({row["phone_key"] for row in rows}))}
     for row in rows:
         chain = (row["brand"], row["phone_key"])
         seq, prev = heads.get(chain, (0, GENESIS))
@@ -137,6 +135,21 @@ def link(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> Non
          "updated_at": now} for brand, key in sorted(moved)],
         on_conflict="(phone_key, brand) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,"
                     " updated_at = excluded.updated_at")
+
+
+def by_keys(raw: Raw, table: str, columns: str, keys: list[str]) -> list[dict[str, Any]]:
+    """The rows of `table` whose phone_key is one of `keys`: one index probe a key on both engines.
+
+    PostgreSQL joins a key list with a hash join over a scan of the whole table (the plan it
+    picks for `IN (SELECT …)`), which grows with the ledger: a LATERAL probe per key does not.
+    """
+    params: dict[str, Any] = {}
+    each = raw.each("keys", keys, params)
+    if raw.pg:
+        sql = f"SELECT {columns} FROM {each} CROSS JOIN LATERAL (SELECT * FROM {table} WHERE phone_key = keys.value) t"
+    else:
+        sql = f"SELECT {columns} FROM {table} WHERE phone_key IN (SELECT value FROM {each})"
+    return raw.rows(sql, params)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -219,6 +232,6 @@ def checkpoint_brands(conn: Connection, checkpoint_id: int) -> list[str]:
         {"id": checkpoint_id})]
 
 
-__all__ = ["CHAINED", "CHAIN_COLUMNS", "GENESIS", "Checkpoint", "checkpoint_hash", "configure", "event_hash",
+__all__ = ["CHAINED", "CHAIN_COLUMNS", "GENESIS", "Checkpoint", "by_keys", "checkpoint_hash", "configure", "event_hash",
            "key_from", "latest_checkpoint", "link", "list_checkpoints", "phone_key", "pseudonym", "sha256_text",
            "write_checkpoint"]

@@ -368,8 +368,9 @@ class Erasure(SQLModel, table=True):
 
     __tablename__ = "erasures"
 
-    brand: str = Field(primary_key=True, max_length=64)
+    # phone_key first: every write looks up the numbers it locks (app.erasure.restore).
     phone_key: str = Field(primary_key=True, max_length=64)
+    brand: str = Field(primary_key=True, max_length=64)
     erased_at: datetime = _ts(nullable=False)
 
 

@@ -76,10 +76,10 @@ def upgrade() -> None:
     op.create_index('ix_ledger_checkpoint_heads_chain', 'ledger_checkpoint_heads', ['brand', 'phone_key', 'seq'],
                     unique=False)
     op.create_table('erasures',
-    sa.Column('brand', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('phone_key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('brand', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('erased_at', app.db.UtcDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('brand', 'phone_key')
+    sa.PrimaryKeyConstraint('phone_key', 'brand')
     )
     _drop_update_trigger()
     _backfill()
