@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -149,3 +150,36 @@ def test_body_retention_blanks_old_texts_and_keeps_every_opt_out(gateway: Gatewa
     assert gateway.subs(PHONE) == {"deals": "unsubscribed", "news": "unsubscribed"}
     with gateway.state.reader.connect() as conn:
         assert verify(conn).ok
+
+
+def test_erase_and_retention_commands(gateway: Gateway, key: str, database_url: str, tmp_path: Any,
+                                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The commands' code, called as `optline` calls it (in this process: each new one imports for seconds)."""
+    from app.cli import main
+    from tests.conftest import KEYWORDS
+
+    join_yes_stop(gateway, key)
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith(("OPTLINE_", "TWILIO_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OPTLINE_DATABASE_URL", database_url)
+    monkeypatch.setenv("OPTLINE_KEYWORDS", str(KEYWORDS))
+
+    def optline(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, _ = optline("retention")
+    assert code == 0 and out.startswith("no retention set")
+    assert optline("retention", "--days", "0")[0] == 2
+    code, out, _ = optline("retention", "--days", "30")  # every text is younger than that
+    assert code == 0 and out.startswith("blanked 0 message bodies")
+    code, _, err = optline("erase", "--brand", "nope", "--phone", PHONE)
+    assert code == 2 and "unknown brand" in err
+    code, out, err = optline("erase", "--brand", "acme", "--phone", "(415) 555-0123")
+    assert code == 0, err
+    assert out.startswith(f"erased {PHONE} from acme: ")
+    assert gateway.query("SELECT count(*) FROM subscriptions WHERE phone = :p", p=PHONE)[0][0] == 0
+    assert gateway.query("SELECT source FROM consent_events WHERE event = 'erased'") == [("system",), ("system",)]
+    assert optline("ledger", "verify")[0] == 0

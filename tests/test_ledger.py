@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -192,26 +190,34 @@ def test_a_rewritten_chain_no_longer_matches_its_checkpoint(joined: Gateway, dat
 
 
 def test_ledger_verify_command_exits_1_naming_the_event(joined: Gateway, database_url: str, tmp_path: Path,
-                                                       tamperable: Callable[[], None]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTLINE_", "TWILIO_"))}
-    env.update(OPTLINE_DATABASE_URL=database_url, OPTLINE_KEYWORDS=KEYWORDS, OPTLINE_LOG_LEVEL="WARNING")
+                                                       tamperable: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`optline ledger …` as the command runs it (in this process: a new one spends seconds importing)."""
+    from app.cli import main
 
-    def optline(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60)
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith(("OPTLINE_", "TWILIO_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OPTLINE_DATABASE_URL", database_url)
+    monkeypatch.setenv("OPTLINE_KEYWORDS", str(KEYWORDS))
 
-    ok = optline("ledger", "checkpoint")
-    assert ok.returncode == 0, ok.stderr
-    sealed = ok.stdout.split()[-1]
-    intact = optline("ledger", "verify", "--brand", "acme", "--checkpoint", sealed)
-    assert intact.returncode == 0 and "ledger intact (brand acme): 5 events in 2 chains, 1 checkpoints" in intact.stdout
+    def optline(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        return code, capsys.readouterr().out
+
+    code, out = optline("ledger", "checkpoint")
+    assert code == 0 and out.startswith("checkpoint 1: 2 chain heads sealed")
+    sealed = out.split()[-1]
+    assert optline("ledger", "checkpoint") == (0, "no chain moved since the last checkpoint\n")
+    code, out = optline("ledger", "verify", "--brand", "acme", "--checkpoint", sealed)
+    assert code == 0 and out.startswith("ledger intact (brand acme): 5 events in 2 chains, 1 checkpoints")
     tamperable()
     [confirm] = [i for i, in joined.query("SELECT id FROM consent_events WHERE event = 'confirm'")]
     run(database_url, "UPDATE consent_events SET keyword = 'OK' WHERE id = :id", id=confirm)
-    broken = optline("ledger", "verify")
-    assert broken.returncode == 1
-    assert broken.stdout.splitlines()[0] == (f"ledger BROKEN (every brand): event {confirm} was altered: its columns "
-                                             "no longer match its hash")
+    code, out = optline("ledger", "verify")
+    assert code == 1
+    assert out.splitlines()[0] == (f"ledger BROKEN (every brand): event {confirm} was altered: its columns "
+                                   "no longer match its hash")
 
 
 def test_the_append_only_trigger_still_refuses_edits_but_an_erasure(joined: Gateway) -> None:
@@ -258,3 +264,72 @@ def test_an_intact_ledger_of_100000_events_verifies(database_url: str) -> None:
         engine.dispose()
     finally:
         ledger._key = None  # the next app configures its own
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def private_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A migrated database of each engine of this test's own (it is migrated down and up)."""
+    if request.param == "sqlite":
+        import shutil
+
+        shutil.copy(sqlite_template, tmp_path / "optline.db")
+        yield f"sqlite:///{tmp_path / 'optline.db'}"
+        return
+    from tests.conftest import new_pg_database
+
+    with new_pg_database("optline_backfill") as url:
+        yield url
+
+
+def test_the_migration_chains_the_events_already_stored(private_url: str) -> None:
+    from alembic import command
+
+    from app.migrate import alembic_config
+
+    command.downgrade(alembic_config(private_url), "0006")
+    engine = sa.create_engine(private_url)
+    with engine.begin() as conn:
+        for i, (phone, event, text) in enumerate([(PHONE, "join", "JOIN"), ("+14155550199", "join", "JOIN"),
+                                                  (PHONE, "confirm", "YES"), (PHONE, "stop", "STOP")]):
+            conn.execute(sa.text(
+                "INSERT INTO consent_events (subscription_id, brand, program, phone, event, from_status, to_status,"
+                " source, keyword, raw_text, consent_proof, created_at) VALUES ('sub_' || :phone, 'acme', 'deals',"
+                " :phone, :event, 'none', 'pendingDOI', 'sms', :text, :text, NULL, :at)"),
+                {"phone": phone, "event": event, "text": text, "at": datetime(2026, 11, 1, 10, i, tzinfo=UTC)})
+    engine.dispose()
+    command.upgrade(alembic_config(private_url), "head")
+    engine = sa.create_engine(private_url)
+    with engine.connect() as conn:
+        chained = conn.execute(sa.text("SELECT phone, chain_seq FROM consent_events ORDER BY id")).all()
+        assert [tuple(r) for r in chained] == [(PHONE, 1), ("+14155550199", 1), (PHONE, 2), (PHONE, 3)]
+        heads = conn.execute(sa.text("SELECT seq FROM ledger_heads ORDER BY seq")).scalars().all()
+        assert heads == [1, 3]
+        found = verify(conn)
+        assert found.ok, found.problems
+        assert (found.events, found.chains) == (4, 2)
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE consent_events SET event = 'join'"))
+    engine.dispose()
+
+
+def test_serve_seals_the_ledger_periodically_and_tells_the_brand(
+        gateway_factory: Callable[..., Gateway], database_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+    import time
+
+    monkeypatch.setenv("ACME_EVENTS_SECRET", "whsec_" + base64.b64encode(bytes(range(32))).decode())
+    keywords = tmp_path / "keywords.yaml"
+    keywords.write_text(Path(KEYWORDS).read_text().replace(
+        "    # events:\n    #   url: https://crm.acme.example/hooks/optline\n    #   secret_env: ACME_EVENTS_SECRET",
+        "    events:\n      url: http://127.0.0.1:9/hooks/optline\n      secret_env: ACME_EVENTS_SECRET"))
+    gateway = gateway_factory(database_url, keywords=str(keywords), checkpoint_seconds=0.2)
+    gateway.text("JOIN", from_=PHONE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not gateway.query("SELECT hash FROM ledger_checkpoints"):
+        time.sleep(0.05)
+    [(sealed,)] = gateway.query("SELECT hash FROM ledger_checkpoints")
+    [(payload,)] = gateway.query("SELECT payload FROM outbox WHERE purpose = 'ledger.checkpoint'")
+    payload = payload if isinstance(payload, dict) else __import__("json").loads(payload)
+    assert payload["type"] == "ledger.checkpoint" and payload["data"]["hash"] == sealed
+    assert payload["data"]["heads"] == 1

@@ -95,13 +95,15 @@ def _backfill() -> None:
     events = sa.table(
         'consent_events', *(sa.column(c) for c in (
             'id', 'subscription_id', 'brand', 'program', 'phone', 'event', 'from_status', 'to_status', 'source',
-            'keyword', 'provider_message_id', 'raw_text', 'api_key_id', 'consent_source', 'reason')),
+            'keyword', 'provider_message_id', 'raw_text', 'api_key_id', 'consent_source', 'reason', 'phone_key',
+            'chain_seq', 'prev_hash', 'hash', 'raw_text_sha256')),
         sa.column('consent_proof', sa.JSON()), sa.column('consented_at', app.db.UtcDateTime(timezone=True)),
         sa.column('created_at', app.db.UtcDateTime(timezone=True)))
     heads: dict[tuple[str, str], tuple[int, str, object]] = {}
     keys: dict[str, str] = {}
     updates = []
-    for row in conn.execute(sa.select(events).order_by(events.c.id)).mappings():
+    for row in conn.execute(sa.select(*(c for c in events.c if c.name not in (
+            'phone_key', 'chain_seq', 'prev_hash', 'hash', 'raw_text_sha256'))).order_by(events.c.id)).mappings():
         values = dict(row)
         key = keys.get(values['phone']) or keys.setdefault(values['phone'], phone_key(values['phone']))
         seq, prev, _at = heads.get((values['brand'], key), (0, GENESIS, None))
