@@ -88,7 +88,10 @@ def restore(conn: Connection, phones: Sequence[str]) -> None:
     raw = Raw(conn)
     keys = {phone_key(p): p for p in numbers}
     for row in by_keys(raw, "erasures", "brand, phone_key", sorted(keys)):
-        raw.execute("UPDATE subscriptions SET phone = :phone WHERE brand = :brand AND phone = :alias",
+        # A program the number has joined again by a path that bypassed this keeps its new row.
+        raw.execute("UPDATE subscriptions SET phone = :phone WHERE brand = :brand AND phone = :alias AND NOT EXISTS ("
+                    " SELECT 1 FROM subscriptions s WHERE s.brand = :brand AND s.phone = :phone"
+                    " AND s.program = subscriptions.program)",
                     {"phone": keys[row["phone_key"]], "brand": row["brand"], "alias": pseudonym(row["phone_key"])})
 
 

@@ -12,11 +12,10 @@ from sqlalchemy.engine import Connection
 
 from app.db import Writer
 from app.erasure import expire_bodies
-from app.events import event_row
+from app.events import EVENT_COLUMNS, event_row
 from app.keywords import Rules
 from app.ledger import Checkpoint, checkpoint_brands, write_checkpoint
 from app.sql import Raw
-from app.events import EVENT_COLUMNS
 
 log = logging.getLogger("optline.proof")
 
@@ -51,9 +50,14 @@ async def seal_forever(writer: Writer, rules: Callable[[], Rules], *, every: flo
             if checkpoint is not None and wake is not None:
                 wake()  # its brand events are queued
             if retention_days is not None:
-                blanked = await writer.run(lambda conn, now: expire_bodies(conn, now, days=retention_days))
-                if blanked:
-                    log.info("retention: blanked %d message bodies older than %d days", blanked, retention_days)
+                blanked = total = 0
+                while True:  # in slices: no transaction holds the writer long
+                    blanked = await writer.run(lambda conn, now: expire_bodies(conn, now, days=retention_days))
+                    total += blanked
+                    if not blanked:
+                        break
+                if total:
+                    log.info("retention: blanked %d message bodies older than %d days", total, retention_days)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the next round tries again

@@ -104,6 +104,13 @@ OPERATIONS: tuple[Op, ...] = (
        params=(PHONE_P,), errors=(401, 422)),
     Op("put", "/v1/contacts/{phone}", "Subscribe (starts DOI) or unsubscribe a phone per program", "contacts",
        response=s.ContactOut, request=s.ContactIn, params=(PHONE_P,), errors=(400, 401, 413, 422)),
+    Op("get", "/v1/consent-events", "The consent ledger", "consent", response=s.ConsentEventPage,
+       params=(LIMIT, CURSOR, PHONE_Q, PROGRAM_Q, Param("since", "query", {"type": "string", "format": "date-time"}))),
+    Op("get", "/v1/programs", "The brand's programs as configured", "programs", response=s.ProgramPage,
+       errors=(401,)),
+    Op("get", "/v1/messages", "Inbound and outbound texts with their statuses", "messages", response=s.MessagePage,
+       params=(LIMIT, CURSOR, PHONE_Q, Param("flagged", "query", {"type": "string", "enum": ["true", "false"]},
+                                             "true: only inbound texts flagged as close to an opt-out"))),
     Op("get", "/v1/contacts/{phone}/evidence", "A phone's evidence pack: per program, every consent event with "
        "its texts, receipts and proof, and the chain's verification", "proof", response=proof.EvidenceOut,
        params=(PHONE_P,), errors=(401, 422)),
@@ -115,13 +122,6 @@ OPERATIONS: tuple[Op, ...] = (
            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
            Param("before", "query", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, "the `nextBefore` of the previous page")),
        errors=(400, 401)),
-    Op("get", "/v1/consent-events", "The consent ledger", "consent", response=s.ConsentEventPage,
-       params=(LIMIT, CURSOR, PHONE_Q, PROGRAM_Q, Param("since", "query", {"type": "string", "format": "date-time"}))),
-    Op("get", "/v1/programs", "The brand's programs as configured", "programs", response=s.ProgramPage,
-       errors=(401,)),
-    Op("get", "/v1/messages", "Inbound and outbound texts with their statuses", "messages", response=s.MessagePage,
-       params=(LIMIT, CURSOR, PHONE_Q, Param("flagged", "query", {"type": "string", "enum": ["true", "false"]},
-                                             "true: only inbound texts flagged as close to an opt-out"))),
 )
 
 
