@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction, *,  # type: ignore[type-arg]
     verify = command(ledger_sub, "verify", "walk every chain and checkpoint; exit 1 naming the first broken event")
     verify.add_argument("--brand", default=None, help="only this brand's chains (default: every brand)")
     verify.add_argument("--checkpoint", default=None, metavar="HASH",
-                        help="a checkpoint hash kept outside optline: fail unless the ledger still has it")
+                        help="a checkpoint hash kept outside optline: fail unless the ledger still has it (default: none)")
     command(ledger_sub, "checkpoint", "seal every chain head that moved since the last checkpoint; print its hash")
     ledger.set_defaults(func=run_ledger)
     erase = command(sub, "erase", "erase a number from a brand: its personal data and texts go, its opt-outs stay")
