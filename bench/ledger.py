@@ -1,6 +1,7 @@
 """`python -m bench --only ledger`: what the consent ledger's chain costs per event, and why one chain per phone.
 
-One JSON line. Per engine: consent events written in batches of BATCH (as the inbound writer
+One JSON line. Per engine: what every write batch pays to look its phones up among the
+erased numbers (`erasure_lookup_us_per_batch`, BATCH phones, transaction cost taken off), and consent events written in batches of BATCH (as the inbound writer
 batches texts), each batch one transaction, through `Writes.flush` (which links the chain),
 against the same rows inserted without a chain: the chain's cost per event is the
 difference. Then, on PostgreSQL, the alternative the design rejected: one chain for the whole
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 
 from app import ledger
 from app.consent import _CONSENT_COLUMNS, Writes
-from app.db import lock_phones
+from app.db import lock_phones, make_engine
 from app.migrate import upgrade
 from app.sql import Raw
 from bench.load import database, emit
@@ -75,7 +76,7 @@ _WRITERS = {"chained": _chained, "plain": _plain, "global": _global}
 def _write(url: str, how: str, count: int, block: int) -> float:
     """Write `count` events of phones in `block` with `how`; seconds taken."""
     ledger.configure(ledger.key_from(None, "bench" * 8))
-    engine = sa.create_engine(url)
+    engine = make_engine(url, writer=True)  # as optline's writer opens it (its SQLite pragmas)
     write = _WRITERS[how]
     start = time.perf_counter()
     for first in range(0, count, BATCH):
@@ -94,19 +95,43 @@ def _per_event(engine_name: str, folder: Path) -> dict[str, Any] | None:
         upgrade(url)
         plain = _write(url, "plain", EVENTS, 300)
         chained = _write(url, "chained", EVENTS, 400)
+        restore = _restore_cost(url)
         if engine_name == "sqlite":
-            return _figures(plain, chained)
+            return {**_figures(plain, chained), **restore}
         # Contention: two processes, different phones, per-phone chains vs one global chain.
         with sa.create_engine(url).begin() as conn:
             conn.execute(sa.text("CREATE TABLE bench_global_head (id int PRIMARY KEY, seq bigint, hash text)"))
             conn.execute(sa.text("INSERT INTO bench_global_head VALUES (1, 0, :g)"), {"g": ledger.GENESIS})
-        figures = _figures(plain, chained)
+        figures = {**_figures(plain, chained), **restore}
         for how, blocks in (("chained", (500, 600)), ("global", (700, 800))):
             with multiprocessing.get_context("spawn").Pool(2) as pool:
                 start = time.perf_counter()
                 pool.starmap(_write, [(url, how, CONTENTION_EVENTS, b) for b in blocks])
                 figures[f"two_writers_{how}_events_per_s"] = round(2 * CONTENTION_EVENTS / (time.perf_counter() - start))
         return figures
+
+
+def _restore_cost(url: str, batches: int = 300) -> dict[str, float]:
+    """What every write batch pays to find erased numbers among the phones it locks (app.erasure.restore)."""
+    from app.erasure import restore
+
+    engine = make_engine(url, writer=True)
+    phones = [[f"+1415900{b % 10:01d}{i:03d}" for i in range(BATCH)] for b in range(batches)]
+    with engine.begin() as conn:  # one erased number among them, as a ledger with erasures has
+        conn.execute(sa.text("INSERT INTO erasures (phone_key, brand, erased_at) VALUES (:k, 'acme', :now)"),
+                     {"k": ledger.phone_key(phones[0][0]), "now": datetime.now(UTC)})
+    start = time.perf_counter()
+    for batch in phones:
+        with engine.begin() as conn:
+            restore(conn, batch)
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for _batch in phones:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    seconds -= time.perf_counter() - start  # the transaction itself is not restore's
+    engine.dispose()
+    return {"erasure_lookup_us_per_batch": round(seconds / batches * 1e6, 1)}
 
 
 def _figures(plain: float, chained: float) -> dict[str, Any]:
