@@ -43,7 +43,7 @@ _key: bytes | None = None
 
 
 def configure(key: bytes) -> None:
-    """Use `key` for the keyed hash of numbers (app.erasure.ledger_key makes it from the settings)."""
+    """Use `key` for the keyed hash of numbers (app.proof.ledger_key makes it from the settings)."""
     global _key
     _key = key
 

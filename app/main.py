@@ -26,6 +26,7 @@ from app.auth import KeyCache
 from app.console import pages as console_pages
 from app import erasure, ledger
 from app.db import Writer, make_engine, utcnow
+from app.proof import ledger_key
 from app.errors import DatabaseUnavailable
 from app.events import EventPoster, event_environ
 from app.inbound import due_for_expiry, expire_due
@@ -72,7 +73,7 @@ def build_state(
     check_senders(rules, providers)
     # Before any engine is opened: a brand's missing events secret stops start-up with one line.
     event_poster = EventPoster(rules, environ=event_environ())
-    ledger.configure(api_proof.ledger_key(settings))
+    ledger.configure(ledger_key(settings))
     writer_engine = make_engine(settings.database_url, writer=True)
     reader = make_engine(settings.database_url) if settings.is_sqlite else writer_engine
     metrics = Metrics()

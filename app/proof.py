@@ -14,12 +14,19 @@ from app.db import Writer
 from app.erasure import expire_bodies
 from app.events import EVENT_COLUMNS, event_row
 from app.keywords import Rules
-from app.ledger import Checkpoint, checkpoint_brands, write_checkpoint
+from app.ledger import Checkpoint, checkpoint_brands, key_from, write_checkpoint
+from app.settings import Settings
+from app.signing import secret_key
 from app.sql import Raw
 
 log = logging.getLogger("optline.proof")
 
 LEDGER_CHECKPOINT = "ledger.checkpoint"  # the brand event that carries a checkpoint's hash
+
+
+def ledger_key(settings: Settings) -> bytes:
+    """The ledger's HMAC key for these settings (OPTLINE_LEDGER_KEY, else derived from the secret key)."""
+    return key_from(settings.ledger_key, secret_key(settings))
 
 
 def seal(conn: Connection, now: datetime, *, rules: Rules) -> Checkpoint | None:
@@ -64,4 +71,4 @@ async def seal_forever(writer: Writer, rules: Callable[[], Rules], *, every: flo
             log.warning("ledger checkpoint failed; retrying in %.0f s", every, exc_info=True)
 
 
-__all__ = ["LEDGER_CHECKPOINT", "seal", "seal_forever"]
+__all__ = ["LEDGER_CHECKPOINT", "ledger_key", "seal", "seal_forever"]

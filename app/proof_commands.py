@@ -38,7 +38,7 @@ def _setup() -> Any:
     from app import ledger
     from app.main import check_database
     from app.settings import load_settings
-    from app.web.api_proof import ledger_key
+    from app.proof import ledger_key
 
     settings = load_settings()
     check_database(settings)

@@ -13,21 +13,14 @@ from starlette.routing import Route
 from app.erasure import erase
 from app.errors import InvalidInput, Unprocessable
 from app.evidence import evidence
-from app.ledger import key_from, latest_checkpoint, list_checkpoints
+from app.ledger import latest_checkpoint, list_checkpoints
 from app.phone import to_e164
 from app.proof import seal_forever
 from app.proof_schemas import CheckpointPage, ErasureOut, EvidenceOut
-from app.settings import Settings
-from app.signing import secret_key
 from app.web.api import _state, api_key
 from app.web.state import AppState
 
 log = logging.getLogger("optline.proof")
-
-
-def ledger_key(settings: Settings) -> bytes:
-    """The ledger's HMAC key for these settings."""
-    return key_from(settings.ledger_key, secret_key(settings))
 
 
 def _phone(request: Request, region: str | None) -> str:
