@@ -97,6 +97,7 @@ class Brand:
     events_secret_env: str | None
     programs: Mapping[str, Program]  # key -> Program, in file order
     default_program: str | None = None  # receives API requests that name no program
+    rules_sha256: str = ""  # of the keywords file this brand was loaded from (the consent ledger records it)
 
 
 @dataclass(frozen=True)
@@ -1204,6 +1205,7 @@ class _Loader:
                 events_secret_env=raw.events_secret_env,
                 programs=MappingProxyType(programs),
                 default_program=raw.default_program,
+                rules_sha256=self.sha256,
             )
         senders: dict[str, SenderConfig] = {}
         for raw in self.brands.values():

@@ -127,9 +127,11 @@ def opt_in(
             reply = None
         else:
             sub.set(last_prompt_at=now)
+    body = rules.render(brand.key, program, reply.value, sub.language) if reply is not None else None
+    if reply is not None and body is not None:
+        writes.reply(reply.value, body)  # the ledger keeps the text sent with the event
     writes.flush(conn)
     if reply is not None:
-        body = rules.render(brand.key, program, reply.value, sub.language)
         if body is not None:
             enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body, purpose=reply.value,
                         from_number=from_number, service_id=service_id)
@@ -150,27 +152,34 @@ def opt_out(
         proof = Proof(source=Source.API, api_key_id=actor.api_key_id)
     changed: list[Sub] = []
     out: list[Sub] = []
+    writes = Writes()  # flushed once the stop reply is known: the ledger keeps its text
     for program in programs:
         sub = subs.get(program) or Sub.blank(brand=brand.key, program=program, phone=phone, now=now)
-        applied = apply_event(conn, sub, Event.API_OPT_OUT, now=now, proof=proof, brand=brand)
+        applied = apply_event(writes, sub, Event.API_OPT_OUT, now=now, proof=proof, brand=brand)
         # Only someone who was (or was becoming) a subscriber is told: a stop text to a phone
         # that never joined this brand would be the first message it ever got from it.
         if applied.before in (Status.SUBSCRIBED, Status.PENDING):
             changed.append(sub)
         out.append(sub)
-    whole_brand = set(programs) == set(brand.programs)
-    cancel_queued(conn, [{"brand": brand.key, "phone": phone, "now": now}],
-                  programs=None if whole_brand else programs)
+    body: str | None = None
+    lead: Sub | None = None
+    stop_program: str | None = None
     if notify and changed:
         # One stop reply, from the sender the phone knows best: the most recently used one.
         lead = max(changed, key=lambda s: s.updated_at)
-        program = lead.program if len(programs) == 1 else None
-        body = rules.render(brand.key, program, Reply.STOP.value, lead.language) or \
+        stop_program = lead.program if len(programs) == 1 else None
+        body = rules.render(brand.key, stop_program, Reply.STOP.value, lead.language) or \
             rules.render(brand.key, lead.program, Reply.STOP.value, lead.language)
         if body is not None:
-            from_number, service_id = _route(rules, brand.key, lead.program, lead)
-            enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body,
-                        purpose=Reply.STOP.value, from_number=from_number, service_id=service_id)
+            writes.reply(Reply.STOP.value, body)
+    writes.flush(conn)
+    whole_brand = set(programs) == set(brand.programs)
+    cancel_queued(conn, [{"brand": brand.key, "phone": phone, "now": now}],
+                  programs=None if whole_brand else programs)
+    if lead is not None and body is not None:
+        from_number, service_id = _route(rules, brand.key, lead.program, lead)
+        enqueue_sms(conn, now=now, brand=brand.key, program=stop_program, phone=phone, body=body,
+                    purpose=Reply.STOP.value, from_number=from_number, service_id=service_id)
     return out
 
 

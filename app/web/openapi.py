@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
 from app import dialects
+from app import proof_schemas as proof
 from app import schemas as s
 
 PROBLEM = "application/problem+json"
@@ -111,6 +112,17 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/v1/messages", "Inbound and outbound texts with their statuses", "messages", response=s.MessagePage,
        params=(LIMIT, CURSOR, PHONE_Q, Param("flagged", "query", {"type": "string", "enum": ["true", "false"]},
                                              "true: only inbound texts flagged as close to an opt-out"))),
+    Op("get", "/v1/contacts/{phone}/evidence", "A phone's evidence pack: per program, every consent event with "
+       "its texts, receipts and proof, and the chain's verification", "proof", response=proof.EvidenceOut,
+       params=(PHONE_P,), errors=(401, 422)),
+    Op("post", "/v1/contacts/{phone}/erase", "Erase a phone: its personal data and texts go, its opt-outs stay "
+       "(kept under a keyed hash of the number)", "proof", response=proof.ErasureOut, params=(PHONE_P,),
+       errors=(401, 422)),
+    Op("get", "/v1/ledger/checkpoints", "The consent ledger's checkpoints, newest first: keep their hashes outside "
+       "optline", "proof", response=proof.CheckpointPage, params=(
+           Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
+           Param("before", "query", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, "the `nextBefore` of the previous page")),
+       errors=(400, 401)),
 )
 
 
