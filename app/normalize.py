@@ -54,13 +54,70 @@ def _is_edge(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "PSZCM"
 
 
+# Look-alikes for Latin letters that NFKC leaves alone: letters in squares and circles drawn as
+# emoji (🅢🅣🅞🅟, 🆂🆃🅾🅿) and regional indicators (🇸🇹🇴🇵). Two regional indicators are a flag
+# ("🇫🇷 oui" stays a flag), so only a run of three or more spells a word; an enclosed letter
+# spells one beside another enclosed letter or a Latin letter ("🅿️" alone stays the parking sign).
+_ENCLOSED_RUN = re.compile(r"[\U0001F150-\U0001F169\U0001F170-\U0001F189\ufe0f]{2,}|[\U0001F1E6-\U0001F1FF]{3,}")
+_ENCLOSED_BASES = ((0x1F150, 0x1F169), (0x1F170, 0x1F189), (0x1F1E6, 0x1F1FF))
+
+
+def _enclosed_letters(found: re.Match[str]) -> str:
+    out = []
+    for ch in found.group():
+        cp = ord(ch)
+        for lo, hi in _ENCLOSED_BASES:
+            if lo <= cp <= hi:
+                out.append(chr(ord("a") + cp - lo))
+    return "".join(out) if len(out) >= 2 else found.group()
+
+
+# Cyrillic and Greek letters drawn like Latin ones (after casefolding), from Unicode's
+# confusables table (https://www.unicode.org/Public/security/latest/confusables.txt): "SТОР"
+# with a Cyrillic Т, О and Р reads "stop".
+_CONFUSABLE = {
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "һ": "h", "ԛ": "q",
+    "ԝ": "w", "ӏ": "l", "ү": "y", "α": "a", "β": "b", "ε": "e", "η": "h", "ι": "i", "κ": "k", "μ": "m",
+    "ν": "n", "ο": "o", "ρ": "p", "τ": "t", "υ": "y", "χ": "x", "ζ": "z",
+}  # fmt: skip
+_CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE)
+_CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
+_CONFUSABLES = frozenset(_CONFUSABLE)
+
+
+def _fold_confusables(s: str) -> str:
+    """Latin for Cyrillic/Greek look-alikes: in a word mixing them with Latin letters ("sтор"), and in
+    words made only of look-alikes when no other Cyrillic or Greek letter stands in the text ("стор").
+    Russian or Greek prose keeps its letters: it almost always holds a letter with no Latin twin."""
+    others = any(ch not in _CONFUSABLES for ch in _CYRILLIC_GREEK.findall(s))
+
+    def fold(found: re.Match[str]) -> str:
+        word = found.group()
+        foreign = [ch for ch in word if _CYRILLIC_GREEK.match(ch)]
+        if not foreign or any(ch not in _CONFUSABLES for ch in foreign):
+            return word
+        if len(foreign) < len(word) or not others:  # mixed with Latin, or nothing says it is Russian/Greek
+            if all(ch.isascii() or ch in _CONFUSABLES for ch in word):
+                return word.translate(_CONFUSABLE_TABLE)
+        return word
+
+    return _LETTER_RUN.sub(fold, s)
+
+
 def normalize(text: str) -> str:
-    """Normalise a text or keyword for matching: NFKC, no invisibles or accents, casefolded, trimmed."""
+    """Normalise a text or keyword for matching: NFKC, no invisibles or accents, casefolded, trimmed,
+    Latin look-alikes (Cyrillic/Greek homoglyphs, enclosed and regional-indicator letters) folded."""
     if text.isascii():
         return " ".join(text.lower().split()).strip(_ASCII_EDGE)
+    if _ENCLOSED_RUN.search(text):
+        text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
     # Accents go after casefolding, which can itself produce combining marks (İ -> i̇).
     s = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold()).translate(_DROP)
     s = " ".join(unicodedata.normalize("NFC", s).split())
+    if _CYRILLIC_GREEK.search(s):
+        s = _fold_confusables(s)
     start, end = 0, len(s)
     while start < end and _is_edge(s[start]):
         start += 1

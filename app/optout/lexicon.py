@@ -4,7 +4,9 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
 
 - `sets`: named word lists shared by every language's patterns (`msg`: nouns for the texts
   themselves, `send`: verbs of sending, `me`: object pronouns, `fill`: politeness and filler
-  words, `det`: determiners, `neg`: negators);
+  words, `det`: determiners, `neg`: negators, `cond`: conditionals such as "if" that make what
+  follows hypothetical (not after `grace`: "I'd appreciate it if you stopped"), `obj`: things other than the texts an order word may apply to: an order,
+  a delivery, a purchase);
 - `keywords`: `strong` (an opt-out wherever it stands, unless negated: "unsubscribe"),
   `loose` ("stop": an opt-out alone, in a short text or with an object; flagged elsewhere),
   `weak` ("cancel", "end": an opt-out only as a clause of its own);
@@ -12,11 +14,15 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
 - `keep`: patterns that veto an opt-out reading (re-subscribe requests, "keep the texts");
 - `scope`: patterns naming a channel other than SMS ("unsubscribe from the emails");
 - `senses`: patterns where a keyword has another sense ("bus stop", "end of the day");
+- `hedge`: patterns of second thoughts and hypotheticals ("never mind", "was going to"): an
+  opt-out reading in a text that holds one is flagged, not honoured;
+- `net`: words (`x~` a prefix) that carry opt-out vocabulary: a text holding one that no rule
+  honours is flagged for a person (the wide net);
 - `substrings`: for scripts written without spaces between words (zh, ja) or with clitics
-  (ko, ar, hi): `optout`, `alone`, `keep`, `senses` and `fill` substrings.
+  (ko, ar, hi): `optout`, `alone`, `keep`, `senses`, `fill`, `hedge` and `net` substrings.
 
 Pattern syntax: items separated by spaces; `a|b` alternatives, `x~` a prefix (any
-inflection), a trailing `?` makes an item optional, `{name}` any word of a set, `..` skips up
+inflection), `*` any one word, a trailing `?` makes an item optional, `{name}` any word of a set, `..` skips up
 to two words and `...` up to four. Everything is normalised exactly like inbound texts.
 """
 
@@ -32,10 +38,12 @@ import yaml
 
 from app.normalize import normalize
 
-LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "de", "pt", "it", "nl", "zh", "ja", "ko", "ar", "hi")
-SET_NAMES = ("msg", "send", "me", "fill", "det", "neg")
-PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses")
-SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill")
+LANGUAGES: tuple[str, ...] = (
+    "en", "fr", "es", "de", "pt", "it", "nl", "zh", "ja", "ko", "ar", "hi", "vi", "tl", "ru", "ht",
+)  # fmt: skip
+SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace")
+PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses", "hedge")
+SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net")
 
 # French and Italian elide a short word into the next ("m'envoyer", "dall'elenco"); English
 # contracts a short ending onto a word ("don't", "I'm"). A word splits at its apostrophe only
@@ -90,6 +98,8 @@ class Lexicon:
     substrings: dict[str, dict[str, str]] = field(default_factory=lambda: {s: {} for s in SUBSTRING_SECTIONS})
     sources: dict[str, list[str]] = field(default_factory=dict)
     fill_text: set[str] = field(default_factory=set)  # substring politeness as it stands in a normalised text
+    net: dict[str, str] = field(default_factory=dict)  # opt-out vocabulary word -> language (the wide net)
+    net_prefixes: dict[str, str] = field(default_factory=dict)  # stem -> language
 
 
 def _words(entry: str) -> list[str]:
@@ -152,6 +162,10 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
             fill = "|".join(re.escape(w) for w in sorted(sets["fill"], key=len, reverse=True))
             regex += rf"(?:(?:{fill}) ){{0,3}}(?=\||$)"
             continue
+        if item == "*":  # any one word
+            regex += r"[^\s|]+ "
+            width += 1
+            continue
         if item == "^":  # the start of a clause
             regex += r"(?:^|(?<=\| ))"
             continue
@@ -192,6 +206,10 @@ def load() -> Lexicon:
                 table = lexicon.keyword_prefixes if str(entry).endswith("~") else lexicon.keywords
                 for word in _words(str(entry).rstrip("~")):
                     table.setdefault(word, (strength, language))
+        for entry in data.get("net") or ():
+            table = lexicon.net_prefixes if str(entry).endswith("~") else lexicon.net
+            for word in _words(str(entry).rstrip("~")):
+                table.setdefault(word, language)
         for section in PATTERN_SECTIONS:
             for source in data.get(section) or ():
                 lexicon.patterns.append(compile_pattern(section, language, str(source), lexicon.sets))
