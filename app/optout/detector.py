@@ -446,7 +446,11 @@ class Detector:
             # "if prices go up again I'll unsubscribe": a condition two or more words before it
             grace = self.lexicon.sets["grace"]
             for where in conditions:
-                if 3 <= position - where <= _CONDITION_REACH and not grace.intersection(flat[max(0, where - 3) : where]):
+                if (
+                    3 <= position - where <= _CONDITION_REACH
+                    and flat[where + 1] != "|"  # "Sí, denme de baja": a yes, not an if
+                    and not grace.intersection(flat[max(0, where - 3) : where])
+                ):
                     shown = " ".join(w for w in flat[where : position + 1] if w != "|")
                     return Verdict(Outcome.FLAGGED, "hedged", shown, candidate.language)
             return candidate
