@@ -34,7 +34,7 @@ class _DropTable(dict[int, int | None]):
 
     def __missing__(self, cp: int) -> int | None:
         drop = cp in _INVISIBLE or unicodedata.category(chr(cp)) in ("Mn", "Me")
-        value = None if drop else cp
+        value = None if drop else (0x64 if cp == 0x111 else cp)  # đ -> d
         self[cp] = value
         return value
 
@@ -88,19 +88,21 @@ _CONFUSABLES = frozenset(_CONFUSABLE)
 
 
 def _fold_confusables(s: str) -> str:
-    """Latin for Cyrillic/Greek look-alikes: in a word mixing them with Latin letters ("sтор"), and in
-    words made only of look-alikes when no other Cyrillic or Greek letter stands in the text ("стор").
-    Russian or Greek prose keeps its letters: it almost always holds a letter with no Latin twin."""
-    others = any(ch not in _CONFUSABLES for ch in _CYRILLIC_GREEK.findall(s))
+    """Latin for Cyrillic/Greek look-alikes (before casefolding): in a word mixing them with Latin
+    letters ("SТОР", "sтор"), and in a word of three or more capitals made only of look-alikes
+    when no other Cyrillic or Greek letter stands in the text ("СТОР"). Russian or Greek prose
+    keeps its letters ("не тот номер"): lower case, or a letter with no Latin twin nearby."""
+    others = any(ch.lower() not in _CONFUSABLES for ch in _CYRILLIC_GREEK.findall(s))
 
     def fold(found: re.Match[str]) -> str:
         word = found.group()
         foreign = [ch for ch in word if _CYRILLIC_GREEK.match(ch)]
-        if not foreign or any(ch not in _CONFUSABLES for ch in foreign):
+        if not foreign or any(ch.lower() not in _CONFUSABLES for ch in foreign):
             return word
-        if len(foreign) < len(word) or not others:  # mixed with Latin, or nothing says it is Russian/Greek
-            if all(ch.isascii() or ch in _CONFUSABLES for ch in word):
-                return word.translate(_CONFUSABLE_TABLE)
+        if not all(ch.isascii() or ch.lower() in _CONFUSABLES for ch in word):
+            return word
+        if len(foreign) < len(word) or (not others and len(word) >= 3 and word.isupper()):
+            return word.lower().translate(_CONFUSABLE_TABLE)
         return word
 
     return _LETTER_RUN.sub(fold, s)
@@ -113,11 +115,13 @@ def normalize(text: str) -> str:
         return " ".join(text.lower().split()).strip(_ASCII_EDGE)
     if _ENCLOSED_RUN.search(text):
         text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
-    # Accents go after casefolding, which can itself produce combining marks (İ -> i̇).
-    s = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold()).translate(_DROP)
-    s = " ".join(unicodedata.normalize("NFC", s).split())
+    s = unicodedata.normalize("NFKC", text)
     if _CYRILLIC_GREEK.search(s):
         s = _fold_confusables(s)
+    # Accents go after casefolding, which can itself produce combining marks (İ -> i̇); the
+    # Vietnamese "đ" has a stroke, not a mark, and is stripped too ("đừng" reads "dung").
+    s = unicodedata.normalize("NFD", s.casefold()).translate(_DROP)
+    s = " ".join(unicodedata.normalize("NFC", s).split())
     start, end = 0, len(s)
     while start < end and _is_edge(s[start]):
         start += 1

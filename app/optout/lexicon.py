@@ -51,6 +51,8 @@ SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net
 WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*'?")
 _ELISION = re.compile(r"^([^\W\d_]{1,5}')([^\W_]{3,}.*)$")
 
+_CYRILLIC = re.compile(r"[\u0400-\u052f]")
+
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Arabic letters that the same word is written with either way.
@@ -106,7 +108,10 @@ def _words(entry: str) -> list[str]:
     """A lexicon entry's words, normalised and split like an inbound text's ("opt out" is one word)."""
     out: list[str] = []
     # A trailing word keeps its apostrophe ("n'", "m'"): normalising the entry alone would trim it.
-    for raw in WORD.findall(normalize(entry.replace("\u2019", "'") + " x"))[:-1]:
+    # A Cyrillic entry gets a Cyrillic companion ("ж") so that it is normalised as in Russian
+    # prose: alone, "не" is all Latin look-alikes and would be folded to "he".
+    tail = " ж" if _CYRILLIC.search(entry) else " x"
+    for raw in WORD.findall(normalize(entry.replace("\u2019", "'") + tail))[:-1]:
         for word in split_elision(raw):
             if word == "out" and out and out[-1] == "opt":
                 out[-1] = "optout"
