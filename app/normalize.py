@@ -82,7 +82,7 @@ _CONFUSABLE = {
     "ν": "n", "ο": "o", "ρ": "p", "τ": "t", "υ": "y", "χ": "x", "ζ": "z",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE)
-_CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")
+_CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u1c80-\u1c8f\u1f00-\u1fff]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
 _CONFUSABLES = frozenset(_CONFUSABLE)
 
@@ -112,21 +112,29 @@ def normalize(text: str) -> str:
     """Normalise a text or keyword for matching: NFKC, no invisibles or accents, casefolded, trimmed,
     Latin look-alikes (Cyrillic/Greek homoglyphs, enclosed and regional-indicator letters) folded."""
     if text.isascii():
-        return " ".join(text.lower().split()).strip(_ASCII_EDGE)
+        s = " ".join(text.lower().split())
+        out = s.strip(_ASCII_EDGE)
+        if out and out[0].isalpha() and s[: s.find(out)].endswith("$"):
+            return "s" + out  # "$TOP": a dollar sign glued to a word stands for its S
+        return out
     if _ENCLOSED_RUN.search(text):
         text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
     s = unicodedata.normalize("NFKC", text)
-    if _CYRILLIC_GREEK.search(s):
-        s = _fold_confusables(s)
+    if _CYRILLIC_GREEK.search(s):  # look-alikes are judged without their accents ("Άu" is "au")
+        s = _fold_confusables(unicodedata.normalize("NFD", s).translate(_DROP))
     # Accents go after casefolding, which can itself produce combining marks (İ -> i̇); the
     # Vietnamese "đ" has a stroke, not a mark, and is stripped too ("đừng" reads "dung").
     s = unicodedata.normalize("NFD", s.casefold()).translate(_DROP)
     s = " ".join(unicodedata.normalize("NFC", s).split())
+    if _CYRILLIC_GREEK.search(s):  # a letter that became a look-alike only by casefolding ("ᲂu")
+        s = _fold_confusables(s)
     start, end = 0, len(s)
     while start < end and _is_edge(s[start]):
         start += 1
     while end > start and _is_edge(s[end - 1]):
         end -= 1
+    if 0 < start < end and s[start - 1] == "$" and s[start].isalpha():
+        return "s" + s[start:end]
     return s[start:end]
 
 

@@ -66,6 +66,8 @@ class Verdict:
         """Short and human-readable: "phrase(fr): 'ne plus recevoir'"; None when no rule fired."""
         if self.rule is None:
             return None
+        if self.language is None:  # a symbol belongs to no language
+            return f"{self.rule}: '{self.words}'"
         return f"{self.rule}({self.language}): '{self.words}'"
 
 
@@ -77,6 +79,7 @@ _SYMBOL_NOISE = re.compile(r"[\s\ufe0f\u200d\U0001f3fb-\U0001f3ff\u2640\u2642!.]
 # Symbols standing for letters inside a word: "$top", "unsub$cribe", "@rrêt".
 _LETTER_SYMBOL = re.compile(r"(?<=[^\W_])[$@]|[$@](?=[^\W_])")
 _SYMBOL_LETTER = {"$": "s", "@": "a"}
+_LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
 _TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
 _SHORT_TEXT_WORDS = 5
@@ -129,7 +132,7 @@ class _Word:
                 net = lexicon.net_prefixes.get(word[:length])
                 if net is not None:
                     break
-        self.net = net or self.language
+        self.net = net or (self.language if self.strength in ("strong", "loose") else None)
         ids = list(anchors.get(word, ()))
         for length in prefix_lengths:
             if length <= len(word):
@@ -200,14 +203,14 @@ class Detector:
             for stem in pattern.prefix_anchors:
                 self.prefixes.setdefault(stem, []).append(index)
         self.prefix_lengths = tuple(sorted({len(s) for s in self.prefixes}))
-        # Long keywords and stems by first letter, for misspellings two edits away ("unsuscrbie").
-        self.long_keywords: dict[str, list[tuple[str, bool]]] = {}
+        # Long strong keywords and stems by first letter, for misspellings two edits away ("unsuscrbie").
+        self.long_keywords: dict[str, list[tuple[str, bool, frozenset[str]]]] = {}
         for word, (strength, _) in lexicon.keywords.items():
-            if strength != "weak" and len(word) >= _TYPO2_MIN and word.isalpha():
-                self.long_keywords.setdefault(word[0], []).append((word, False))
+            if strength == "strong" and len(word) >= _TYPO2_MIN and word.isalpha():
+                self.long_keywords.setdefault(word[0], []).append((word, False, frozenset(word)))
         for stem, (strength, _) in lexicon.keyword_prefixes.items():
-            if strength != "weak" and len(stem) >= 6 and stem.isalpha():
-                self.long_keywords.setdefault(stem[0], []).append((stem, True))
+            if strength == "strong" and len(stem) >= 6 and stem.isalpha():
+                self.long_keywords.setdefault(stem[0], []).append((stem, True, frozenset(stem)))
         self.steps = 0  # the work of the last detect() call (see the module docstring)
         self._words: dict[str, _Word] = {}
         self._tokens: dict[str, tuple[str, ...]] = {}
@@ -248,7 +251,11 @@ class Detector:
         try:
             if not word.isalpha() or word in self.lexicon.net:
                 return None
-            for keyword, is_stem in self.long_keywords.get(word[0], ()):
+            for keyword, is_stem, letters in self.long_keywords.get(word[0], ()):
+                counter[0] += 1
+                # two edits bring in at most two letters the keyword lacks (a cheap filter, in C)
+                if len(letters.union(word[: len(keyword) + 1] if is_stem else word)) > len(letters) + 2:
+                    continue
                 if is_stem:
                     n = len(keyword)
                     limit = 1 if n < 9 else 2
@@ -378,7 +385,7 @@ class Detector:
                     conditions.append(len(flat))
                 flat.append(word)
         if not triggers and not interesting:
-            return net or NOTHING
+            return self._net(" ".join(flat)) if net is not None else NOTHING
         patterns = self.lexicon.patterns
         by_section: dict[str, list[int]] = {}
         for index in sorted(triggers):
@@ -427,7 +434,8 @@ class Detector:
                 if self._negated_before(masked, found.start()) or any(
                     self.word(w).negator and w not in pattern.literals for w in words.split()
                 ):
-                    before = masked[: found.start()].rsplit("|", 1)[-1].split()[-_NEGATION_WINDOW:]
+                    before = masked[max(0, found.start() - _LOOK_CHARS) : found.start()].rsplit("|", 1)[-1].split()
+                    before = before[-_NEGATION_WINDOW:]
                     shown = " ".join([*before, words])
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, pattern.language)
                     continue
@@ -463,9 +471,19 @@ class Detector:
         loose = self._loose_word(masked) if interesting else None
         if loose is not None:
             return Verdict(Outcome.FLAGGED, "ambiguous", loose[0], loose[1])
-        if net is not None and "_" in masked:  # a word in another sense ("bus stop") is not opt-out vocabulary
-            net = next((Verdict(Outcome.FLAGGED, "net", w, i.net) for w in masked.split() if (i := self.word(w)).net), None)
-        return net or NOTHING
+        return self._net(masked) if net is not None else NOTHING
+
+    def _net(self, masked: str) -> Verdict:
+        """The wide net: opt-out vocabulary in a clause that is not about an order, a delivery or a
+        purchase ("cancel my order" is not) and not in another sense ("bus stop" is masked)."""
+        for clause in masked.split("|"):
+            infos = [(w, self.word(w)) for w in clause.split()]
+            if any(i.obj for _, i in infos) and not any(i.msg for _, i in infos):
+                continue
+            for word, info in infos:
+                if info.net is not None:
+                    return Verdict(Outcome.FLAGGED, "net", word, info.net)
+        return NOTHING
 
     def _matches(
         self, index: int, positions: list[int], flat: list[str], text: str, offsets: list[int]
@@ -484,11 +502,14 @@ class Detector:
                     yield start, found
 
     def _negated_before(self, masked: str, start: int) -> bool:
-        before = [w for w in masked[:start].rsplit("|", 1)[-1].split() if not self.word(w).fill]
+        # only the last few words are read (a bounded slice: the cost must not grow with the text)
+        window = masked[max(0, start - _LOOK_CHARS) : start].rsplit("|", 1)[-1].split()[-4 * _NEGATION_WINDOW :]
+        self.steps += len(window)
+        before = [w for w in window if not self.word(w).fill]
         return any(self.word(w).negator for w in before[-_NEGATION_WINDOW:])
 
     def _sms_follows(self, masked: str, end: int) -> bool:
-        after = masked[end:].split("|", 1)[0].split()
+        after = masked[end : end + _LOOK_CHARS].split("|", 1)[0].split()
         return any(self.word(w).msg for w in after[:_SCOPE_LOOKAHEAD])
 
     def _clause_rules(self, masked: str) -> tuple[Verdict | None, int, Verdict | None]:
@@ -603,6 +624,7 @@ def detect(text: str) -> Verdict:
     text = text[:MAX_CHARS]
     normalized = normalize(text)
     if not normalized or not any(ch.isalnum() for ch in normalized):
+        _DETECTOR.steps = len(text)
         return symbol_verdict(text)
     return _DETECTOR.detect(normalized)
 
