@@ -115,7 +115,9 @@ def normalize(text: str) -> str:
         s = " ".join(text.lower().split())
         out = s.strip(_ASCII_EDGE)
         if out and out[0].isalpha() and s[: s.find(out)].endswith("$"):
-            return "s" + out  # "$TOP": a dollar sign glued to a word stands for its S
+            out = "s" + out  # "$TOP": a dollar sign glued to a word stands for its S
+        if out and s.endswith(" #") and out[-1].isalnum():
+            out += " #"  # "wrong #": a number sign standing alone at the end is a word
         return out
     if _ENCLOSED_RUN.search(text):
         text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
@@ -133,9 +135,12 @@ def normalize(text: str) -> str:
         start += 1
     while end > start and _is_edge(s[end - 1]):
         end -= 1
+    out = s[start:end]
     if 0 < start < end and s[start - 1] == "$" and s[start].isalpha():
-        return "s" + s[start:end]
-    return s[start:end]
+        out = "s" + out
+    if out and s.endswith(" #") and end == len(s) - 2 and out[-1].isalnum():
+        out += " #"
+    return out
 
 
 def split_words(normalized: str) -> tuple[str, ...]:

@@ -77,8 +77,8 @@ MAX_CHARS = 1_600  # the longest concatenated SMS (10 x 160 GSM-7 characters); t
 _STOP_SYMBOLS = frozenset("\U0001f6d1\u270b\u26d4\U0001f6ab\U0001f645\U0001f91a\U0001f590")
 _SYMBOL_NOISE = re.compile(r"[\s\ufe0f\u200d\U0001f3fb-\U0001f3ff\u2640\u2642!.]+")
 # Symbols standing for letters inside a word: "$top", "unsub$cribe", "@rrêt".
-_LETTER_SYMBOL = re.compile(r"(?<=[^\W_])[$@]|[$@](?=[^\W_])")
-_SYMBOL_LETTER = {"$": "s", "@": "a"}
+_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+")
+_SYMBOL_LETTERS = (str.maketrans("$@", "sa"), str.maketrans("$@", "so"))
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
 _TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
@@ -191,7 +191,7 @@ class Detector:
         known = set(lexicon.keywords).union(*lexicon.sets.values())
         self.typos: dict[str, str] = {}
         for word, (strength, _) in lexicon.keywords.items():
-            if strength != "weak" and len(word) >= 4 and word.isalpha():
+            if (strength != "weak" or len(word) >= 6) and len(word) >= 4 and word.isalpha():
                 for variant in _typo_variants(word):
                     if variant not in known:
                         self.typos.setdefault(variant, word)
@@ -291,7 +291,7 @@ class Detector:
         if "#" in normalized:  # "wrong #": a number sign that numbers nothing is the word "number"
             normalized = _HASH.sub(" number ", normalized)
         if "$" in normalized or "@" in normalized:
-            normalized = _LETTER_SYMBOL.sub(lambda m: _SYMBOL_LETTER[m.group()], normalized)
+            normalized = _LETTER_SYMBOL.sub(self._symbol_word, normalized)
         if _SPACED.search(normalized):
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
         out: list[list[str]] = []
@@ -312,6 +312,18 @@ class Detector:
             out.append(self._joined(words))
         return out
 
+    def _symbol_word(self, found: re.Match[str]) -> str:
+        """"unsub$cribe", "@rrêt", "st@p": $ reads s, @ reads a or o (whichever spells a word the lexicons know)."""
+        word = found.group()
+        if word in ("$", "@") or not any(ch.isalpha() for ch in word):
+            return word
+        readings = [word.translate(table) for table in _SYMBOL_LETTERS]
+        for reading in readings:
+            info = self.word(reading.translate(_LEET) if any(c.isdigit() for c in reading) else reading)
+            if info.strength is not None or info.typo_of is not None or info.companion:
+                return reading
+        return readings[0]
+
     def _joined(self, words: list[str]) -> list[str]:
         """A clause with a keyword split in two or three ("un subscribe", "ab melden", "unsub scribe") made whole."""
         if len(words) < 2:
@@ -323,9 +335,14 @@ class Detector:
             taken = 1
             if self.word(words[i]).strength not in ("strong", "loose"):
                 for span in (3, 2):
-                    if i + span <= len(words):
-                        info = self.word("".join(words[i : i + span]))
-                        if info.strength in ("strong", "loose"):
+                    parts = words[i : i + span]
+                    # the pieces of a split word are not words of their own ("cancelar mi" stays two)
+                    if i + span <= len(words) and not any(self.word(p).strength for p in parts) and (
+                        not self.word(parts[-1]).companion
+                    ):
+                        info = self.word("".join(parts))
+                        far = info.typo_of is not None and self.word(info.typo_of).strength == "strong"
+                        if info.strength in ("strong", "loose") or far:  # "des suscribir" -> desuscribir
                             taken = span
                             break
             word = "".join(words[i : i + taken])
