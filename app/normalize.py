@@ -72,7 +72,7 @@ def _enclosed_letters(found: re.Match[str]) -> str:
     return "".join(out) if len(out) >= 2 else found.group()
 
 
-# Cyrillic and Greek letters drawn like Latin ones (after casefolding), from Unicode's
+# Cyrillic, Greek and Armenian letters drawn like Latin ones (after casefolding), from Unicode's
 # confusables table (https://www.unicode.org/Public/security/latest/confusables.txt): "SТОР"
 # with a Cyrillic Т, О and Р reads "stop".
 _CONFUSABLE = {
@@ -80,9 +80,10 @@ _CONFUSABLE = {
     "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "һ": "h", "ԛ": "q",
     "ԝ": "w", "ӏ": "l", "ү": "y", "α": "a", "β": "b", "ε": "e", "η": "h", "ι": "i", "κ": "k", "μ": "m",
     "ν": "n", "ο": "o", "ρ": "p", "τ": "t", "υ": "y", "χ": "x", "ζ": "z",
+    "տ": "s", "օ": "o", "ս": "u", "հ": "h", "ց": "g", "ք": "p", "ո": "n",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE)
-_CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u1c80-\u1c8f\u1f00-\u1fff]")
+_CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u0531-\u058f\u1c80-\u1c8f\u1f00-\u1fff]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
 _CONFUSABLES = frozenset(_CONFUSABLE)
 

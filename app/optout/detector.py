@@ -77,8 +77,8 @@ MAX_CHARS = 1_600  # the longest concatenated SMS (10 x 160 GSM-7 characters); t
 _STOP_SYMBOLS = frozenset("\U0001f6d1\u270b\u26d4\U0001f6ab\U0001f645\U0001f91a\U0001f590")
 _SYMBOL_NOISE = re.compile(r"[\s\ufe0f\u200d\U0001f3fb-\U0001f3ff\u2640\u2642!.]+")
 # Symbols standing for letters inside a word: "$top", "unsub$cribe", "@rrêt".
-_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+")
-_SYMBOL_LETTERS = (str.maketrans("$@", "sa"), str.maketrans("$@", "so"))
+_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|][^\W_]+)+")
+_SYMBOL_LETTERS = (str.maketrans("$@!|", "saii"), str.maketrans("$@!|", "soil"))
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
 _TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
@@ -193,6 +193,8 @@ class Detector:
         for word, (strength, _) in lexicon.keywords.items():
             if (strength != "weak" or len(word) >= 6) and len(word) >= 4 and word.isalpha():
                 for variant in _typo_variants(word):
+                    if strength == "weak" and sorted(variant) != sorted(word):
+                        continue  # a long weak word ("remove") only with letters swapped ("remvoe")
                     if variant not in known:
                         self.typos.setdefault(variant, word)
         self.anchors: dict[str, list[int]] = {}
@@ -290,7 +292,7 @@ class Detector:
         """The text's clauses, each a list of processed words; "opt out" is one word."""
         if "#" in normalized:  # "wrong #": a number sign that numbers nothing is the word "number"
             normalized = _HASH.sub(" number ", normalized)
-        if "$" in normalized or "@" in normalized:
+        if "$" in normalized or "@" in normalized or "!" in normalized or "|" in normalized:
             normalized = _LETTER_SYMBOL.sub(self._symbol_word, normalized)
         if _SPACED.search(normalized):
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
@@ -315,14 +317,15 @@ class Detector:
     def _symbol_word(self, found: re.Match[str]) -> str:
         """"unsub$cribe", "@rrêt", "st@p": $ reads s, @ reads a or o (whichever spells a word the lexicons know)."""
         word = found.group()
-        if word in ("$", "@") or not any(ch.isalpha() for ch in word):
+        if not any(ch.isalpha() for ch in word):
             return word
         readings = [word.translate(table) for table in _SYMBOL_LETTERS]
         for reading in readings:
             info = self.word(reading.translate(_LEET) if any(c.isdigit() for c in reading) else reading)
             if info.strength is not None or info.typo_of is not None or info.companion:
                 return reading
-        return readings[0]
+        # "stop!please", "yes|no": punctuation between words stays punctuation
+        return readings[0] if "$" in word or "@" in word else word
 
     def _joined(self, words: list[str]) -> list[str]:
         """A clause with a keyword split in two or three ("un subscribe", "ab melden", "unsub scribe") made whole."""
@@ -337,12 +340,15 @@ class Detector:
                 for span in (3, 2):
                     parts = words[i : i + span]
                     # the pieces of a split word are not words of their own ("cancelar mi" stays two)
-                    if i + span <= len(words) and not any(self.word(p).strength for p in parts) and (
-                        not self.word(parts[-1]).companion
-                    ):
+                    if i + span <= len(words) and not any(self.word(p).strength for p in parts):
                         info = self.word("".join(parts))
-                        far = info.typo_of is not None and self.word(info.typo_of).strength == "strong"
-                        if info.strength in ("strong", "loose") or far:  # "des suscribir" -> desuscribir
+                        far = (
+                            info.typo_of is not None
+                            and self.word(info.typo_of).strength == "strong"
+                            and not self.word(parts[-1]).companion
+                        )
+                        weak = info.strength == "weak" and len(parts[0]) > 1 and not self.word(parts[0]).companion
+                        if info.strength in ("strong", "loose") or far or weak:  # "des suscribir", "ba ja"
                             taken = span
                             break
             word = "".join(words[i : i + taken])
@@ -368,6 +374,8 @@ class Detector:
         # "SAIR 谢谢": politeness in another script takes no part in the word rules.
         clauses = self.clauses(self._fill_text.sub(" ", normalized) if other_script else normalized)
         verdict = self._tokens_verdict(clauses) if clauses else NOTHING
+        if verdict.outcome is Outcome.NONE and clauses:
+            verdict = self._intent_net(clauses, "?" in normalized)
         if verdict.outcome is not Outcome.OPT_OUT and other_script:
             by_substring = self._substring_verdict(normalized)
             if by_substring.outcome is Outcome.OPT_OUT or verdict.outcome is Outcome.NONE:
@@ -489,6 +497,20 @@ class Detector:
         if loose is not None:
             return Verdict(Outcome.FLAGGED, "ambiguous", loose[0], loose[1])
         return self._net(masked) if net is not None else NOTHING
+
+    def _intent_net(self, clauses: list[list[str]], question: bool) -> Verdict:
+        """The widest net: the texts themselves (or sending them) named with a negation or in a
+        question ("why do I get these messages?", "no quiero mas mensajes de ustedes"), unless the
+        clause is about an order or a delivery."""
+        for clause in clauses:
+            infos = [self.word(w) for w in clause]
+            self.steps += len(infos)
+            if any(i.obj for i in infos):
+                continue
+            named = next((w for w, i in zip(clause, infos, strict=True) if i.msg), None)
+            if named is not None and (question or any(i.negator for i in infos)):
+                return Verdict(Outcome.FLAGGED, "net", named, None)
+        return NOTHING
 
     def _net(self, masked: str) -> Verdict:
         """The wide net: opt-out vocabulary in a clause that is not about an order, a delivery or a
