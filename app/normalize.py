@@ -86,6 +86,7 @@ _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE)
 _CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u0531-\u058f\u1c80-\u1c8f\u1f00-\u1fff]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
 _CONFUSABLES = frozenset(_CONFUSABLE)
+_RARE_IN_RUSSIAN = frozenset("ѕіїјԁһԛԝӏү")
 
 
 def _fold_confusables(s: str) -> str:
@@ -102,7 +103,8 @@ def _fold_confusables(s: str) -> str:
             return word
         if not all(ch.isascii() or ch.lower() in _CONFUSABLES for ch in word):
             return word
-        if len(foreign) < len(word) or (not others and len(word) >= 3 and word.isupper()):
+        rare = any(ch.lower() in _RARE_IN_RUSSIAN for ch in foreign)  # "ѕтор": a Macedonian ѕ in a Latin word
+        if len(foreign) < len(word) or (not others and len(word) >= 3 and (word.isupper() or rare)):
             return word.lower().translate(_CONFUSABLE_TABLE)
         return word
 

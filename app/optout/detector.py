@@ -78,6 +78,7 @@ _STOP_SYMBOLS = frozenset("\U0001f6d1\u270b\u26d4\U0001f6ab\U0001f645\U0001f91a\
 _SYMBOL_NOISE = re.compile(r"[\s\ufe0f\u200d\U0001f3fb-\U0001f3ff\u2640\u2642!.]+")
 # Symbols standing for letters inside a word: "$top", "unsub$cribe", "@rrêt".
 _LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|][^\W_]+)+")
+_HYPHENATED = re.compile(r"([^\W\d_]+)\s*[-_\u2013\u2014]\s*([^\W\d_]+)")
 _SYMBOL_LETTERS = (str.maketrans("$@!|", "saii"), str.maketrans("$@!|", "soil"))
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
@@ -294,6 +295,8 @@ class Detector:
             normalized = _HASH.sub(" number ", normalized)
         if "$" in normalized or "@" in normalized or "!" in normalized or "|" in normalized:
             normalized = _LETTER_SYMBOL.sub(self._symbol_word, normalized)
+        if "-" in normalized or "_" in normalized:
+            normalized = _HYPHENATED.sub(self._unhyphenated, normalized)
         if _SPACED.search(normalized):
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
         out: list[list[str]] = []
@@ -313,6 +316,11 @@ class Detector:
         if words:
             out.append(self._joined(words))
         return out
+
+    def _unhyphenated(self, found: re.Match[str]) -> str:
+        """"opt - out", "un-subscribe": a keyword cut by a dash is one word."""
+        joined = found.group(1) + found.group(2)
+        return joined if self.word(joined).strength in ("strong", "loose") else found.group()
 
     def _symbol_word(self, found: re.Match[str]) -> str:
         """"unsub$cribe", "@rrêt", "st@p": $ reads s, @ reads a or o (whichever spells a word the lexicons know)."""
@@ -347,7 +355,7 @@ class Detector:
                             and self.word(info.typo_of).strength == "strong"
                             and not self.word(parts[-1]).companion
                         )
-                        weak = info.strength == "weak" and len(parts[0]) > 1 and not self.word(parts[0]).companion
+                        weak = info.strength == "weak" and min(map(len, parts)) > 1 and len("".join(parts)) >= 4
                         if info.strength in ("strong", "loose") or far or weak:  # "des suscribir", "ba ja"
                             taken = span
                             break
@@ -622,9 +630,18 @@ class Detector:
 
     def _substring_verdict(self, normalized: str) -> Verdict:
         text = fold_substring(normalized)
-        self.steps += 6 * len(text)  # each alternation below scans the text once
+        self.steps += 8 * len(text)  # each alternation below scans the text once
         subs = self.lexicon.substrings
         if self._sub_senses is not None:
+            # an opt-out that holds a whole other-sense phrase and more wins over it ("कैसे बंद होंगे"
+            # holds "बंद होगा"); otherwise the other sense hides its words
+            spans = [(m.start(), m.end()) for m in self._sub_senses.finditer(text)]
+            if spans and self._sub_optout is not None:
+                for found in self._sub_optout.finditer(text):
+                    a, b = found.start(), found.end()
+                    if all(e <= a or s >= b or (a <= s and e <= b and b - a > e - s) for s, e in spans):
+                        if any(a <= s and e <= b for s, e in spans):
+                            return Verdict(Outcome.OPT_OUT, "substring", found.group(), subs["optout"][found.group()])
             text = self._sub_senses.sub("_", text)
         veto = None
         if self._sub_keep is not None:
