@@ -98,7 +98,7 @@ def _fold_confusables(s: str) -> str:
 
     def fold(found: re.Match[str]) -> str:
         word = found.group()
-        foreign = [ch for ch in word if _CYRILLIC_GREEK.match(ch)]
+        foreign = _CYRILLIC_GREEK.findall(word)
         if not foreign or any(ch.lower() not in _CONFUSABLES for ch in foreign):
             return word
         if not all(ch.isascii() or ch.lower() in _CONFUSABLES for ch in word):
