@@ -42,6 +42,7 @@ from enum import StrEnum
 
 from app.normalize import normalize
 from app.optout.lexicon import Lexicon, fold_substring, load, split_elision
+from app.optout.words import WordFacts, edits_within, typo_variants
 
 
 class Outcome(StrEnum):
@@ -106,85 +107,6 @@ _SUBSTRING_SCRIPT = re.compile(
 _CACHE_LIMIT = 50_000
 
 
-class _Word:
-    """What the lexicon knows about one processed word (cached per word)."""
-
-    __slots__ = ("strength", "language", "companion", "negator", "msg", "typo_of", "patterns", "net", "cond", "obj", "fill")
-
-    def __init__(self, lexicon: Lexicon, typos: dict[str, str], anchors: dict[str, list[int]],
-                 prefixes: dict[str, list[int]], prefix_lengths: tuple[int, ...], word: str) -> None:
-        kw = lexicon.keywords.get(word)
-        if kw is None:
-            for length in range(len(word), 3, -1):
-                kw = lexicon.keyword_prefixes.get(word[:length])
-                if kw is not None:
-                    break
-        self.strength, self.language = kw if kw else (None, None)
-        sets = lexicon.sets
-        self.negator = word in sets["neg"]
-        self.msg = word in sets["msg"]
-        self.companion = kw is not None or any(word in sets[n] for n in ("fill", "msg", "me", "det"))
-        self.typo_of = None if kw or self.companion else typos.get(word)
-        self.fill = word in sets["fill"]
-        self.cond = word in sets["cond"]
-        self.obj = word in sets["obj"]
-        net = lexicon.net.get(word)
-        if net is None:
-            for length in range(len(word), 2, -1):
-                net = lexicon.net_prefixes.get(word[:length])
-                if net is not None:
-                    break
-        self.net = net or (self.language if self.strength in ("strong", "loose") else None)
-        ids = list(anchors.get(word, ()))
-        for length in prefix_lengths:
-            if length <= len(word):
-                ids.extend(prefixes.get(word[:length], ()))
-        self.patterns = tuple(sorted(set(ids)))
-
-
-def _typo_variants(word: str) -> set[str]:
-    """Misspellings one slip away: swapped neighbours, a doubled letter; longer words also lose, gain or change one."""
-    out: set[str] = set()
-    n = len(word)
-    for i in range(n - 1):
-        out.add(word[:i] + word[i + 1] + word[i] + word[i + 2 :])
-    for i in range(n):
-        out.add(word[:i] + word[i] + word[i:])
-    if n >= 6:
-        out.update(word[:i] + word[i + 1 :] for i in range(n))
-    if n >= 8:
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        out.update(word[:i] + c + word[i + 1 :] for i in range(n) for c in letters)
-        out.update(word[:i] + c + word[i:] for i in range(n + 1) for c in letters)
-    out.discard(word)
-    return out
-
-
-def _edits_within(a: str, b: str, limit: int, counter: list[int]) -> bool:
-    """Whether a and b are at most `limit` edits apart (insert, delete, change, swap neighbours).
-
-    Banded optimal-string-alignment distance; `counter[0]` grows by the cells computed."""
-    if abs(len(a) - len(b)) > limit:
-        return False
-    big = limit + 1
-    previous2: list[int] = []
-    previous = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        current = [i] + [big] * len(b)
-        lo, hi = max(1, i - limit), min(len(b), i + limit)
-        for j in range(lo, hi + 1):
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            value = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                value = min(value, previous2[j - 2] + 1)
-            current[j] = value
-        counter[0] += hi - lo + 1
-        if min(current[lo : hi + 1], default=big) > limit:
-            return False
-        previous2, previous = previous, current
-    return previous[len(b)] <= limit
-
-
 class Detector:
     """The compiled lexicons and the rules that read a text with them."""
 
@@ -194,7 +116,7 @@ class Detector:
         self.typos: dict[str, str] = {}
         for word, (strength, _) in lexicon.keywords.items():
             if (strength != "weak" or len(word) >= 6) and len(word) >= 4 and word.isalpha():
-                for variant in _typo_variants(word):
+                for variant in typo_variants(word):
                     if strength == "weak" and sorted(variant) != sorted(word):
                         continue  # a long weak word ("remove") only with letters swapped ("remvoe")
                     if variant not in known:
@@ -216,7 +138,7 @@ class Detector:
             if strength == "strong" and len(stem) >= 6 and stem.isalpha():
                 self.long_keywords.setdefault(stem[0], []).append((stem, True, frozenset(stem)))
         self.steps = 0  # the work of the last detect() call (see the module docstring)
-        self._words: dict[str, _Word] = {}
+        self._words: dict[str, WordFacts] = {}
         self._tokens: dict[str, tuple[str, ...]] = {}
         subs = lexicon.substrings
 
@@ -235,13 +157,13 @@ class Detector:
 
     # -- words
 
-    def word(self, word: str) -> _Word:
+    def word(self, word: str) -> WordFacts:
         """The cached lexicon facts about one processed word."""
         found = self._words.get(word)
         if found is None:
             if len(self._words) >= _CACHE_LIMIT:
                 self._words.clear()
-            found = _Word(self.lexicon, self.typos, self.anchors, self.prefixes, self.prefix_lengths, word)
+            found = WordFacts(self.lexicon, self.typos, self.anchors, self.prefixes, self.prefix_lengths, word)
             if found.strength is None and found.typo_of is None and not found.companion and len(word) >= _TYPO2_MIN:
                 found.typo_of = self._far_typo(word)
                 if found.typo_of is not None and found.net is None:
@@ -266,10 +188,10 @@ class Detector:
                     if n < 7 and sorted(word[:n]) != sorted(keyword):  # short stems: letters swapped only
                         continue
                     if len(word) >= n - 1 and any(
-                        _edits_within(word[:length], keyword, limit, counter) for length in (n - 1, n, n + 1)
+                        edits_within(word[:length], keyword, limit, counter) for length in (n - 1, n, n + 1)
                     ):
                         return keyword
-                elif _edits_within(word, keyword, 2, counter):
+                elif edits_within(word, keyword, 2, counter):
                     return keyword
             return None
         finally:
