@@ -138,6 +138,8 @@ class Detector:
             if strength == "strong" and len(stem) >= 6 and stem.isalpha():
                 self.long_keywords.setdefault(stem[0], []).append((stem, True, frozenset(stem)))
         self.steps = 0  # the work of the last detect() call (see the module docstring)
+        # The first piece of a split keyword is the start of one ("un" subscribe, "ab" melden).
+        self.heads = {w[:n] for w in (*lexicon.keywords, *lexicon.keyword_prefixes) for n in range(1, len(w))}
         self._words: dict[str, WordFacts] = {}
         self._tokens: dict[str, tuple[str, ...]] = {}
         subs = lexicon.substrings
@@ -267,7 +269,7 @@ class Detector:
         i = 0
         while i < len(words):
             taken = 1
-            if self.word(words[i]).strength not in ("strong", "loose"):
+            if words[i] in self.heads and self.word(words[i]).strength not in ("strong", "loose"):
                 for span in (3, 2):
                     parts = words[i : i + span]
                     # the pieces of a split word are not words of their own ("cancelar mi" stays two)
