@@ -115,7 +115,7 @@ def is_opt_out_intent(text: str, stop_keywords: Iterable[str] = BUILTIN_STOP) ->
     """Whether a text revokes consent: a stop keyword (alone or with politeness around it), or a detected opt-out.
 
     The detector (app.optout) reads paraphrases, typos, spaced letters, wrong-number and
-    never-signed-up replies in twelve languages, and refuses negated uses and other senses
+    never-signed-up replies in sixteen languages, and refuses negated uses and other senses
     ("don't stop the deals", "bus stop", "cancel my order"); see app/optout/detector.py.
     """
     normalized = normalize(text)

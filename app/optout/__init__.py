@@ -1,4 +1,4 @@
-"""The opt-out detector: whether a text revokes consent, in any of twelve languages, and why (pure)."""
+"""The opt-out detector: whether a text revokes consent, in any of sixteen languages, and why (pure)."""
 
 from app.optout.detector import MAX_CHARS, Outcome, Verdict, detect, detect_normalized, last_steps, symbol_verdict
 
