@@ -397,6 +397,8 @@ class Detector:
                     shown = " ".join([*before, words])
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, pattern.language)
                     continue
+                if self._about_other_object(masked, found.start(), found.end()):
+                    continue  # "Vous pouvez stopper ma commande ?": an order, not the texts
                 candidate = Verdict(Outcome.OPT_OUT, "phrase", words, pattern.language)
                 break
             if candidate:
@@ -537,6 +539,14 @@ class Detector:
                     short = short or (Verdict(Outcome.OPT_OUT, "first", word, info.language), here + i)
         found = strong or short
         return (found[0], found[1], negated) if found else (None, 0, negated)
+
+    def _about_other_object(self, masked: str, start: int, end: int) -> bool:
+        """Whether the clause around a phrase names an order, a delivery or a purchase and no text."""
+        clause = masked[max(0, start - _LOOK_CHARS) : start].rsplit("|", 1)[-1].split()
+        clause += masked[start : end + _LOOK_CHARS].split("|", 1)[0].split()
+        infos = [self.word(w) for w in clause]
+        self.steps += len(infos)
+        return any(i.obj for i in infos) and not any(i.msg for i in infos)
 
     def _has_other_object(self, clause: list[str], i: int) -> bool:
         """Whether the clause names an object that is not the texts ("stop the delivery", "mijn bestelling stoppen")."""
