@@ -198,6 +198,10 @@ WHY_CASES = [
     # second thoughts and hypotheticals are flagged, never honoured
     ("Stop! Oh wait, never mind", Outcome.FLAGGED, "hedged", "en"),
     ("if the prices keep going up i will unsubscribe", Outcome.FLAGGED, "hedged", "en"),
+    # "don't stop sending": a negated stop verb is a double negative, in any language
+    ("Не прекращайте присылать скидки", Outcome.FLAGGED, "veto", "ru"),
+    ("Niet stoppen met sturen", Outcome.FLAGGED, "negated", "nl"),
+    ("No dejen de mandar ofertas", Outcome.FLAGGED, "veto", "es"),
     # the wide net: opt-out vocabulary that no rule honours goes to a person
     ("my lawyer says this breaks the TCPA", Outcome.FLAGGED, "net", "en"),
     ("hello", Outcome.NONE, None, None),

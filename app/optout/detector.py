@@ -389,8 +389,10 @@ class Detector:
             pattern = patterns[index]
             for position, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
                 words = found.group().strip()
-                if self._negated_before(masked, found.start()) or any(
-                    self.word(w).negator and w not in pattern.literals for w in words.split()
+                if (
+                    self._negated_before(masked, found.start())
+                    or any(self.word(w).negator and w not in pattern.literals for w in words.split())
+                    or self._double_negative(words.split())
                 ):
                     before = masked[max(0, found.start() - _LOOK_CHARS) : found.start()].rsplit("|", 1)[-1].split()
                     before = before[-_NEGATION_WINDOW:]
@@ -476,6 +478,16 @@ class Detector:
                 found = pattern.regex.match(text, offsets[start])
                 if found is not None:
                     yield start, found
+
+    def _double_negative(self, words: list[str]) -> bool:
+        """A negator before a stop word inside one match: "не прекращайте присылать", "huwag itigil ang promo"."""
+        seen = False
+        for word in words:
+            info = self.word(word)
+            if seen and info.strength in ("strong", "loose"):
+                return True
+            seen = seen or info.negator
+        return False
 
     def _negated_before(self, masked: str, start: int) -> bool:
         # only the last few words are read (a bounded slice: the cost must not grow with the text)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -106,6 +106,12 @@ class Lexicon:
 
 def _words(entry: str) -> list[str]:
     """A lexicon entry's words, normalised and split like an inbound text's ("opt out" is one word)."""
+    return list(_entry_words(entry))
+
+
+@lru_cache(maxsize=None)
+def _entry_words(entry: str) -> tuple[str, ...]:
+    """_words, computed once per distinct entry (patterns name the same words many times)."""
     out: list[str] = []
     # A trailing word keeps its apostrophe ("n'", "m'"): normalising the entry alone would trim it.
     # A Cyrillic entry gets a Cyrillic companion ("ж") so that it is normalised as in Russian
@@ -117,7 +123,7 @@ def _words(entry: str) -> list[str]:
                 out[-1] = "optout"
             else:
                 out.append(word)
-    return out
+    return tuple(out)
 
 
 def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], list[str], int]:
