@@ -87,6 +87,7 @@ def product_logging() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     setup_logging("INFO")
+    logging.captureWarnings(False)  # warnings stay pytest's (filterwarnings = error), not log lines
     handlers = [h for h in root.handlers if getattr(h, "_optline", False)]
     for handler in handlers:
         assert isinstance(handler, logging.StreamHandler)

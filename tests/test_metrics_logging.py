@@ -249,17 +249,20 @@ def test_the_twilio_librarys_per_request_info_lines_are_quiet() -> None:
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    twilio_level = logging.getLogger("twilio").level
     try:
         setup_logging("INFO")
         client = logging.getLogger("twilio.http_client")
         assert not client.isEnabledFor(logging.INFO) and client.isEnabledFor(logging.WARNING)
         assert logging.getLogger("optline.outbox").isEnabledFor(logging.INFO)
     finally:
+        # Put back exactly what the session's logging was (tests/conftest.py: the product's own).
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)
+        for handler in [h for h in handlers if h not in root.handlers]:
+            root.addHandler(handler)
         root.setLevel(level)
-        logging.getLogger("twilio").setLevel(logging.NOTSET)
-        logging.captureWarnings(False)
+        logging.getLogger("twilio").setLevel(twilio_level)
 
 
 def test_mask_text_leaves_other_text_alone() -> None:

@@ -58,8 +58,9 @@ def test_a_sender_never_goes_faster_than_its_rate(limited: TestClient, fake_twil
     # Any one-second window holds at most `rate` sends plus the one the idle sender may burst.
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert busiest <= RATE + 1
-    # And the limit is not a trickle: 16 texts at 10 a second take about 1.5 s, not much more.
-    assert 1.2 <= times[-1] - times[0] <= 4.0
+    # The limit holds them back: 16 texts at 10 a second cannot all go within 1.2 s (a load-proof bound:
+    # a slow machine only makes it longer).
+    assert times[-1] - times[0] >= 1.2
 
 
 def test_a_stop_reply_goes_before_the_texts_waiting_for_the_sender(
@@ -67,8 +68,10 @@ def test_a_stop_reply_goes_before_the_texts_waiting_for_the_sender(
 ) -> None:
     for phone in PHONES:
         text(limited, "JOIN", phone)
+    already_out = len(fake_twilio.messages())  # prompts the sender had sent when the STOP arrived
     text(limited, "STOP", STOPPER)
     arrivals(fake_twilio, len(PHONES) + 1)
     order = [m.to for m in sorted(fake_twilio.messages(), key=lambda m: m.received_at)]
-    # Prompts queued before it were already waiting; the stop reply still overtakes most of them.
-    assert order.index(STOPPER) <= 4, order
+    # Judged by order, not by time: the stop reply overtakes every prompt still waiting when it came;
+    # only those already out, and the one or two in flight or in the burst slot, go before it.
+    assert order.index(STOPPER) <= already_out + 2, (already_out, order)
