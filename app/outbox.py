@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -52,7 +53,7 @@ from app.providers.base import DeliveryStatus, OutboundSms, SendError, SendResul
 from app.providers.registry import Providers
 from app.ratelimit import take
 from app.providers.twilio import ERROR_UNSUBSCRIBED
-from app.sql import Raw, in_list, insert_sql
+from app.sql import Array, Raw, in_list, insert_sql
 from app.subscriptions import Event, Source
 
 log = logging.getLogger("optline.outbox")
@@ -497,6 +498,63 @@ def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, re
                         service_id=row["service_id"], code=error_code, message_id=result.message_id)
 
 
+@dataclass(frozen=True)
+class SentRecord:
+    """A writer job recording one accepted send; the sender's grouped recording runs many as one `record_sent_many`."""
+
+    row_id: int
+    worker: str
+    result: SendResult
+    rules: Rules | None
+
+    def __call__(self, conn: Connection, now: datetime) -> None:
+        record_sent(conn, now, row_id=self.row_id, worker=self.worker, result=self.result, rules=self.rules)
+
+
+def record_sent_many(conn: Connection, now: datetime, records: Sequence[SentRecord]) -> None:
+    """`record_sent` for a batch of accepted sends, in two statements rather than two a send.
+
+    Recording was the outbox's busiest statement: two a reply (look for an early delivery
+    report, then mark the row), about half of what the database did per inbound text in
+    `make bench`. Here one query finds the sends whose report came first (rare: those take
+    `record_sent`'s path, one at a time, 21610 included), and one UPDATE marks all the others,
+    with the same conditions as `record_sent` (only a row this sender still holds).
+    """
+    if not records:
+        return
+    raw = Raw(conn)
+    params: dict[str, Any] = {}
+    ids = raw.each("m", [r.result.message_id for r in records], params)
+    early = {row[0] for row in raw.execute(
+        f"SELECT m.value FROM {ids} WHERE EXISTS (SELECT 1 FROM delivery_reports d WHERE d.message_id = m.value)",
+        params).fetchall()}
+    for record in records:
+        if record.result.message_id in early:
+            record(conn, now)
+    plain = [r for r in records if r.result.message_id not in early]
+    if not plain:
+        return
+    # (row id, provider message id, status): the rows travel as one parameter, so the statement's
+    # text is the same whatever the batch size (PostgreSQL prepares it once).
+    values = [(r.row_id, r.result.message_id, (OutboxStatus.DELIVERED if r.result.status == "delivered"
+                                               else OutboxStatus.QUEUED).value, r.worker) for r in plain]
+    if raw.pg:
+        source = ("SELECT * FROM unnest(CAST(:i AS bigint[]), CAST(:m AS text[]), CAST(:s AS text[]), CAST(:w AS text[]))"
+                  " AS v(id, m, status, worker)")
+        params = {"i": Array(v[0] for v in values), "m": Array(v[1] for v in values),
+                  "s": Array(v[2] for v in values), "w": Array(v[3] for v in values)}
+    else:
+        source = ("SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS m,"
+                  " json_extract(value, '$[2]') AS status, json_extract(value, '$[3]') AS worker FROM json_each(:rows)")
+        params = {"rows": json.dumps(values)}
+    params["now"] = now
+    raw.execute(
+        "UPDATE outbox SET status = v.status, provider_message_id = v.m, sent_at = :now, lease_until = NULL,"
+        f" error_code = NULL, error_reason = NULL, updated_at = :now FROM ({source}) AS v"
+        " WHERE outbox.id = v.id AND outbox.claimed_by = v.worker AND outbox.status IN ('sending', 'dispatching')",
+        params)
+
+
 def record_failure(
     conn: Connection, now: datetime, *, row: Claimed, worker: str, error: SendError, retry_at: datetime | None,
     rules: Rules | None,
@@ -815,8 +873,7 @@ class OutboxSender:
         if isinstance(outcome, SendResult):
             self.sent += 1
             self.metrics.sent(row.channel, "sent")
-            self._record_later(lambda c, now: record_sent(c, now, row_id=row.id, worker=self.worker_id,
-                                                          result=outcome, rules=self.rules),
+            self._record_later(SentRecord(row.id, self.worker_id, outcome, self.rules),
                                row, locks=[row.phone] if row.phone else (), sent=True)
             return
         retry_at = None
@@ -895,10 +952,13 @@ class OutboxSender:
 
     async def _flush_together(self) -> None:
         batch, self._together = self._together, []
-        jobs = [job for job, _locks, _future in batch]
+        jobs = [job for job, _locks, _future in batch if not isinstance(job, SentRecord)]
+        # Accepted sends are recorded together, in two statements (see record_sent_many).
+        sent = [job for job, _locks, _future in batch if isinstance(job, SentRecord)]
         locks = sorted({lock for _job, locks, _future in batch for lock in locks})
         try:
-            await self.writer.run(lambda conn, now: [job(conn, now) for job in jobs], locks=locks)
+            await self.writer.run(lambda conn, now: [record_sent_many(conn, now, sent),
+                                                     *(job(conn, now) for job in jobs)], locks=locks)
         except Exception as exc:  # noqa: BLE001 - find out which: each on its own
             if len(batch) == 1:
                 batch[0][2].set_exception(exc)
