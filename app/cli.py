@@ -1,4 +1,4 @@
-"""optline serve | worker | migrate | check | simulate | keys | export | users."""
+"""optline serve | worker | migrate | check | simulate | keys | export | users | ledger | erase | retention."""
 
 from __future__ import annotations
 
@@ -455,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app.console.commands import add_parser as add_users_parser
 
     add_users_parser(sub, formatter_class=_Help)
+    from app.proof_commands import add_parser as add_proof_parser
+
+    add_proof_parser(sub, formatter_class=_Help)
     return parser
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from app.events import EVENT_COLUMNS, SUBSCRIPTION_UPDATED, event_row, subscription_event
 from app.keywords import Brand
+from app.ledger import CHAIN_COLUMNS, link
 from app.metrics import note_transition
 from app.models import new_id, subscriptions
 from app.sql import Raw, update_sql
@@ -26,7 +27,7 @@ from app.subscriptions import (JOIN_EVENTS, OPT_OUT_EVENTS, PHONE_JOIN_EVENTS, P
 _COLUMNS = tuple(c.name for c in subscriptions.columns)
 _CONSENT_COLUMNS = ("subscription_id", "brand", "program", "phone", "event", "from_status", "to_status", "source",
                     "keyword", "provider_message_id", "raw_text", "api_key_id", "consent_source", "consent_proof",
-                    "consented_at", "reason", "created_at")
+                    "consented_at", "reason", "created_at", *CHAIN_COLUMNS)
 
 
 @dataclass
@@ -91,6 +92,12 @@ class Writes:
         self._consents.append(row)
         self._transitions.append((row["program"], row["event"], row["from_status"], row["to_status"]))
 
+    def reply(self, purpose: str, body: str, *, message_id: str | None = None) -> None:
+        """Record the text of the reply sent with the consent events recorded so far (of that inbound text, if named)."""
+        for row in self._consents:
+            if row.get("reply_purpose") is None and (message_id is None or row["provider_message_id"] == message_id):
+                row.update(reply_purpose=purpose, reply_text=body)
+
     def event(self, row: dict[str, Any] | None) -> None:
         """Queue one brand event row (app.events.event_row; None for a brand without events)."""
         if row is not None:
@@ -113,6 +120,7 @@ class Writes:
             sub.new = False
             sub.changes = {}
         if self._consents:
+            link(conn, self._consents, self._consents[-1]["created_at"])  # the tamper-evident chain, app.ledger
             raw.insert_rows("consent_events", _CONSENT_COLUMNS, self._consents)
         if self._events:
             raw.insert_rows("outbox", EVENT_COLUMNS, self._events)
@@ -240,6 +248,7 @@ def record(writes: Writes, sub: Sub, event: Event, *, before: Status, after: Sta
         "api_key_id": proof.api_key_id, "consent_source": proof.consent_source,
         "consent_proof": dict(proof.consent_proof) if proof.consent_proof is not None else None,
         "consented_at": proof.consented_at, "reason": proof.reason, "created_at": now,
+        "rules_sha256": brand.rules_sha256 or None if brand is not None else None,
     })
     if brand is not None and brand.events_url is not None:
         writes.event(event_row(now, brand=brand, type=SUBSCRIPTION_UPDATED, data=subscription_event(

@@ -172,8 +172,11 @@ class Writer:
     """Runs write jobs in batched transactions and reports each job's result after commit."""
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow, max_batch: int = 64,
-                 deadline: float = 4.0, inline: bool | None = None):
+                 deadline: float = 4.0, inline: bool | None = None,
+                 on_locked: Callable[[Connection, list[str]], None] | None = None):
         self.engine = engine
+        # Called with the locked keys once they are held, before any job reads (app.erasure.restore).
+        self.on_locked = on_locked
         self.deadline = deadline
         self.clock = clock
         self.max_batch = max_batch
@@ -401,7 +404,7 @@ class Writer:
             conn = self._connection()
             if trans is None:
                 trans = conn.begin()
-            lock_phones(conn, (k for item in batch for k in item.locks))
+            self._lock(conn, [k for item in batch for k in item.locks])
             self._run_jobs(conn, batch)
             return trans
         except BaseException:  # noqa: BLE001 - any failure: retry each job alone, with reconnects
@@ -409,6 +412,11 @@ class Writer:
             self._abandon(trans)
             self._run_each(batch)
             return None
+
+    def _lock(self, conn: Connection, keys: list[str]) -> None:
+        lock_phones(conn, keys)
+        if self.on_locked is not None and keys:
+            self.on_locked(conn, keys)
 
     def _run_jobs(self, conn: Connection, batch: list[_Item]) -> None:
         """Each job's result, in order; consecutive jobs of a class with `run_many` go to it together.
@@ -462,7 +470,7 @@ class Writer:
         def once() -> Any:
             conn = self._connection()
             with conn.begin():
-                lock_phones(conn, item.locks)
+                self._lock(conn, list(item.locks))
                 return item.fn(conn, self.clock())
 
         return _with_retries(once, on_error=self._drop_invalidated)

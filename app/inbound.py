@@ -228,6 +228,7 @@ class _Batch:
         row = sms_row(now=now, brand=brand.key, program=plan.program, phone=sms.from_phone, body=body,
                       purpose=plan.reply.value, from_number=from_number, service_id=service_id)
         self.replies.append((position, index, row))
+        self.writes.reply(plan.reply.value, body, message_id=sms.message_id)  # the ledger keeps the text sent
         return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body, language=plan.language)
 
     def stop_by_history(self, position: int, now: datetime, sms: InboundSms, rules: Rules) -> InboundResult | None:

@@ -96,6 +96,8 @@ class Brand:
     events_url: str | None
     events_secret_env: str | None
     programs: Mapping[str, Program]  # key -> Program, in file order
+    default_program: str | None = None  # receives API requests that name no program
+    rules_sha256: str = ""  # of the keywords file this brand was loaded from (the consent ledger records it)
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,7 @@ _BRAND_FIELDS = (
     "language",
     "default_region",
     "allowed_countries",
+    "default_program",
     "messages",
     "events",
     "programs",
@@ -429,6 +432,8 @@ class _RawBrand:
     events_url: str | None = None
     events_secret_env: str | None = None
     programs: dict[str, _RawProgram] = field(default_factory=dict)
+    default_program: str | None = None
+    default_program_line: int = 0
 
 
 class _Loader:
@@ -726,6 +731,9 @@ class _Loader:
             else:
                 codes = [self.region(item, f"{where}.allowed_countries") for item in vn.value]
                 brand.allowed_countries = frozenset(c for c in codes if c)
+        if "default_program" in fields:
+            brand.default_program = self.text(fields["default_program"][1], f"{where}.default_program")
+            brand.default_program_line = _line(fields["default_program"][1])
         if "messages" in fields:
             kn, vn = fields["messages"]
             brand.messages_line = _line(kn)
@@ -760,6 +768,9 @@ class _Loader:
                 self.error(_line(kn), f"{where}: at least one program is required")
             for pkey, (pkn, pvn) in (programs or {}).items():
                 self.load_program(brand, pkey, pkn, pvn)
+        if brand.default_program is not None and brand.default_program not in brand.programs:
+            self.error(brand.default_program_line, f"{where}.default_program: '{brand.default_program}' is not one of "
+                       f"the brand's programs ({', '.join(brand.programs) or 'none'})")
 
     def load_program(self, brand: _RawBrand, key: str, key_node: Node, node: Node) -> None:
         where = f"program '{brand.key}/{key}'"
@@ -1193,6 +1204,8 @@ class _Loader:
                 events_url=raw.events_url,
                 events_secret_env=raw.events_secret_env,
                 programs=MappingProxyType(programs),
+                default_program=raw.default_program,
+                rules_sha256=self.sha256,
             )
         senders: dict[str, SenderConfig] = {}
         for raw in self.brands.values():

@@ -23,8 +23,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from app.auth import KeyCache
+from app import dialects
 from app.console import pages as console_pages
+from app import erasure, ledger
 from app.db import Writer, make_engine, utcnow
+from app.proof import ledger_key
 from app.errors import DatabaseUnavailable
 from app.events import EventPoster, event_environ
 from app.inbound import due_for_expiry, expire_due
@@ -41,7 +44,7 @@ from app.reload import RELOAD_SIGNAL, register, reload_rules, unregister
 from app.retire import check_rules_keep_subscribers
 from app.settings import Settings, load_settings
 from app.spool import Spool, drain_forever
-from app.web import api, api_profiles, api_subscriptions, openapi, webhooks
+from app.web import api, api_profiles, api_proof, api_subscriptions, openapi, webhooks
 from app.web.idempotency import IdempotencyMiddleware
 from app.web.problems import EXCEPTION_HANDLERS, problem
 from app.web.request_id import RequestIdMiddleware
@@ -73,13 +76,14 @@ def build_state(
     check_senders(rules, providers)
     # Before any engine is opened: a brand's missing events secret stops start-up with one line.
     event_poster = EventPoster(rules, environ=event_environ())
+    ledger.configure(ledger_key(settings))
     writer_engine = make_engine(settings.database_url, writer=True)
     reader = make_engine(settings.database_url) if settings.is_sqlite else writer_engine
     metrics = Metrics()
     metrics.watch(writer_engine)
     state = AppState(
         settings=settings, rules=rules, reader=reader, providers=providers,
-        writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds),
+        writer=Writer(writer_engine, clock=clock, deadline=settings.db_deadline_seconds, on_locked=erasure.restore),
         signature=TwilioSignature(settings.twilio_auth_token, settings.twilio_webhook_shared_key)
         if settings.twilio_auth_token or settings.twilio_webhook_shared_key else None,
         keys=KeyCache(reader), metrics=metrics, clock=clock, spool=Spool(settings.spool_dir, database=settings.database_url),
@@ -115,6 +119,8 @@ async def start_background(state: AppState, *, sender: bool) -> None:
     if sender and state.sender is not None:
         state.tasks.append(asyncio.create_task(state.sender.run(), name="optline-sender"))
         state.tasks.append(asyncio.create_task(sweep_forever(state), name="optline-sweep"))
+        if state.settings.checkpoint_seconds > 0:
+            state.tasks.append(asyncio.create_task(api_proof.seal_periodically(state), name="optline-seal"))
 
 
 async def stop_background(state: AppState) -> None:
@@ -180,6 +186,7 @@ async def metrics(request: Request) -> Response:
         log.warning("outbox gauges unavailable", exc_info=True)
         rows = None
     state.metrics.set_outbox(rows, now)
+    await api_proof.observe_checkpoint(state)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -226,8 +233,9 @@ def create_app(
     routes = [
         Route("/webhooks/twilio", webhooks.twilio_inbound, methods=["POST"]),
         Route("/webhooks/twilio/status", webhooks.twilio_status, methods=["POST"]),
-        Route("/webhooks/{provider}", webhooks.provider_webhook, methods=["POST"]),
-        Route("/webhooks/{provider}/status", webhooks.provider_webhook, methods=["POST"]),
+        # GET too: only to tell a Vonage SMS API account (which GETs by default) what to switch.
+        Route("/webhooks/{provider}", webhooks.provider_webhook, methods=["GET", "POST"]),
+        Route("/webhooks/{provider}/status", webhooks.provider_webhook, methods=["GET", "POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
@@ -237,6 +245,8 @@ def create_app(
         Route("/v1/consent-events", api.list_consent_events),
         *api_profiles.routes,
         *api_subscriptions.routes,
+        *dialects.routes(),
+        *api_proof.routes,
         console_pages.mount(),
     ]
     app = _Optline(

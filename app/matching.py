@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
 
 from app.normalize import _WORD, normalize, split_words
-from app.optout import Outcome, detect_normalized
+from app.optout import Outcome, detect_normalized, symbol_verdict
 from app.optout.detector import only_politeness
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def is_opt_out_intent(text: str, stop_keywords: Iterable[str] = BUILTIN_STOP) ->
     """Whether a text revokes consent: a stop keyword (alone or with politeness around it), or a detected opt-out.
 
     The detector (app.optout) reads paraphrases, typos, spaced letters, wrong-number and
-    never-signed-up replies in twelve languages, and refuses negated uses and other senses
+    never-signed-up replies in sixteen languages, and refuses negated uses and other senses
     ("don't stop the deals", "bus stop", "cancel my order"); see app/optout/detector.py.
     """
     normalized = normalize(text)
@@ -221,7 +221,12 @@ class SenderRules:
     def match(self, text: str, opt_out_type: str | None = None) -> Match:
         """Read one inbound text: stop > help > confirm > join > start, then Twilio's OptOutType."""
         normalized = normalize(text)
-        found = self._match_words(normalized, tuple(_WORD.findall(normalized)))
+        words = tuple(_WORD.findall(normalized))
+        found = self._match_words(normalized, words)
+        if not words:  # "🛑", "✋": a stop sign alone is flagged for a person, not honoured
+            symbol = symbol_verdict(text)
+            if symbol.rule is not None:
+                found = _match(None, None, None, None, normalized, flagged=True, why=symbol.why)
         if not opt_out_type:
             return found
         # Twilio Advanced Opt-Out has already acted on its own keyword lists; the state we

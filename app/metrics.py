@@ -86,6 +86,8 @@ class Metrics:
                                              "never answered, by provider error code", ["code"], registry=r)
         self.outbox_depth = Gauge("optline_outbox_depth", "Outbox rows still to send, by channel and status",
                                   ["channel", "status"], registry=r)
+        self.ledger_checkpoint = Gauge("optline_ledger_checkpoint", "The newest ledger checkpoint (its id), "
+                                       "labelled with its hash: keep it outside optline", ["hash"], registry=r)
         self.outbox_oldest_due = Gauge("optline_outbox_oldest_due_seconds",
                                        "How long the oldest due outbox row has been waiting", ["channel"], registry=r)
 

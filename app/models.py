@@ -95,6 +95,8 @@ class ConsentEvent(SQLModel, table=True):
         sa.Index("ix_consent_events_brand_id", "brand", "id"),
         # The console's 30-day chart and the ledger's since/until filters read by time.
         sa.Index("ix_consent_events_brand_created_at", "brand", "created_at"),
+        # One link per place in a chain: two writers can never fork a chain.
+        sa.Index("uq_consent_events_chain", "brand", "phone_key", "chain_seq", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -116,6 +118,18 @@ class ConsentEvent(SQLModel, table=True):
     # Why an opt-out by SMS was read as one: the rule and the words that fired.
     reason: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _ts(nullable=False)
+    # The tamper-evident chain (app.ledger): one chain per brand and phone, keyed by a keyed
+    # hash of the number so the chain outlives an erasure of the number and its texts.
+    phone_key: str | None = Field(default=None, max_length=64)
+    chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)
+    raw_text_sha256: str | None = Field(default=None, max_length=64)
+    # The rules it was made under (keywords.yaml's sha256) and the reply sent with it.
+    rules_sha256: str | None = Field(default=None, max_length=64)
+    reply_purpose: str | None = Field(default=None, max_length=32)
+    reply_text: str | None = Field(default=None, sa_type=sa.Text)
+    reply_sha256: str | None = Field(default=None, max_length=64)
 
 
 class InboundMessage(SQLModel, table=True):
@@ -320,6 +334,55 @@ class SenderRate(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False)
 
 
+class LedgerHead(SQLModel, table=True):
+    """The newest link of one consent chain (a brand and a phone's keyed hash): what the next event links to."""
+
+    __tablename__ = "ledger_heads"
+
+    # phone_key first: the writer looks heads up by the keys of the numbers it writes for.
+    phone_key: str = Field(primary_key=True, max_length=64)
+    brand: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(sa_type=sa.BigInteger)
+    hash: str = Field(max_length=64)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class LedgerCheckpoint(SQLModel, table=True):
+    """A seal over every chain head that moved since the checkpoint before it (itself chained to that one)."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+    heads: int = Field(sa_type=sa.BigInteger)  # how many heads this checkpoint seals
+    created_at: datetime = _ts(nullable=False)
+
+
+class LedgerCheckpointHead(SQLModel, table=True):
+    """One chain head a checkpoint sealed: the chain's event at `seq` must still hash to `hash`."""
+
+    __tablename__ = "ledger_checkpoint_heads"
+    __table_args__ = (sa.Index("ix_ledger_checkpoint_heads_chain", "brand", "phone_key", "seq"),)
+
+    checkpoint_id: int = Field(primary_key=True, sa_type=BigId)
+    brand: str = Field(primary_key=True, max_length=64)
+    phone_key: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(sa_type=sa.BigInteger)
+    hash: str = Field(max_length=64)
+
+
+class Erasure(SQLModel, table=True):
+    """A number erased from a brand: only its keyed hash is kept, so its opt-outs still hold if it comes back."""
+
+    __tablename__ = "erasures"
+
+    # phone_key first: every write looks up the numbers it locks (app.erasure.restore).
+    phone_key: str = Field(primary_key=True, max_length=64)
+    brand: str = Field(primary_key=True, max_length=64)
+    erased_at: datetime = _ts(nullable=False)
+
+
 subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 consent_events = ConsentEvent.__table__  # type: ignore[attr-defined]
 inbound_messages = InboundMessage.__table__  # type: ignore[attr-defined]
@@ -330,4 +393,8 @@ profiles = Profile.__table__  # type: ignore[attr-defined]
 idempotency_keys = IdempotencyKey.__table__  # type: ignore[attr-defined]
 console_users = ConsoleUser.__table__  # type: ignore[attr-defined]
 sender_rates = SenderRate.__table__  # type: ignore[attr-defined]
+ledger_heads = LedgerHead.__table__  # type: ignore[attr-defined]
+ledger_checkpoints = LedgerCheckpoint.__table__  # type: ignore[attr-defined]
+ledger_checkpoint_heads = LedgerCheckpointHead.__table__  # type: ignore[attr-defined]
+erasures = Erasure.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -34,7 +34,7 @@ class _DropTable(dict[int, int | None]):
 
     def __missing__(self, cp: int) -> int | None:
         drop = cp in _INVISIBLE or unicodedata.category(chr(cp)) in ("Mn", "Me")
-        value = None if drop else cp
+        value = None if drop else (0x64 if cp == 0x111 else cp)  # đ -> d
         self[cp] = value
         return value
 
@@ -54,19 +54,96 @@ def _is_edge(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "PSZCM"
 
 
+# Look-alikes for Latin letters that NFKC leaves alone: letters in squares and circles drawn as
+# emoji (🅢🅣🅞🅟, 🆂🆃🅾🅿) and regional indicators (🇸🇹🇴🇵). Two regional indicators are a flag
+# ("🇫🇷 oui" stays a flag), so only a run of three or more spells a word; an enclosed letter
+# spells one beside another enclosed letter or a Latin letter ("🅿️" alone stays the parking sign).
+_ENCLOSED_RUN = re.compile(r"[\U0001F150-\U0001F169\U0001F170-\U0001F189\ufe0f]{2,}|[\U0001F1E6-\U0001F1FF]{3,}")
+_ENCLOSED_BASES = ((0x1F150, 0x1F169), (0x1F170, 0x1F189), (0x1F1E6, 0x1F1FF))
+
+
+def _enclosed_letters(found: re.Match[str]) -> str:
+    out = []
+    for ch in found.group():
+        cp = ord(ch)
+        for lo, hi in _ENCLOSED_BASES:
+            if lo <= cp <= hi:
+                out.append(chr(ord("a") + cp - lo))
+    return "".join(out) if len(out) >= 2 else found.group()
+
+
+# Cyrillic, Greek and Armenian letters drawn like Latin ones (after casefolding), from Unicode's
+# confusables table (https://www.unicode.org/Public/security/latest/confusables.txt): "SТОР"
+# with a Cyrillic Т, О and Р reads "stop".
+_CONFUSABLE = {
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "һ": "h", "ԛ": "q",
+    "ԝ": "w", "ӏ": "l", "ү": "y", "α": "a", "β": "b", "ε": "e", "η": "h", "ι": "i", "κ": "k", "μ": "m",
+    "ν": "n", "ο": "o", "ρ": "p", "τ": "t", "υ": "y", "χ": "x", "ζ": "z",
+    "տ": "s", "օ": "o", "ս": "u", "հ": "h", "ց": "g", "ք": "p", "ո": "n",
+}  # fmt: skip
+_CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE)
+_CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u0531-\u058f\u1c80-\u1c8f\u1f00-\u1fff]")
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
+_CONFUSABLES = frozenset(_CONFUSABLE)
+_RARE_IN_RUSSIAN = frozenset("ѕіїјԁһԛԝӏү")
+
+
+def _fold_confusables(s: str) -> str:
+    """Latin for Cyrillic/Greek look-alikes (before casefolding): in a word mixing them with Latin
+    letters ("SТОР", "sтор"), and in a word of three or more capitals made only of look-alikes
+    when no other Cyrillic or Greek letter stands in the text ("СТОР"). Russian or Greek prose
+    keeps its letters ("не тот номер"): lower case, or a letter with no Latin twin nearby."""
+    others = any(ch.lower() not in _CONFUSABLES for ch in _CYRILLIC_GREEK.findall(s))
+
+    def fold(found: re.Match[str]) -> str:
+        word = found.group()
+        foreign = _CYRILLIC_GREEK.findall(word)
+        if not foreign or any(ch.lower() not in _CONFUSABLES for ch in foreign):
+            return word
+        if not all(ch.isascii() or ch.lower() in _CONFUSABLES for ch in word):
+            return word
+        rare = any(ch.lower() in _RARE_IN_RUSSIAN for ch in foreign)  # "ѕтор": a Macedonian ѕ in a Latin word
+        if len(foreign) < len(word) or (not others and len(word) >= 3 and (word.isupper() or rare)):
+            return word.lower().translate(_CONFUSABLE_TABLE)
+        return word
+
+    return _LETTER_RUN.sub(fold, s)
+
+
 def normalize(text: str) -> str:
-    """Normalise a text or keyword for matching: NFKC, no invisibles or accents, casefolded, trimmed."""
+    """Normalise a text or keyword for matching: NFKC, no invisibles or accents, casefolded, trimmed,
+    Latin look-alikes (Cyrillic/Greek homoglyphs, enclosed and regional-indicator letters) folded."""
     if text.isascii():
-        return " ".join(text.lower().split()).strip(_ASCII_EDGE)
-    # Accents go after casefolding, which can itself produce combining marks (İ -> i̇).
-    s = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold()).translate(_DROP)
+        s = " ".join(text.lower().split())
+        out = s.strip(_ASCII_EDGE)
+        if out and out[0].isalpha() and s[: s.find(out)].endswith("$"):
+            out = "s" + out  # "$TOP": a dollar sign glued to a word stands for its S
+        if out and s.endswith(" #") and out[-1].isalnum():
+            out += " #"  # "wrong #": a number sign standing alone at the end is a word
+        return out
+    if _ENCLOSED_RUN.search(text):
+        text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
+    s = unicodedata.normalize("NFKC", text)
+    if _CYRILLIC_GREEK.search(s):  # look-alikes are judged without their accents ("Άu" is "au")
+        s = _fold_confusables(unicodedata.normalize("NFD", s).translate(_DROP))
+    # Accents go after casefolding, which can itself produce combining marks (İ -> i̇); the
+    # Vietnamese "đ" has a stroke, not a mark, and is stripped too ("đừng" reads "dung").
+    s = unicodedata.normalize("NFD", s.casefold()).translate(_DROP)
     s = " ".join(unicodedata.normalize("NFC", s).split())
+    if _CYRILLIC_GREEK.search(s):  # a letter that became a look-alike only by casefolding ("ᲂu")
+        s = _fold_confusables(s)
     start, end = 0, len(s)
     while start < end and _is_edge(s[start]):
         start += 1
     while end > start and _is_edge(s[end - 1]):
         end -= 1
-    return s[start:end]
+    out = s[start:end]
+    if 0 < start < end and s[start - 1] == "$" and s[start].isalpha():
+        out = "s" + out
+    if out and s.endswith(" #") and end == len(s) - 2 and out[-1].isalnum():
+        out += " #"
+    return out
 
 
 def split_words(normalized: str) -> tuple[str, ...]:

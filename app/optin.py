@@ -31,8 +31,10 @@ class ApiActor:
 
 
 def resolve_program(brand: Brand, program: str | None) -> str:
-    """The program named, or the brand's only one; 422 otherwise."""
+    """The program named, else the brand's `default_program`, else its only one; 422 otherwise."""
     if program is None:
+        if brand.default_program is not None:
+            return brand.default_program
         if len(brand.programs) == 1:
             return next(iter(brand.programs))
         raise Unprocessable("program is required: this brand has several programs", field="program")
@@ -88,7 +90,7 @@ def check_consent_is_current(sub: Sub | None, *, consented_at: datetime | None, 
 def opt_in(
     conn: Connection, now: datetime, *, rules: Rules, brand: Brand, program: str, phone: str, double_opt_in: bool,
     actor: ApiActor, consent_source: str, consented_at: datetime | None, consent_proof: Mapping[str, Any],
-    profile_id: str | None,
+    profile_id: str | None, keyword: str | None = None,
 ) -> Sub:
     """Opt `phone` into `program` with consent proof: subscribed at once, or pendingDOI with a prompt.
 
@@ -111,7 +113,7 @@ def opt_in(
         sub.set(profile_id=profile_id)
     event = Event.API_OPT_IN_DOI if double_opt_in else Event.API_OPT_IN
     proof = Proof(source=Source.API, api_key_id=actor.api_key_id, consent_source=consent_source,
-                  consent_proof=consent_proof, consented_at=consented_at)
+                  consent_proof=consent_proof, consented_at=consented_at, keyword=keyword)
     writes = Writes()
     from_number, service_id = _route(rules, brand.key, program, sub)
     applied = apply_event(writes, sub, event, now=now, proof=proof, brand=brand, sender=from_number or service_id,
@@ -125,9 +127,11 @@ def opt_in(
             reply = None
         else:
             sub.set(last_prompt_at=now)
+    body = rules.render(brand.key, program, reply.value, sub.language) if reply is not None else None
+    if reply is not None and body is not None:
+        writes.reply(reply.value, body)  # the ledger keeps the text sent with the event
     writes.flush(conn)
     if reply is not None:
-        body = rules.render(brand.key, program, reply.value, sub.language)
         if body is not None:
             enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body, purpose=reply.value,
                         from_number=from_number, service_id=service_id)
@@ -148,27 +152,34 @@ def opt_out(
         proof = Proof(source=Source.API, api_key_id=actor.api_key_id)
     changed: list[Sub] = []
     out: list[Sub] = []
+    writes = Writes()  # flushed once the stop reply is known: the ledger keeps its text
     for program in programs:
         sub = subs.get(program) or Sub.blank(brand=brand.key, program=program, phone=phone, now=now)
-        applied = apply_event(conn, sub, Event.API_OPT_OUT, now=now, proof=proof, brand=brand)
+        applied = apply_event(writes, sub, Event.API_OPT_OUT, now=now, proof=proof, brand=brand)
         # Only someone who was (or was becoming) a subscriber is told: a stop text to a phone
         # that never joined this brand would be the first message it ever got from it.
         if applied.before in (Status.SUBSCRIBED, Status.PENDING):
             changed.append(sub)
         out.append(sub)
-    whole_brand = set(programs) == set(brand.programs)
-    cancel_queued(conn, [{"brand": brand.key, "phone": phone, "now": now}],
-                  programs=None if whole_brand else programs)
+    body: str | None = None
+    lead: Sub | None = None
+    stop_program: str | None = None
     if notify and changed:
         # One stop reply, from the sender the phone knows best: the most recently used one.
         lead = max(changed, key=lambda s: s.updated_at)
-        program = lead.program if len(programs) == 1 else None
-        body = rules.render(brand.key, program, Reply.STOP.value, lead.language) or \
+        stop_program = lead.program if len(programs) == 1 else None
+        body = rules.render(brand.key, stop_program, Reply.STOP.value, lead.language) or \
             rules.render(brand.key, lead.program, Reply.STOP.value, lead.language)
         if body is not None:
-            from_number, service_id = _route(rules, brand.key, lead.program, lead)
-            enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body,
-                        purpose=Reply.STOP.value, from_number=from_number, service_id=service_id)
+            writes.reply(Reply.STOP.value, body)
+    writes.flush(conn)
+    whole_brand = set(programs) == set(brand.programs)
+    cancel_queued(conn, [{"brand": brand.key, "phone": phone, "now": now}],
+                  programs=None if whole_brand else programs)
+    if lead is not None and body is not None:
+        from_number, service_id = _route(rules, brand.key, lead.program, lead)
+        enqueue_sms(conn, now=now, brand=brand.key, program=stop_program, phone=phone, body=body,
+                    purpose=Reply.STOP.value, from_number=from_number, service_id=service_id)
     return out
 
 

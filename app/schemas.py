@@ -115,6 +115,25 @@ class FieldError(BaseModel):
     message: str = Field(description="What is wrong with it.")
 
 
+class OptOutScope(BaseModel):
+    """Where an opt-out applies."""
+
+    model_config = _RESPONSE
+
+    program: str = Field(description="The program it ended.")
+    sender: str | None = Field(description="The number, short code or Messaging Service the phone used, if known.")
+
+
+class OptOutInfo(BaseModel):
+    """The phone's own opt-out that a refused opt-in ran into: only the phone may undo it."""
+
+    model_config = _RESPONSE
+
+    at: datetime = Field(description="When the phone opted out (RFC 3339, UTC).")
+    source: str = Field(description="How: `sms`, `whatsapp`, `rcs`, `messenger` (a texted STOP) or `carrier`.")
+    scope: OptOutScope
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document: every 4xx/5xx answer of the API."""
 
@@ -125,6 +144,9 @@ class Problem(BaseModel):
     status: int = Field(description="The HTTP status code.")
     detail: str = Field(description="What went wrong, for a human.")
     errors: list[FieldError] = Field(default_factory=list, description="The fields that were refused, one entry each.")
+    opt_out: OptOutInfo | None = Field(
+        None, description="On a 409 for an opt-in: the phone's own opt-out (a STOP it texted, or a carrier's "
+                          "signal), which only the phone can undo by texting a join keyword or START.")
 
 
 class ProfileIn(BaseModel):
@@ -304,6 +326,8 @@ class OptOutIn(_In):
 
 class ContactProgramIn(_In):
     subscribe_status: Literal["subscribed", "unsubscribed"]
+    keyword: str | None = Field(None, min_length=1, max_length=64,
+                                description="one of the program's join keywords (Cordial sends the one used to join)")
     consented_at: AwareDatetime | None = Field(
         None, description="when the person gave the consent behind `subscribed` (RFC 3339 with offset); after an "
                           "opt-out it must be later than the opt-out, else 409; absent means now unless the phone "

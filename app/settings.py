@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # a random key is made once and kept in `secret_key_file`.
     secret_key: str | None = Field(None, min_length=32, validation_alias="OPTLINE_SECRET_KEY")
     secret_key_file: str = Field(str(PROJECT_ROOT / "var" / "secret.key"), validation_alias="OPTLINE_SECRET_KEY_FILE")
+    # The key of the keyed hash that names a number in the consent ledger (and outlives its
+    # erasure). Unset, it is derived from the secret key; either must never change once used.
+    ledger_key: str | None = Field(None, min_length=32, validation_alias="OPTLINE_LEDGER_KEY")
+    # How often a serve or worker process seals the ledger's chain heads with a checkpoint (0: never).
+    checkpoint_seconds: float = Field(3600.0, ge=0, validation_alias="OPTLINE_CHECKPOINT_SECONDS")
+    # Message bodies (inbound texts, sent texts) older than this many days are blanked by
+    # `optline retention` and the periodic task; unset keeps them. Opt-outs are never purged.
+    body_retention_days: int | None = Field(None, ge=1, validation_alias="OPTLINE_BODY_RETENTION_DAYS")
     # Where each running `serve` / `worker` process leaves its pid file, so `optline reload`
     # can find every one of them on this machine (also the children of `serve --workers N`).
     run_dir: str = Field(str(PROJECT_ROOT / "var" / "run"), validation_alias="OPTLINE_RUN_DIR")

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from bench import default, optout, send
+from bench import default, ledger, optout, send
 from bench.load import (
     LUA_DONE,
     Server,
@@ -311,12 +311,15 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--sends", type=int, default=3000, help="texts each send figure posts")
     parser.add_argument("--send-timeout", type=float, default=60.0)
-    parser.add_argument("--only", nargs="*", default=["default", "inbound", "burst", "api", "send", "optout"],
-                        choices=["default", "inbound", "burst", "api", "send", "optout"])
+    parser.add_argument("--only", nargs="*", default=["default", "inbound", "burst", "api", "send", "optout", "ledger"],
+                        choices=["default", "inbound", "burst", "api", "send", "optout", "ledger"])
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     if args.only == ["optout"]:  # pure: no servers, no fake Twilio
         optout.run()
+        return
+    if args.only == ["ledger"]:  # no servers either
+        ledger.run(args.engines, tempdir())
         return
     folder = tempdir()
     emit(bench="optline", cores=os.cpu_count(), seconds=args.seconds, connections=args.connections, folder=str(folder))
@@ -340,6 +343,8 @@ def main() -> None:
         send.run(args, folder)
     if "optout" in args.only:
         optout.run()
+    if "ledger" in args.only:
+        ledger.run(args.engines, folder)
 
 
 if __name__ == "__main__":

@@ -119,3 +119,23 @@ def test_a_flagged_text_changes_nothing_and_is_listed(gateway: Gateway, messages
     flagged = messages(flagged="true")["items"]
     assert [m["body"] for m in flagged] == ["don't stop the deals!!"] and flagged[0]["flagged"] is True
     assert all(not m["flagged"] for m in messages(flagged="false")["items"])
+
+
+def test_a_stop_sign_alone_and_opt_out_vocabulary_are_flagged_not_honoured(gateway: Gateway, messages: Any) -> None:
+    sms(gateway, "JOIN", "YES")
+    sent = len(gateway.replies(PHONE))
+    texts = ["\U0001f6d1", "my lawyer says this breaks the TCPA"]
+    for text in texts:
+        assert gateway.text(text, from_=PHONE).status_code == 200
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "subscribed" and len(gateway.replies(PHONE)) == sent
+    assert sorted(m["body"] for m in messages(flagged="true")["items"]) == sorted(texts)
+
+
+def test_look_alike_letters_are_a_stop(gateway: Gateway) -> None:
+    sms(gateway, "JOIN", "YES")
+    assert gateway.text("S\u0422\u041e\u0420", from_=PHONE).status_code == 200  # Cyrillic Т, О, Р
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "unsubscribed"
+    # the text is stored as sent, look-alikes and all
+    assert gateway.query("SELECT body FROM inbound_messages WHERE body LIKE 'S%'")[0][0] == "S\u0422\u041e\u0420"

@@ -303,6 +303,19 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "opt-out": {"phoneNumber": PHONE, "program": "deals", "notify": True},
     "contact": {"channels": {"sms": {"programs": {"deals": {"subscribeStatus": "subscribed"},
                                                   "news": {"subscribeStatus": "unsubscribed"}}}}},
+    # The vendor dialects (app/dialects), each in its vendor's shape.
+    "noticia-profile": {"externalId": "crm-1", "phoneNumber": PHONE, "firstName": "Ada", "attributes": {"tier": "gold"}},
+    "noticia-opt-in": {**{k: v for k, v in CONSENT.items() if k != "program"}, "profileId": "crm-1"},
+    "noticia-opt-out": {"phoneNumber": PHONE, "program": "deals"},
+    "synerise-client": {"email": "ada@example.com", "phone": PHONE, "customId": "crm-1", "firstName": "Ada",
+                        "city": "Krakow", "sex": "FEMALE", "agreements": {"email": True, "sms": False},
+                        "attributes": {"a": 1}, "tags": ["vip"]},
+    "synerise-batch": [{"email": "ada@example.com", "firstName": "Ada"}, {"customId": "crm-2"}],  # type: ignore[dict-item]
+    "cordial-contact": {"channels": {"sms": {"address": "14155550123", "programs": {
+        "deals": {"keyword": "JOIN", "subscribeStatus": "subscribed"}, "news": {"subscribeStatus": "unsubscribed"}}}}},
+    "sonar-customer": {"phone_number": PHONE, "email": "ada@example.com", "first_name": "Ada",
+                       "picture_url": "http://pics.example/ada.png", "properties": {"a": "b"},
+                       "timezone": "America/Los_Angeles"},
 }
 
 
@@ -314,6 +327,18 @@ class Op:
     methods: tuple[str, ...]
     query: tuple[str, ...] = ()
     body: str | None = None
+    auth: str = "x-api-key"  # how the route takes its key: x-api-key, bearer, basic or x-token
+
+
+def auth_headers(style: str, key: str) -> dict[str, str]:
+    """The key as a route of `style` takes it."""
+    if style == "bearer":
+        return {"authorization": f"Bearer {key}"}
+    if style == "basic":
+        return {"authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    if style == "x-token":
+        return {"x-token": key}
+    return {"x-api-key": key}
 
 
 LIST = ("limit", "cursor")
@@ -334,12 +359,28 @@ OPS = [
     Op("/v1/programs", ("GET",)),
     Op("/v1/messages", ("GET",), (*LIST, "phoneNumber")),
     *(Op(path, ("GET",)) for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")),
+    Op("/compat/noticia/v1/profiles", ("POST",), body="noticia-profile"),
+    Op("/compat/noticia/v1/profiles/{ref:path}", ("GET",)),
+    Op("/compat/noticia/v1/subscriptions/opt-in", ("POST",), body="noticia-opt-in"),
+    Op("/compat/noticia/v1/subscriptions/opt-out", ("POST",), body="noticia-opt-out"),
+    Op("/compat/synerise/v4/clients", ("POST",), body="synerise-client", auth="bearer"),
+    Op("/compat/synerise/v4/clients/batch", ("POST",), body="synerise-batch", auth="bearer"),
+    Op("/compat/synerise/crm/v1/list", ("GET",), ("limit",), auth="bearer"),
+    *(op for segment in ("by-email/", "by-phone/", "by-customId/", "by-uuid/", "") for op in (
+        Op(f"/compat/synerise/v4/clients/{segment}{{value}}", ("GET", "DELETE"), auth="bearer"),
+        Op(f"/compat/synerise/v4/clients/{segment}{{value}}", ("POST",), body="synerise-client", auth="bearer"))),
+    Op("/compat/cordial/v2/contacts", ("POST",), body="cordial-contact", auth="basic"),
+    Op("/compat/cordial/v2/contacts/{key}", ("GET",), auth="basic"),
+    Op("/compat/cordial/v2/contacts/{key}", ("PUT",), body="cordial-contact", auth="basic"),
+    Op("/compat/sonar/api/v1/customers", ("POST",), body="sonar-customer", auth="x-token"),
 ]
 WEBHOOKS = {"/webhooks/twilio": ("POST",), "/webhooks/twilio/status": ("POST",)}
 # Every other provider's routes: fuzzed with each provider's own signed payloads in test_provider_fuzz.py.
-PROVIDER_WEBHOOKS = {"/webhooks/{provider}": ("POST",), "/webhooks/{provider}/status": ("POST",)}
+# GET only tells a Vonage SMS API account to switch (tests/test_vonage_sms_api.py fuzzes it).
+PROVIDER_WEBHOOKS = {"/webhooks/{provider}": ("GET", "POST"), "/webhooks/{provider}/status": ("GET", "POST")}
 PATH_VALUES = {"ref": ["crm-1", "crm-2", "prof_00000000000000000000000000"], "phone": [PHONE, OTHER, "14155550123"],
-               "email": ["ada@example.com", "ADA@example.com"]}
+               "email": ["ada@example.com", "ADA@example.com"], "key": ["sms:14155550123", "14155550123", PHONE],
+               "value": ["ada@example.com", "crm-1", PHONE, "2149203825", "24f539a0-d257-11ea-92f0-23c0f0aec77f"]}
 
 
 def test_the_fuzz_covers_every_route(gateway_factory: Any, sqlite_url: str) -> None:
@@ -419,7 +460,8 @@ def api_requests(draw: st.DrawFn) -> dict[str, Any]:
         headers["idempotency-key"] = often(draw, st.text(st.characters(min_codepoint=32, max_codepoint=255),
                                                          max_size=12), st.text(max_size=300), 6).encode("latin-1", "replace")
     return {"method": method, "url": path, "params": params, "content": content, "headers": headers,
-            "auth": often(draw, st.just("key"), st.sampled_from(["other", "bearer", "none", "garbage"]), 8)}
+            "auth": often(draw, st.just("key"), st.sampled_from(["other", "bearer", "none", "garbage"]), 8),
+            "style": op.auth}
 
 
 def test_no_request_to_the_api_is_a_5xx(gateway: Gateway, key: str) -> None:
@@ -434,9 +476,10 @@ def test_no_request_to_the_api_is_a_5xx(gateway: Gateway, key: str) -> None:
     @given(request=api_requests(), cursor=st.sampled_from(cursors))
     def check(request: dict[str, Any], cursor: str) -> None:
         auth = request.pop("auth")
+        style = request.pop("style")
         headers = request["headers"]
         if auth in ("key", "other"):
-            headers["x-api-key"] = key if auth == "key" else other
+            headers.update(auth_headers(style, key if auth == "key" else other))
         elif auth == "bearer":
             headers["authorization"] = f"Bearer {key}"
         elif auth == "garbage":
@@ -499,9 +542,11 @@ def sweep(op: Op) -> list[dict[str, Any]]:
             template = TEMPLATES[op.body]
             requests += [{"method": method, "url": good_path, "content": json.dumps(replaced(template, at, bad)).encode()}
                          for at in leaf_paths(template) for bad in BAD_JSON]
-            requests += [{"method": method, "url": good_path, "content": json.dumps({**template, "extra\x00": 1}).encode()}]
+            if isinstance(template, dict):
+                requests += [{"method": method, "url": good_path,
+                              "content": json.dumps({**template, "extra\x00": 1}).encode()}]
             requests += [{"method": method, "url": good_path, "content": raw} for raw in RAW_BODIES]
-    return requests
+    return [{**r, "style": op.auth} for r in requests]
 
 
 def test_every_field_of_every_route_bent_one_at_a_time(gateway: Gateway, key: str) -> None:
@@ -509,7 +554,9 @@ def test_every_field_of_every_route_bent_one_at_a_time(gateway: Gateway, key: st
     requests = [r for op in sorted(OPS, key=lambda o: "DELETE" in o.methods) for r in sweep(op)]
     failures = []
     for request in requests:
-        response = gateway.client.request(**request, headers={"x-api-key": key, "content-type": "application/json"})
+        style = request.pop("style")
+        response = gateway.client.request(**request, headers={**auth_headers(style, key),
+                                                              "content-type": "application/json"})
         if response.status_code >= 500 or (
                 response.status_code >= 400 and not response.headers.get("content-type", "").startswith(PROBLEM)):
             failures.append(f"{response.status_code} {request['method']} {request['url'][:80]} "

@@ -1207,3 +1207,17 @@ def test_shipped_file_answers_french_keywords_in_french() -> None:
     rules = load_rules(SHIPPED)
     assert rules.render("acme", "deals", "doi_expired", "fr").startswith("ACME Deals : votre demande a expiré")
     assert rules.render("bistro", "menu", "already_subscribed", "en").startswith("Menu du jour: you're already")
+
+
+# --- default_program ---------------------------------------------------------------------
+
+
+def test_default_program_names_one_of_the_brands_programs(tmp_path: Path) -> None:
+    text = edit(TWO, "    programs:\n", "    default_program: news\n    programs:\n")
+    assert load_rules(write(tmp_path, text)).brand("acme").default_program == "news"
+    assert load_rules(write(tmp_path, TWO)).brand("acme").default_program is None
+    wrong = errors_of(tmp_path, edit(TWO, "    programs:\n", "    default_program: menu\n    programs:\n"))
+    assert [(f.line, "default_program: 'menu' is not one of the brand's programs" in f.message) for f in wrong] == [
+        (9, True)]
+    empty = errors_of(tmp_path, edit(TWO, "    programs:\n", "    default_program: ''\n    programs:\n"))
+    assert len(empty) == 1 and "default_program must not be empty" in empty[0].message

@@ -237,7 +237,7 @@ SHARED_CASES = [
     ("join deals news", None, None, None, None, False),
     ("PROMO", None, None, None, None, False),  # another sender's program
     ("what time does the sale end", None, None, None, None, False),
-    ("🛑", None, None, None, None, False),
+    ("👍", None, None, None, None, False),  # a stop sign alone is flagged: tests/test_optout.py
     ("", None, None, None, None, False),
 ]
 

@@ -588,7 +588,9 @@ routes = [
 
 def mount() -> Mount:
     """The console, mounted at /console."""
-    return Mount("/console", routes=routes, name="console")
+    from app.console import evidence  # its page uses this module's `page`
+
+    return Mount("/console", routes=[*routes, *evidence.routes], name="console")
 
 
 __all__ = ["NAV", "mount", "routes"]

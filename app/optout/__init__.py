@@ -1,5 +1,5 @@
-"""The opt-out detector: whether a text revokes consent, in any of twelve languages, and why (pure)."""
+"""The opt-out detector: whether a text revokes consent, in any of sixteen languages, and why (pure)."""
 
-from app.optout.detector import Outcome, Verdict, detect, detect_normalized
+from app.optout.detector import MAX_CHARS, Outcome, Verdict, detect, detect_normalized, last_steps, symbol_verdict
 
-__all__ = ["Outcome", "Verdict", "detect", "detect_normalized"]
+__all__ = ["MAX_CHARS", "Outcome", "Verdict", "detect", "detect_normalized", "last_steps", "symbol_verdict"]

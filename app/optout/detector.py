@@ -10,6 +10,21 @@ The rules, in the order a verdict's `rule` names them:
   that opens the text ("Stop svp je reçois trop de messages");
 - `substring`/`alone`: the same for scripts without spaces between words (zh, ja, ko, ar, hi).
 
+A reading that would be an opt-out in a text of second thoughts or hypotheticals ("Stop. Actually
+never mind", "if prices go up again I'll unsubscribe") is flagged `hedged`. A text that no rule
+honours but that holds opt-out vocabulary of any language (the wide `net` of each lexicon: "cancel",
+"consent", "spam", "dnc") is flagged `net`, and one made only of a stop sign or a raised hand
+(🛑, ✋) is flagged `symbol`: a person decides within the FCC's ten business days.
+
+Look-alikes (Cyrillic/Greek homoglyphs, enclosed and regional-indicator letters) are folded by
+app.normalize; here symbols standing for letters ("$top", "st0p", "@rrêt"), words split in two
+("un subscribe", "ab melden") and misspellings up to two edits of a long keyword ("unsuscrbie")
+are read as the word they spell.
+
+Cost is bounded: only the first `MAX_CHARS` characters are read (the whole text is still stored),
+and `Detector.steps` counts the work of the last call (words visited, pattern attempts, typo
+comparisons, characters scanned by substring searches) so tests can bound it without a clock.
+
 A reading that would be an opt-out but is negated ("don't stop the deals", "N'arrêtez pas"),
 vetoed (a re-subscribe request, "keep the texts", another channel named: "unsubscribe from the
 emails") or a loose word in a long text that no rule explains is **flagged**: it changes
@@ -27,6 +42,7 @@ from enum import StrEnum
 
 from app.normalize import normalize
 from app.optout.lexicon import Lexicon, fold_substring, load, split_elision
+from app.optout.words import WordFacts, edits_within, typo_variants
 
 
 class Outcome(StrEnum):
@@ -42,7 +58,7 @@ class Verdict:
     """The detector's reading of one text, and why."""
 
     outcome: Outcome
-    rule: str | None = None  # phrase|keyword|typo|strong|short|first|substring|alone; negated|veto|ambiguous
+    rule: str | None = None  # phrase|keyword|typo|strong|short|first|substring|alone; negated|veto|ambiguous|hedged|net|symbol
     words: str | None = None  # the words that fired, normalised
     language: str | None = None  # language of the lexicon entry that fired
 
@@ -51,10 +67,24 @@ class Verdict:
         """Short and human-readable: "phrase(fr): 'ne plus recevoir'"; None when no rule fired."""
         if self.rule is None:
             return None
+        if self.language is None:  # a symbol belongs to no language
+            return f"{self.rule}: '{self.words}'"
         return f"{self.rule}({self.language}): '{self.words}'"
 
 
 NOTHING = Verdict(Outcome.NONE)
+MAX_CHARS = 1_600  # the longest concatenated SMS (10 x 160 GSM-7 characters); the rest is not read
+# A text made only of a stop sign, a no-entry sign or a raised hand: flagged, not honoured.
+_STOP_SYMBOLS = frozenset("\U0001f6d1\u270b\u26d4\U0001f6ab\U0001f645\U0001f91a\U0001f590")
+_SYMBOL_NOISE = re.compile(r"[\s\ufe0f\u200d\U0001f3fb-\U0001f3ff\u2640\u2642!.]+")
+# Symbols standing for letters inside a word: "$top", "unsub$cribe", "@rrêt".
+_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|][^\W_]+)+")
+_HYPHENATED = re.compile(r"([^\W\d_]+)\s*[-_\u2013\u2014]\s*([^\W\d_]+)")
+_SYMBOL_LETTERS = (str.maketrans("$@!|", "saii"), str.maketrans("$@!|", "soil"))
+_MAX_ANCHORS = 24
+_LOOK_CHARS = 120  # how far around a match the negation and channel checks look
+_CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
+_TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
 _SHORT_TEXT_WORDS = 5
 _NEGATION_WINDOW = 3  # a negator this many words before an opt-out reading negates it
 _TYPO_CLAUSE_WORDS = 4
@@ -77,50 +107,6 @@ _SUBSTRING_SCRIPT = re.compile(
 _CACHE_LIMIT = 50_000
 
 
-class _Word:
-    """What the lexicon knows about one processed word (cached per word)."""
-
-    __slots__ = ("strength", "language", "companion", "negator", "msg", "typo_of", "patterns")
-
-    def __init__(self, lexicon: Lexicon, typos: dict[str, str], anchors: dict[str, list[int]],
-                 prefixes: dict[str, list[int]], prefix_lengths: tuple[int, ...], word: str) -> None:
-        kw = lexicon.keywords.get(word)
-        if kw is None:
-            for length in range(len(word), 3, -1):
-                kw = lexicon.keyword_prefixes.get(word[:length])
-                if kw is not None:
-                    break
-        self.strength, self.language = kw if kw else (None, None)
-        sets = lexicon.sets
-        self.negator = word in sets["neg"]
-        self.msg = word in sets["msg"]
-        self.companion = kw is not None or any(word in sets[n] for n in ("fill", "msg", "me", "det"))
-        self.typo_of = None if kw or self.companion else typos.get(word)
-        ids = list(anchors.get(word, ()))
-        for length in prefix_lengths:
-            if length <= len(word):
-                ids.extend(prefixes.get(word[:length], ()))
-        self.patterns = tuple(sorted(set(ids)))
-
-
-def _typo_variants(word: str) -> set[str]:
-    """Misspellings one slip away: swapped neighbours, a doubled letter; longer words also lose, gain or change one."""
-    out: set[str] = set()
-    n = len(word)
-    for i in range(n - 1):
-        out.add(word[:i] + word[i + 1] + word[i] + word[i + 2 :])
-    for i in range(n):
-        out.add(word[:i] + word[i] + word[i:])
-    if n >= 6:
-        out.update(word[:i] + word[i + 1 :] for i in range(n))
-    if n >= 8:
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        out.update(word[:i] + c + word[i + 1 :] for i in range(n) for c in letters)
-        out.update(word[:i] + c + word[i:] for i in range(n + 1) for c in letters)
-    out.discard(word)
-    return out
-
-
 class Detector:
     """The compiled lexicons and the rules that read a text with them."""
 
@@ -129,8 +115,10 @@ class Detector:
         known = set(lexicon.keywords).union(*lexicon.sets.values())
         self.typos: dict[str, str] = {}
         for word, (strength, _) in lexicon.keywords.items():
-            if strength != "weak" and len(word) >= 4 and word.isalpha():
-                for variant in _typo_variants(word):
+            if (strength != "weak" or len(word) >= 6) and len(word) >= 4 and word.isalpha():
+                for variant in typo_variants(word):
+                    if strength == "weak" and sorted(variant) != sorted(word):
+                        continue  # a long weak word ("remove") only with letters swapped ("remvoe")
                     if variant not in known:
                         self.typos.setdefault(variant, word)
         self.anchors: dict[str, list[int]] = {}
@@ -141,7 +129,18 @@ class Detector:
             for stem in pattern.prefix_anchors:
                 self.prefixes.setdefault(stem, []).append(index)
         self.prefix_lengths = tuple(sorted({len(s) for s in self.prefixes}))
-        self._words: dict[str, _Word] = {}
+        # Long strong keywords and stems by first letter, for misspellings two edits away ("unsuscrbie").
+        self.long_keywords: dict[str, list[tuple[str, bool, frozenset[str]]]] = {}
+        for word, (strength, _) in lexicon.keywords.items():
+            if strength == "strong" and len(word) >= _TYPO2_MIN and word.isalpha():
+                self.long_keywords.setdefault(word[0], []).append((word, False, frozenset(word)))
+        for stem, (strength, _) in lexicon.keyword_prefixes.items():
+            if strength == "strong" and len(stem) >= 6 and stem.isalpha():
+                self.long_keywords.setdefault(stem[0], []).append((stem, True, frozenset(stem)))
+        self.steps = 0  # the work of the last detect() call (see the module docstring)
+        # The first piece of a split keyword is the start of one ("un" subscribe, "ab" melden).
+        self.heads = {w[:n] for w in (*lexicon.keywords, *lexicon.keyword_prefixes) for n in range(1, len(w))}
+        self._words: dict[str, WordFacts] = {}
         self._tokens: dict[str, tuple[str, ...]] = {}
         subs = lexicon.substrings
 
@@ -154,19 +153,51 @@ class Detector:
         self._sub_optout = alternation("optout")
         self._sub_fill = alternation("fill")
         self._sub_alone = subs["alone"]
+        self._sub_hedge = alternation("hedge")
+        self._sub_net = alternation("net")
         self._fill_text = re.compile("|".join(map(re.escape, sorted(lexicon.fill_text, key=len, reverse=True))))
 
     # -- words
 
-    def word(self, word: str) -> _Word:
+    def word(self, word: str) -> WordFacts:
         """The cached lexicon facts about one processed word."""
         found = self._words.get(word)
         if found is None:
             if len(self._words) >= _CACHE_LIMIT:
                 self._words.clear()
-            found = _Word(self.lexicon, self.typos, self.anchors, self.prefixes, self.prefix_lengths, word)
+            found = WordFacts(self.lexicon, self.typos, self.anchors, self.prefixes, self.prefix_lengths, word)
+            if found.strength is None and found.typo_of is None and not found.companion and len(word) >= _TYPO2_MIN:
+                found.typo_of = self._far_typo(word)
+                if found.typo_of is not None and found.net is None:
+                    found.net = self.word(found.typo_of).language
             self._words[word] = found
         return found
+
+    def _far_typo(self, word: str) -> str | None:
+        """The long keyword (or stem) `word` misspells by at most two edits, else None ("usnubscribe")."""
+        counter = [0]
+        try:
+            if not word.isalpha() or word in self.lexicon.net:
+                return None
+            for keyword, is_stem, letters in self.long_keywords.get(word[0], ()):
+                counter[0] += 1
+                # two edits bring in at most two letters the keyword lacks (a cheap filter, in C)
+                if len(letters.union(word[: len(keyword) + 1] if is_stem else word)) > len(letters) + 2:
+                    continue
+                if is_stem:
+                    n = len(keyword)
+                    limit = 1 if n < 9 else 2
+                    if n < 7 and sorted(word[:n]) != sorted(keyword):  # short stems: letters swapped only
+                        continue
+                    if len(word) >= n - 1 and any(
+                        edits_within(word[:length], keyword, limit, counter) for length in (n - 1, n, n + 1)
+                    ):
+                        return keyword
+                elif edits_within(word, keyword, 2, counter):
+                    return keyword
+            return None
+        finally:
+            self.steps += counter[0]
 
     def tokens(self, raw: str) -> tuple[str, ...]:
         """One word of the text as the lexicons spell it: elisions split, leet and elongation undone."""
@@ -187,14 +218,19 @@ class Detector:
         """The text's clauses, each a list of processed words; "opt out" is one word."""
         if "#" in normalized:  # "wrong #": a number sign that numbers nothing is the word "number"
             normalized = _HASH.sub(" number ", normalized)
+        if "$" in normalized or "@" in normalized or "!" in normalized or "|" in normalized:
+            normalized = _LETTER_SYMBOL.sub(self._symbol_word, normalized)
+        if "-" in normalized or "_" in normalized:
+            normalized = _HYPHENATED.sub(self._unhyphenated, normalized)
         if _SPACED.search(normalized):
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
         out: list[list[str]] = []
         words: list[str] = []
         for word, _ in _PIECE.findall(normalized):
+            self.steps += 1
             if not word:  # a clause ends here
                 if words:
-                    out.append(words)
+                    out.append(self._joined(words))
                     words = []
                 continue
             for token in self.tokens(word):
@@ -203,23 +239,85 @@ class Detector:
                 else:
                     words.append(token)
         if words:
-            out.append(words)
+            out.append(self._joined(words))
+        return out
+
+    def _unhyphenated(self, found: re.Match[str]) -> str:
+        """"opt - out", "un-subscribe": a keyword cut by a dash is one word."""
+        joined = found.group(1) + found.group(2)
+        return joined if self.word(joined).strength in ("strong", "loose") else found.group()
+
+    def _symbol_word(self, found: re.Match[str]) -> str:
+        """"unsub$cribe", "@rrêt", "st@p": $ reads s, @ reads a or o (whichever spells a word the lexicons know)."""
+        word = found.group()
+        if not any(ch.isalpha() for ch in word):
+            return word
+        readings = [word.translate(table) for table in _SYMBOL_LETTERS]
+        for reading in readings:
+            info = self.word(reading.translate(_LEET) if any(c.isdigit() for c in reading) else reading)
+            if info.strength is not None or info.typo_of is not None or info.companion:
+                return reading
+        # "stop!please", "yes|no": punctuation between words stays punctuation
+        return readings[0] if "$" in word or "@" in word else word
+
+    def _joined(self, words: list[str]) -> list[str]:
+        """A clause with a keyword split in two or three ("un subscribe", "ab melden", "unsub scribe") made whole."""
+        if len(words) < 2:
+            return words
+        self.steps += len(words)
+        out: list[str] = []
+        i = 0
+        while i < len(words):
+            taken = 1
+            if words[i] in self.heads and self.word(words[i]).strength not in ("strong", "loose"):
+                for span in (3, 2):
+                    parts = words[i : i + span]
+                    # the pieces of a split word are not words of their own ("cancelar mi" stays two)
+                    if i + span <= len(words) and not any(self.word(p).strength for p in parts):
+                        info = self.word("".join(parts))
+                        far = (
+                            info.typo_of is not None
+                            and self.word(info.typo_of).strength == "strong"
+                            and not self.word(parts[-1]).companion
+                        )
+                        weak = info.strength == "weak" and min(map(len, parts)) > 1 and len("".join(parts)) >= 4
+                        if info.strength in ("strong", "loose") or far or weak:  # "des suscribir", "ba ja"
+                            taken = span
+                            break
+            word = "".join(words[i : i + taken])
+            info = self.word(word)
+            if info.typo_of is not None and info.strength is None and len(words) > 1 and (
+                len(word) >= 8 or sorted(word) == sorted(info.typo_of)
+            ):
+                word = info.typo_of  # "stpo texting me" reads as "stop texting me"
+            out.append(word)
+            i += taken
         return out
 
     # -- reading a text
 
     def detect(self, normalized: str) -> Verdict:
-        """The verdict for a text already passed through app.matching.normalize."""
+        """The verdict for a text already passed through app.matching.normalize (its first MAX_CHARS read)."""
+        self.steps = 0
         if not normalized:
             return NOTHING
+        normalized = normalized[:MAX_CHARS]
+        self.steps += len(normalized)  # the normalising and pre-passes each read the text once
         other_script = not normalized.isascii() and _SUBSTRING_SCRIPT.search(normalized) is not None
         # "SAIR 谢谢": politeness in another script takes no part in the word rules.
         clauses = self.clauses(self._fill_text.sub(" ", normalized) if other_script else normalized)
         verdict = self._tokens_verdict(clauses) if clauses else NOTHING
+        if verdict.outcome is Outcome.NONE and clauses:
+            verdict = self._intent_net(clauses, "?" in normalized)
         if verdict.outcome is not Outcome.OPT_OUT and other_script:
             by_substring = self._substring_verdict(normalized)
             if by_substring.outcome is Outcome.OPT_OUT or verdict.outcome is Outcome.NONE:
-                return by_substring
+                verdict = by_substring
+        if verdict.outcome is Outcome.NONE and other_script and self._sub_net is not None:
+            self.steps += len(normalized)
+            found = self._sub_net.search(fold_substring(normalized))
+            if found:
+                return Verdict(Outcome.FLAGGED, "net", found.group(), self.lexicon.substrings["net"][found.group()])
         return verdict
 
     def _tokens_verdict(self, clauses: list[list[str]]) -> Verdict:
@@ -227,18 +325,25 @@ class Detector:
         flat: list[str] = []  # the words, with "|" between clauses
         triggers: dict[int, list[int]] = {}  # pattern -> positions of its anchor words
         interesting = False
+        net: Verdict | None = None
+        conditions: list[int] = []  # where "if" and its kin stand
         for clause in clauses:
             if flat:
                 flat.append("|")
             for word in clause:
+                self.steps += 1
                 info = words_of(word)
                 for index in info.patterns:
                     triggers.setdefault(index, []).append(len(flat))
                 if info.strength is not None or info.typo_of is not None:
                     interesting = True
+                if info.net is not None and net is None:
+                    net = Verdict(Outcome.FLAGGED, "net", word, info.net)
+                if info.cond:
+                    conditions.append(len(flat))
                 flat.append(word)
         if not triggers and not interesting:
-            return NOTHING
+            return self._net(" ".join(flat)) if net is not None else NOTHING
         patterns = self.lexicon.patterns
         by_section: dict[str, list[int]] = {}
         for index in sorted(triggers):
@@ -270,35 +375,90 @@ class Detector:
                         break
                 if veto:
                     break
+        hedge: Verdict | None = None
+        for index in by_section.get("hedge", ()):
+            for _, found in self._matches(index, triggers[index], flat, joined, offsets):
+                hedge = Verdict(Outcome.FLAGGED, "hedged", found.group().strip(), patterns[index].language)
+                break
+            if hedge:
+                break
         negated: Verdict | None = None
         candidate: Verdict | None = None
+        position = 0  # where the candidate's words start in flat
         for index in by_section.get("phrases", ()):
             pattern = patterns[index]
-            for _, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
+            for position, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
                 words = found.group().strip()
-                if self._negated_before(masked, found.start()) or any(
-                    self.word(w).negator and w not in pattern.literals for w in words.split()
+                if (
+                    self._negated_before(masked, found.start())
+                    or any(self.word(w).negator and w not in pattern.literals for w in words.split())
+                    or self._double_negative(words.split())
                 ):
-                    before = masked[: found.start()].rsplit("|", 1)[-1].split()[-_NEGATION_WINDOW:]
+                    before = masked[max(0, found.start() - _LOOK_CHARS) : found.start()].rsplit("|", 1)[-1].split()
+                    before = before[-_NEGATION_WINDOW:]
                     shown = " ".join([*before, words])
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, pattern.language)
                     continue
+                if self._about_other_object(masked, found.start(), found.end()):
+                    continue  # "Vous pouvez stopper ma commande ?": an order, not the texts
                 candidate = Verdict(Outcome.OPT_OUT, "phrase", words, pattern.language)
                 break
             if candidate:
                 break
         if candidate is None and interesting:  # the clause rules need a keyword or a misspelt one
-            candidate, clause_negated = self._clause_rules(masked)
+            candidate, position, clause_negated = self._clause_rules(masked)
             negated = negated or clause_negated
         if candidate is not None:
-            return veto if veto is not None else candidate
+            if veto is not None:
+                return veto
+            if hedge is not None:
+                return hedge
+            # "if prices go up again I'll unsubscribe": a condition two or more words before it
+            grace = self.lexicon.sets["grace"]
+            for where in conditions:
+                if (
+                    3 <= position - where <= _CONDITION_REACH
+                    and flat[where + 1] != "|"  # "Sí, denme de baja": a yes, not an if
+                    and not grace.intersection(flat[max(0, where - 3) : where])
+                ):
+                    shown = " ".join(w for w in flat[where : position + 1] if w != "|")
+                    return Verdict(Outcome.FLAGGED, "hedged", shown, candidate.language)
+            return candidate
         if negated is not None:
             return negated
         if veto is not None:
             return veto
+        if hedge is not None:
+            return hedge
         loose = self._loose_word(masked) if interesting else None
         if loose is not None:
             return Verdict(Outcome.FLAGGED, "ambiguous", loose[0], loose[1])
+        return self._net(masked) if net is not None else NOTHING
+
+    def _intent_net(self, clauses: list[list[str]], question: bool) -> Verdict:
+        """The widest net: the texts themselves (or sending them) named with a negation or in a
+        question ("why do I get these messages?", "no quiero mas mensajes de ustedes"), unless the
+        clause is about an order or a delivery."""
+        for clause in clauses:
+            infos = [self.word(w) for w in clause]
+            self.steps += len(infos)
+            if any(i.obj for i in infos):
+                continue
+            named = next((w for w, i in zip(clause, infos, strict=True) if i.msg), None)
+            if named is not None and (question or any(i.negator for i in infos)):
+                return Verdict(Outcome.FLAGGED, "net", named, None)
+        return NOTHING
+
+    def _net(self, masked: str) -> Verdict:
+        """The wide net: opt-out vocabulary in a clause that is not about an order, a delivery or a
+        purchase ("cancel my order" is not) and not in another sense ("bus stop" is masked)."""
+        for clause in masked.split("|"):
+            infos = [(w, self.word(w)) for w in clause.split()]
+            if any(i.obj for _, i in infos) and not any(i.msg for _, i in infos):
+                continue
+            for word, info in infos:
+                if info.net is not None:
+                    return Verdict(Outcome.FLAGGED, "net", word, info.net)
         return NOTHING
 
     def _matches(
@@ -307,31 +467,51 @@ class Detector:
         """A pattern's matches, tried only at the word starts from which a match could reach an anchor word."""
         pattern = self.lexicon.patterns[index]
         tried: set[int] = set()
-        for position in positions:
+        # A pattern is tried at its first _MAX_ANCHORS anchor words only: "stop don't" pasted a
+        # hundred times costs what twenty-four times do (the loose-word rule still reads the rest).
+        for position in positions[:_MAX_ANCHORS]:
             for start in range(max(0, position - pattern.before), position + 1):
                 if start in tried or flat[start] == "|":
                     continue
                 tried.add(start)
+                self.steps += 1
                 found = pattern.regex.match(text, offsets[start])
                 if found is not None:
                     yield start, found
 
+    def _double_negative(self, words: list[str]) -> bool:
+        """A negator before a stop word inside one match: "не прекращайте присылать", "huwag itigil ang promo"."""
+        seen = False
+        for word in words:
+            info = self.word(word)
+            if seen and info.strength in ("strong", "loose"):
+                return True
+            seen = seen or info.negator
+        return False
+
     def _negated_before(self, masked: str, start: int) -> bool:
-        before = masked[:start].rsplit("|", 1)[-1].split()
+        # only the last few words are read (a bounded slice: the cost must not grow with the text)
+        window = masked[max(0, start - _LOOK_CHARS) : start].rsplit("|", 1)[-1].split()[-4 * _NEGATION_WINDOW :]
+        self.steps += len(window)
+        before = [w for w in window if not self.word(w).fill]
         return any(self.word(w).negator for w in before[-_NEGATION_WINDOW:])
 
     def _sms_follows(self, masked: str, end: int) -> bool:
-        after = masked[end:].split("|", 1)[0].split()
+        after = masked[end : end + _LOOK_CHARS].split("|", 1)[0].split()
         return any(self.word(w).msg for w in after[:_SCOPE_LOOKAHEAD])
 
-    def _clause_rules(self, masked: str) -> tuple[Verdict | None, Verdict | None]:
-        """keyword / typo / strong / short readings of the masked text, and the first negated one."""
+    def _clause_rules(self, masked: str) -> tuple[Verdict | None, int, Verdict | None]:
+        """keyword / typo / strong / short readings of the masked text, where in flat, and the first negated one."""
         clauses = [c.split() for c in masked.split("|")]
         total = sum(len(c) for c in clauses)
         negated: Verdict | None = None
-        strong: Verdict | None = None
-        short: Verdict | None = None
+        strong: tuple[Verdict, int] | None = None
+        short: tuple[Verdict, int] | None = None
+        base = -1
         for number, clause in enumerate(clauses):
+            base += 1  # the "|" before this clause
+            here = base
+            base += len(clause)
             first = number == 0
             infos = [self.word(w) for w in clause]
             keyword: tuple[str, str] | None = None
@@ -344,31 +524,50 @@ class Detector:
                     typo = typo or (word, self.word(info.typo_of).language or "")
                 elif not info.companion:
                     whole = False
-            if whole and keyword is not None:
-                return Verdict(Outcome.OPT_OUT, "keyword", " ".join(clause), keyword[1]), None
-            if whole and typo is not None and len(clause) <= _TYPO_CLAUSE_WORDS:
-                return Verdict(Outcome.OPT_OUT, "typo", " ".join(clause), typo[1]), None
+            if whole and (keyword is not None or (typo is not None and len(clause) <= _TYPO_CLAUSE_WORDS)):
+                # "Non voglio disiscrivermi": a negator before the keyword negates the clause
+                fired = keyword or typo
+                at = next(i for i, w in enumerate(clause) if w == fired[0])  # type: ignore[index]
+                if any(info.negator for info in infos[:at]):
+                    negated = negated or Verdict(Outcome.FLAGGED, "negated", " ".join(clause), fired[1])  # type: ignore[index]
+                    continue
+                rule = "keyword" if keyword is not None else "typo"
+                return Verdict(Outcome.OPT_OUT, rule, " ".join(clause), fired[1]), here + at, None  # type: ignore[index]
             for i, (word, info) in enumerate(zip(clause, infos, strict=True)):
                 if info.strength is None or info.strength == "weak":
                     continue
-                is_negated = any(self.word(w).negator for w in clause[max(0, i - _NEGATION_WINDOW) : i])
+                window = [w for w in clause[max(0, i - 2 * _NEGATION_WINDOW) : i] if not self.word(w).fill]
+                is_negated = any(self.word(w).negator for w in window[-_NEGATION_WINDOW:])
                 if is_negated:
                     shown = " ".join(clause[max(0, i - 2) : i + 1])
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, info.language)
                 elif info.strength == "strong":
-                    strong = strong or Verdict(Outcome.OPT_OUT, "strong", word, info.language)
+                    strong = strong or (Verdict(Outcome.OPT_OUT, "strong", word, info.language), here + i)
                 elif total <= _SHORT_TEXT_WORDS and not self._has_other_object(clause, i):
                     shown = " ".join(w for w in clause if w != "_")
-                    short = short or Verdict(Outcome.OPT_OUT, "short", shown, info.language)
+                    short = short or (Verdict(Outcome.OPT_OUT, "short", shown, info.language), here + i)
                 elif first and i == 0 and not self._has_other_object(clause, i):
                     # "Stop svp je reçois trop de messages": the text opens with it
-                    short = short or Verdict(Outcome.OPT_OUT, "first", word, info.language)
-        return strong or short, negated
+                    short = short or (Verdict(Outcome.OPT_OUT, "first", word, info.language), here + i)
+        found = strong or short
+        return (found[0], found[1], negated) if found else (None, 0, negated)
+
+    def _about_other_object(self, masked: str, start: int, end: int) -> bool:
+        """Whether the clause around a phrase names an order, a delivery or a purchase and no text."""
+        clause = masked[max(0, start - _LOOK_CHARS) : start].rsplit("|", 1)[-1].split()
+        clause += masked[start : end + _LOOK_CHARS].split("|", 1)[0].split()
+        infos = [self.word(w) for w in clause]
+        self.steps += len(infos)
+        return any(i.obj for i in infos) and not any(i.msg for i in infos)
 
     def _has_other_object(self, clause: list[str], i: int) -> bool:
         """Whether the clause names an object that is not the texts ("stop the delivery", "mijn bestelling stoppen")."""
         det = self.lexicon.sets["det"]
         words = [w for w in clause if w not in self.lexicon.sets["fill"]]
+        # "STOP order 7781", "stoppen Sie die Lieferung": an order, a delivery, a purchase named and no text
+        infos = [self.word(w) for w in words]
+        if any(info.obj for info in infos) and not any(info.msg for info in infos):
+            return True
         return any(a in det and not self.word(b).companion for a, b in zip(words, words[1:], strict=False))
 
     def _loose_word(self, masked: str) -> tuple[str, str | None] | None:
@@ -380,8 +579,18 @@ class Detector:
 
     def _substring_verdict(self, normalized: str) -> Verdict:
         text = fold_substring(normalized)
+        self.steps += 8 * len(text)  # each alternation below scans the text once
         subs = self.lexicon.substrings
         if self._sub_senses is not None:
+            # an opt-out that holds a whole other-sense phrase and more wins over it ("कैसे बंद होंगे"
+            # holds "बंद होगा"); otherwise the other sense hides its words
+            spans = [(m.start(), m.end()) for m in self._sub_senses.finditer(text)]
+            if spans and self._sub_optout is not None:
+                for found in self._sub_optout.finditer(text):
+                    a, b = found.start(), found.end()
+                    if all(e <= a or s >= b or (a <= s and e <= b and b - a > e - s) for s, e in spans):
+                        if any(a <= s and e <= b for s, e in spans):
+                            return Verdict(Outcome.OPT_OUT, "substring", found.group(), subs["optout"][found.group()])
             text = self._sub_senses.sub("_", text)
         veto = None
         if self._sub_keep is not None:
@@ -391,6 +600,9 @@ class Detector:
         if self._sub_optout is not None:
             found = self._sub_optout.search(text)
             if found:
+                hedge = self._sub_hedge.search(text) if self._sub_hedge is not None else None
+                if veto is None and hedge is not None:  # "如果再涨价我就退订": hypothetical
+                    return Verdict(Outcome.FLAGGED, "hedged", hedge.group(), subs["hedge"][hedge.group()])
                 return veto or Verdict(Outcome.OPT_OUT, "substring", found.group(), subs["optout"][found.group()])
         # "停止 thanks": politeness in a Latin-script language around a word of another script
         fill = self.lexicon.sets["fill"]
@@ -413,8 +625,26 @@ _DETECTOR = Detector(load())
 
 
 def detect(text: str) -> Verdict:
-    """Whether one inbound text opts out, is flagged for a person to look at, or neither."""
-    return _DETECTOR.detect(normalize(text))
+    """Whether one inbound text opts out, is flagged for a person to look at, or neither (its first MAX_CHARS read)."""
+    text = text[:MAX_CHARS]
+    normalized = normalize(text)
+    if not normalized or not any(ch.isalnum() for ch in normalized):
+        _DETECTOR.steps = len(text)
+        return symbol_verdict(text)
+    return _DETECTOR.detect(normalized)
+
+
+def symbol_verdict(text: str) -> Verdict:
+    """For a text without words: flagged when it is only stop signs or raised hands ("🛑", "✋✋"), else nothing."""
+    bare = _SYMBOL_NOISE.sub("", text[:MAX_CHARS])
+    if bare and all(ch in _STOP_SYMBOLS for ch in bare):
+        return Verdict(Outcome.FLAGGED, "symbol", bare[:8], None)
+    return NOTHING
+
+
+def last_steps() -> int:
+    """The work the last detection did (words, pattern attempts, typo cells, characters scanned): the cost bound's measure."""
+    return _DETECTOR.steps
 
 
 def detect_normalized(normalized: str) -> Verdict:

@@ -4,7 +4,9 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
 
 - `sets`: named word lists shared by every language's patterns (`msg`: nouns for the texts
   themselves, `send`: verbs of sending, `me`: object pronouns, `fill`: politeness and filler
-  words, `det`: determiners, `neg`: negators);
+  words, `det`: determiners, `neg`: negators, `cond`: conditionals such as "if" that make what
+  follows hypothetical (not after `grace`: "I'd appreciate it if you stopped"), `obj`: things other than the texts an order word may apply to: an order,
+  a delivery, a purchase);
 - `keywords`: `strong` (an opt-out wherever it stands, unless negated: "unsubscribe"),
   `loose` ("stop": an opt-out alone, in a short text or with an object; flagged elsewhere),
   `weak` ("cancel", "end": an opt-out only as a clause of its own);
@@ -12,11 +14,15 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
 - `keep`: patterns that veto an opt-out reading (re-subscribe requests, "keep the texts");
 - `scope`: patterns naming a channel other than SMS ("unsubscribe from the emails");
 - `senses`: patterns where a keyword has another sense ("bus stop", "end of the day");
+- `hedge`: patterns of second thoughts and hypotheticals ("never mind", "was going to"): an
+  opt-out reading in a text that holds one is flagged, not honoured;
+- `net`: words (`x~` a prefix) that carry opt-out vocabulary: a text holding one that no rule
+  honours is flagged for a person (the wide net);
 - `substrings`: for scripts written without spaces between words (zh, ja) or with clitics
-  (ko, ar, hi): `optout`, `alone`, `keep`, `senses` and `fill` substrings.
+  (ko, ar, hi): `optout`, `alone`, `keep`, `senses`, `fill`, `hedge` and `net` substrings.
 
 Pattern syntax: items separated by spaces; `a|b` alternatives, `x~` a prefix (any
-inflection), a trailing `?` makes an item optional, `{name}` any word of a set, `..` skips up
+inflection), `*` any one word, a trailing `?` makes an item optional, `{name}` any word of a set, `..` skips up
 to two words and `...` up to four. Everything is normalised exactly like inbound texts.
 """
 
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -32,16 +38,20 @@ import yaml
 
 from app.normalize import normalize
 
-LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "de", "pt", "it", "nl", "zh", "ja", "ko", "ar", "hi")
-SET_NAMES = ("msg", "send", "me", "fill", "det", "neg")
-PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses")
-SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill")
+LANGUAGES: tuple[str, ...] = (
+    "en", "fr", "es", "de", "pt", "it", "nl", "zh", "ja", "ko", "ar", "hi", "vi", "tl", "ru", "ht",
+)  # fmt: skip
+SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace")
+PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses", "hedge")
+SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net")
 
 # French and Italian elide a short word into the next ("m'envoyer", "dall'elenco"); English
 # contracts a short ending onto a word ("don't", "I'm"). A word splits at its apostrophe only
 # in the first case: the part after the apostrophe is longer than two letters.
 WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*'?")
 _ELISION = re.compile(r"^([^\W\d_]{1,5}')([^\W_]{3,}.*)$")
+
+_CYRILLIC = re.compile(r"[\u0400-\u052f]")
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -90,19 +100,30 @@ class Lexicon:
     substrings: dict[str, dict[str, str]] = field(default_factory=lambda: {s: {} for s in SUBSTRING_SECTIONS})
     sources: dict[str, list[str]] = field(default_factory=dict)
     fill_text: set[str] = field(default_factory=set)  # substring politeness as it stands in a normalised text
+    net: dict[str, str] = field(default_factory=dict)  # opt-out vocabulary word -> language (the wide net)
+    net_prefixes: dict[str, str] = field(default_factory=dict)  # stem -> language
 
 
 def _words(entry: str) -> list[str]:
     """A lexicon entry's words, normalised and split like an inbound text's ("opt out" is one word)."""
+    return list(_entry_words(entry))
+
+
+@lru_cache(maxsize=None)
+def _entry_words(entry: str) -> tuple[str, ...]:
+    """_words, computed once per distinct entry (patterns name the same words many times)."""
     out: list[str] = []
     # A trailing word keeps its apostrophe ("n'", "m'"): normalising the entry alone would trim it.
-    for raw in WORD.findall(normalize(entry.replace("\u2019", "'") + " x"))[:-1]:
+    # A Cyrillic entry gets a Cyrillic companion ("ж") so that it is normalised as in Russian
+    # prose: alone, "не" is all Latin look-alikes and would be folded to "he".
+    tail = " ж" if _CYRILLIC.search(entry) else " x"
+    for raw in WORD.findall(normalize(entry.replace("\u2019", "'") + tail))[:-1]:
         for word in split_elision(raw):
             if word == "out" and out and out[-1] == "opt":
                 out[-1] = "optout"
             else:
                 out.append(word)
-    return out
+    return tuple(out)
 
 
 def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], list[str], int]:
@@ -152,6 +173,10 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
             fill = "|".join(re.escape(w) for w in sorted(sets["fill"], key=len, reverse=True))
             regex += rf"(?:(?:{fill}) ){{0,3}}(?=\||$)"
             continue
+        if item == "*":  # any one word
+            regex += r"[^\s|]+ "
+            width += 1
+            continue
         if item == "^":  # the start of a clause
             regex += r"(?:^|(?<=\| ))"
             continue
@@ -192,6 +217,10 @@ def load() -> Lexicon:
                 table = lexicon.keyword_prefixes if str(entry).endswith("~") else lexicon.keywords
                 for word in _words(str(entry).rstrip("~")):
                     table.setdefault(word, (strength, language))
+        for entry in data.get("net") or ():
+            table = lexicon.net_prefixes if str(entry).endswith("~") else lexicon.net
+            for word in _words(str(entry).rstrip("~")):
+                table.setdefault(word, language)
         for section in PATTERN_SECTIONS:
             for source in data.get(section) or ():
                 lexicon.patterns.append(compile_pattern(section, language, str(source), lexicon.sets))

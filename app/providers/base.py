@@ -75,7 +75,9 @@ class InboundSms:
     params: Mapping[str, str] = field(hash=False)  # every parameter received, for the raw record
     channel: str = CHANNEL_SMS  # "sms", or the channel prefix of the address: "whatsapp", "messenger", "rcs", ...
     media: tuple[Media, ...] = ()  # MMS attachments, in the provider's order
-    from_address: str | None = None  # the sender's address as received when it is not a phone number (messenger:…)
+    # The sender's address on its channel as received (messenger:…, whatsapp:+1…); for WhatsApp,
+    # the business-scoped user id (whatsapp:US.1234) when Twilio names one, with or without a phone.
+    from_address: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse identifiers too long to store."""
@@ -110,9 +112,13 @@ class SendResult:
 class StatusUpdate:
     """A delivery report for a text we sent."""
 
-    message_id: str
+    message_id: str  # the id the send was answered with (for one part of a long text: the whole text's)
     status: DeliveryStatus
     error_code: int | None  # the provider's error code on undelivered/failed, else None
+    # One part of a long text the provider reports part by part (Plivo's PartInfo "2 of 3"):
+    # the part's number and how many there are; None for a report on the whole text.
+    part: int | None = None
+    parts: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse identifiers too long to store."""
@@ -238,6 +244,15 @@ class Provider(Protocol):
 
     def send(self, message: OutboundSms) -> SendResult:
         """Send `message`; raise SendError when the provider does not accept it."""
+        ...
+
+
+@runtime_checkable
+class ExplainsRefusals(Protocol):
+    """An adapter that can tell why a webhook it refused will never pass (a provider set up for another API)."""
+
+    def refusal(self, request: WebhookRequest) -> str | None:
+        """What to fix, for a request that failed verification; None when it is just unsigned or forged."""
         ...
 
 

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.auth import ApiKeyInfo
-from app.errors import InvalidInput, PayloadTooLarge, Unauthorized, Unprocessable, UnsupportedMediaType
+from app.errors import InvalidInput, Unauthorized
+from app.jsonbody import MAX_JSON_BYTES, json_body, read_json, validate  # noqa: F401 - re-exported
 from app.models import consent_events, subscriptions
 from app.phone import to_e164
-from app.schemas import DEPTH_MESSAGE, MAX_JSON_DEPTH, ConsentEventOut, ProfileRef, SubscriptionOut, field_errors, unstorable
+from app.schemas import ConsentEventOut, ProfileRef, SubscriptionOut
 from app.settings import Settings
 from app.signing import Signer, secret_key
 from app.subscriptions import Status
 from app.web.state import AppState
 
-M = TypeVar("M", bound=BaseModel)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 # The widest integer both databases store (BIGINT): a larger id in a cursor is not ours.
@@ -219,63 +216,3 @@ async def list_consent_events(request: Request) -> JSONResponse:
     if since is not None:
         filters.append(consent_events.c.created_at >= aware_time(since, "since"))
     return await _page(request, sa.select(consent_events), filters, consent_event_json, consent_events.c.id)
-
-
-MAX_JSON_BYTES = 1024 * 1024
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES, walk: bool = True) -> Any:
-    """The request's JSON body: 413 over `limit` bytes, 415 not JSON, 400 unparseable or too deep.
-
-    With `walk`, a body nested deeper than MAX_JSON_DEPTH is 400 and a string no database can
-    store (NUL, a lone surrogate) is 422 naming its field; a route whose model checks both
-    itself, item by item, turns it off.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body over {limit} bytes")
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-        raise UnsupportedMediaType("expected application/json")
-    body = bytearray()
-    # Content-Length may be absent (chunked) or lie: count what actually arrives.
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body over {limit} bytes")
-    try:
-        data = json.loads(body, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise InvalidInput(f"body {DEPTH_MESSAGE}", field="body") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}") from None
-    # Only a body with an escape (\u0000, \ud800) or enough brackets can hold what the walk looks for.
-    if walk and (body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH or _ESCAPE.search(body)):
-        found = unstorable(data)
-        if found is not None:
-            field, message = found
-            if message == DEPTH_MESSAGE:
-                raise InvalidInput(f"body {DEPTH_MESSAGE}", field="body")
-            raise Unprocessable(f"{field or 'body'} {message}", field=field or "body")
-    return data
-
-
-_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
-
-
-async def read_json(request: Request, model: type[M], *, limit: int = MAX_JSON_BYTES) -> M:
-    """The request body validated as `model` (422 naming each bad field)."""
-    return validate(model, await json_body(request, limit=limit))
-
-
-def validate(model: type[M], data: Any) -> M:
-    """Validate `data` as `model`, turning pydantic's errors into one 422 naming every field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [(field or "body", message) for field, message in field_errors(exc)]
-        raise Unprocessable(errors[0][1] if len(errors) == 1 else "request has invalid fields", errors=errors) from None

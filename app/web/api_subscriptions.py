@@ -19,6 +19,7 @@ from app.models import inbound_messages, outbox, subscriptions
 from app.consent import load_subs
 from app.optin import ApiActor, check_consent_is_current, opt_in, opt_out, profile_ref, resolve_program
 from app.phone import to_e164
+from app.programs import check_join_keyword
 from app.schemas import (
     ContactChannelsOut,
     ContactIn,
@@ -151,6 +152,9 @@ async def put_contact(request: Request) -> JSONResponse:
     unknown = [name for name in wanted if name not in brand.programs]
     if unknown:
         raise Unprocessable(f"unknown program {unknown[0]!r}", field=f"channels.sms.programs.{unknown[0]}")
+    for name, value in wanted.items():
+        if value.keyword is not None:
+            check_join_keyword(brand.programs[name], value.keyword, field=f"channels.sms.programs.{name}.keyword")
     actor = ApiActor(key.id)
 
     def apply(conn: Connection, now: datetime) -> None:
@@ -172,7 +176,8 @@ async def put_contact(request: Request) -> JSONResponse:
             # The Cordial rule: an API subscribe asks the person to confirm by SMS.
             opt_in(conn, now, rules=state.rules, brand=brand, program=program, phone=phone, double_opt_in=True,
                    actor=actor, consent_source=value.consent_source or "api:contacts", consented_at=value.consented_at,
-                   consent_proof={"sourceText": "PUT /v1/contacts subscribeStatus=subscribed"}, profile_id=None)
+                   consent_proof={"sourceText": "PUT /v1/contacts subscribeStatus=subscribed"}, profile_id=None,
+                   keyword=value.keyword)
 
     await state.writer.run(apply, locks=[phone])
     state.wake_sender()

@@ -1,4 +1,4 @@
-"""`Idempotency-Key` on every /v1 POST, PUT, PATCH and DELETE, as ASGI middleware.
+"""`Idempotency-Key` on every /v1 (and Noticia dialect) POST, PUT, PATCH and DELETE, as ASGI middleware.
 
     first request with a key  → runs; a 2xx, 409 or 422 answer is stored for 24 h
     same key, same request    → the stored answer again, with `Idempotent-Replayed: true`
@@ -36,6 +36,8 @@ LEASE = timedelta(seconds=30)
 MAX_KEY = 255
 MAX_BODY = 5 * 1024 * 1024 + 1  # the largest body a route accepts (batch), plus one to let it answer 413
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The native API, and Noticia's dialect, whose seed asks for an Idempotency-Key on every write (000:60).
+PREFIXES = ("/v1/", "/compat/noticia/v1/")
 NEW, REPLAY, MISMATCH, IN_FLIGHT = "new", "replay", "mismatch", "in_flight"
 # Answers worth replaying: the request ran and this is what it did (or why it could not).
 STORED_4XX = frozenset({409, 422})
@@ -93,7 +95,7 @@ class IdempotencyMiddleware:
         return any(route.matches(scope)[0] is Match.FULL for route in self.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["method"] not in WRITES or not scope["path"].startswith("/v1/")
+        if (scope["type"] != "http" or scope["method"] not in WRITES or not scope["path"].startswith(PREFIXES)
                 or not self._routed(scope)):
             await self.app(scope, receive, send)
             return

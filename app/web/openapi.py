@@ -18,6 +18,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from app import dialects
+from app import proof_schemas as proof
 from app import schemas as s
 
 PROBLEM = "application/problem+json"
@@ -94,7 +96,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("delete", "/v1/profiles/{ref}", "Delete a profile's personal data (subscriptions stay, detached)", "profiles",
        ok=204, params=(REF,), errors=(401, 404)),
     Op("post", "/v1/subscriptions/opt-in", "Opt a phone in with consent proof", "subscriptions",
-       response=s.SubscriptionOut, request=s.OptInIn, errors=(400, 401, 413, 422)),
+       response=s.SubscriptionOut, request=s.OptInIn, errors=(400, 401, 409, 413, 422)),
     Op("post", "/v1/subscriptions/opt-out", "Opt a phone out of one program, or all", "subscriptions",
        response=s.SubscriptionPage, request=s.OptOutIn, errors=(400, 401, 413, 422)),
     Op("get", "/v1/subscriptions", "List subscriptions", "subscriptions", response=s.SubscriptionPage,
@@ -102,7 +104,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/v1/contacts/{phone}", "A phone's statuses, Cordial-shaped", "contacts", response=s.ContactOut,
        params=(PHONE_P,), errors=(401, 422)),
     Op("put", "/v1/contacts/{phone}", "Subscribe (starts DOI) or unsubscribe a phone per program", "contacts",
-       response=s.ContactOut, request=s.ContactIn, params=(PHONE_P,), errors=(400, 401, 413, 422)),
+       response=s.ContactOut, request=s.ContactIn, params=(PHONE_P,), errors=(400, 401, 409, 413, 422)),
     Op("get", "/v1/consent-events", "The consent ledger", "consent", response=s.ConsentEventPage,
        params=(LIMIT, CURSOR, PHONE_Q, PROGRAM_Q, Param("since", "query", {"type": "string", "format": "date-time"}))),
     Op("get", "/v1/programs", "The brand's programs as configured", "programs", response=s.ProgramPage,
@@ -110,6 +112,17 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/v1/messages", "Inbound and outbound texts with their statuses", "messages", response=s.MessagePage,
        params=(LIMIT, CURSOR, PHONE_Q, Param("flagged", "query", {"type": "string", "enum": ["true", "false"]},
                                              "true: only inbound texts flagged as close to an opt-out"))),
+    Op("get", "/v1/contacts/{phone}/evidence", "A phone's evidence pack: per program, every consent event with "
+       "its texts, receipts and proof, and the chain's verification", "proof", response=proof.EvidenceOut,
+       params=(PHONE_P,), errors=(401, 422)),
+    Op("post", "/v1/contacts/{phone}/erase", "Erase a phone: its personal data and texts go, its opt-outs stay "
+       "(kept under a keyed hash of the number)", "proof", response=proof.ErasureOut, params=(PHONE_P,),
+       errors=(401, 422)),
+    Op("get", "/v1/ledger/checkpoints", "The consent ledger's checkpoints, newest first: keep their hashes outside "
+       "optline", "proof", response=proof.CheckpointPage, params=(
+           Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
+           Param("before", "query", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, "the `nextBefore` of the previous page")),
+       errors=(400, 401)),
 )
 
 
@@ -119,7 +132,8 @@ def _problem_response(status: int) -> dict[str, Any]:
 
 
 _REASONS = {400: "bad request", 401: "missing or bad API key", 403: "bad or missing signature", 404: "not found",
-            409: "conflict (also: Idempotency-Key in flight)", 413: "body too large", 415: "unsupported media type",
+            409: "conflict: consent older than an opt-out, an opt-out only the phone can undo (`optOut`), or an "
+                 "Idempotency-Key in flight", 413: "body too large", 415: "unsupported media type",
             422: "invalid fields (also: Idempotency-Key reused with another request)",
             503: "database unavailable; retry"}
 
@@ -180,6 +194,8 @@ def document() -> dict[str, Any]:
         if op.auth:
             item["security"] = [{"apiKey": []}, {"bearer": []}]
         paths.setdefault(op.path, {})[op.method] = item
+    for op in dialects.operations():
+        paths.setdefault(str(op["path"]), {})[str(op["method"])] = _dialect_item(op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "optline", "version": "1.0.0",
@@ -188,9 +204,39 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": defs.get("$defs", {}),
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-                                "bearer": {"type": "http", "scheme": "bearer"}},
+                                "bearer": {"type": "http", "scheme": "bearer"},
+                                # The vendor dialects' own ways: Cordial's Basic (the key as user), Sonar's header.
+                                "basic": {"type": "http", "scheme": "basic"},
+                                "xToken": {"type": "apiKey", "in": "header", "name": "X-Token"}},
         },
     }
+
+
+def _dialect_item(op: dict[str, Any]) -> dict[str, Any]:
+    """One vendor dialect route (app.dialects): its vendor's JSON in and out, under the vendor's tag."""
+    path = str(op["path"])
+    item: dict[str, Any] = {
+        "summary": op["summary"], "tags": [op["tag"]],
+        "operationId": f"{op['method']}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('-', '_')}",
+    }
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    if names:
+        item["parameters"] = [{"name": n, "in": "path", "required": True, "schema": STRING} for n in names]
+    if op["body"]:
+        item["requestBody"] = {"required": True, "content": {"application/json": {"schema": {}}}}
+    ok = int(op["ok"])  # type: ignore[call-overload]
+    responses: dict[str, Any] = {}
+    if ok == 202:
+        responses["202"] = {"description": "accepted, no content"}
+    else:
+        responses[str(ok)] = {"description": "ok", "content": {"application/json": {"schema": {}}}}
+        if op["method"] == "post":
+            responses["201"] = {"description": "created", "content": {"application/json": {"schema": {}}}}
+    for status in sorted(set(op["errors"]) | {401}):  # type: ignore[call-overload]
+        responses[str(status)] = _problem_response(status)
+    item["responses"] = responses
+    item["security"] = [{op["security"]: []}]
+    return item
 
 
 async def openapi_json(_request: Request) -> JSONResponse:
