@@ -1,6 +1,8 @@
 """`make bench`: the figures of SPEC §9, one JSON line each, beside a bare Starlette endpoint.
 
-Every inbound figure is measured against the bare endpoint in the same run and reported as
+`default` (bench.default) measures one `optline serve` as `make run` runs it (its in-process
+sender, INFO logs) and the same with the sender off, on SQLite and PostgreSQL, with CPU and
+statements per text. Every inbound figure is measured against the bare endpoint in the same run and reported as
 a ratio too. optline runs as it would in production: `optline serve` (N processes, the
 in-process sender off) plus one `optline worker` at a lower CPU priority, so on a 2-core
 machine the webhooks are not starved by the sender; replies queue in the outbox and drain.
@@ -17,14 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from bench import ledger, optout, send
+from bench import default, ledger, optout, send
 from bench.load import (
     LUA_DONE,
     Server,
@@ -177,57 +177,6 @@ def inbound(engine_name: str, processes: int, args: argparse.Namespace, fake: Fa
                  unanswered=int(latencies["unanswered"][0]))
 
 
-def default_process(args: argparse.Namespace, folder: Path) -> None:
-    """`make run`'s process under the mix: `optline serve` as installed, its in-process sender, the console provider,
-    INFO logs, the repository's keywords.yaml, SQLite — beside the bare endpoint, one process each.
-
-    YES → welcome is read from the database afterwards: the time from a YES being received
-    to its welcome being recorded as sent (the console provider sends nothing on the wire).
-    """
-    port = free_port()
-    bare = uvicorn_bare(port, 1, folder / "bare-default.log")
-    try:
-        script = write_script(signed_requests(f"http://127.0.0.1:{port}", mix(args.phones, ACME)), folder, "bare-default")
-        base = wrk(f"http://127.0.0.1:{port}", script, connections=args.connections, seconds=args.seconds)
-    finally:
-        bare.stop()
-    with database("sqlite", folder, "default") as url:
-        assert url is not None
-        port = free_port()
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("OPTLINE_", "TWILIO_"))}
-        # Only what `make run` does not set: the database file, where the process's files go, and
-        # the token the mix is signed with (Twilio's webhooks are refused without it).
-        env.update(OPTLINE_DATABASE_URL=url, TWILIO_AUTH_TOKEN=AUTH_TOKEN, OPTLINE_RUN_DIR=str(folder / "run-default"),
-                   OPTLINE_SPOOL_DIR=str(folder / "spool-default"), OPTLINE_PUBLIC_URL=f"http://127.0.0.1:{port}")
-        subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True, capture_output=True)
-        server = Server([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-                        ready_url=f"http://127.0.0.1:{port}/readyz", log=folder / "serve-default.log")
-        try:
-            script = write_script(signed_requests(f"http://127.0.0.1:{port}", mix(args.phones, ACME)), folder, "default")
-            got = wrk(f"http://127.0.0.1:{port}", script, connections=args.connections, seconds=args.seconds)
-            time.sleep(2.0)  # the welcomes still queued when the load stops
-        finally:
-            server.stop()
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT i.received_at, o.sent_at FROM inbound_messages i JOIN outbox o ON o.inbound_id = i.id"
-                " WHERE i.kind = 'confirm' AND o.purpose = 'welcome'")).all()
-        engine.dispose()
-    waits = sorted((_aware(sent) - _aware(received)).total_seconds() for received, sent in rows if sent)
-    emit(figure="default_process", engine="sqlite", connections=args.connections, rps=got["rps"],
-         p50_ms=got["p50_ms"], p99_ms=got["p99_ms"], non2xx=got["non2xx"], errors=got["errors"],
-         bare_rps=base["rps"], bare_p99_ms=base["p99_ms"], ratio=round(got["rps"] / base["rps"], 3),
-         yes_to_welcome_p50_ms=pct(waits, 0.5), yes_to_welcome_p99_ms=pct(waits, 0.99), welcomes=len(waits),
-         welcomes_unsent=sum(1 for _received, sent in rows if not sent))
-
-
-def _aware(value: Any) -> datetime:
-    """A timestamp read back from SQLite (text, naive UTC) as an aware datetime."""
-    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 def burst(args: argparse.Namespace, fake: FakeTwilio, folder: Path) -> None:
     count = args.burst
     with database("sqlite", folder, "burst") as url:
@@ -240,7 +189,7 @@ def burst(args: argparse.Namespace, fake: FakeTwilio, folder: Path) -> None:
             # Each request once: wrk calls request() once before the run (and drops it), so the
             # index starts at 0; the thread stops itself after the last answer.
             script.write_text(script.read_text().replace(
-                "local n = 0", f"local n = -1\nlocal answered = 0\nresponse = function(status, headers, body)\n"
+                "local n = -1", f"local n = -1\nlocal answered = 0\nresponse = function(status, headers, body)\n"
                 f"  answered = answered + 1\n  if answered >= {count} then wrk.thread:stop() end\nend").replace(
                 "local r = reqs[((n - 1) % #reqs) + 1]", "local r = reqs[math.max(1, math.min(n, #reqs))]"))
             engine = sa.create_engine(url)
@@ -375,7 +324,7 @@ def main() -> None:
     folder = tempdir()
     emit(bench="optline", cores=os.cpu_count(), seconds=args.seconds, connections=args.connections, folder=str(folder))
     if "default" in args.only:
-        default_process(args, folder)
+        default.run(args, folder)
     if {"inbound", "burst", "api"} & set(args.only):
         fake = FakeTwilio()
         # Twilio is a remote service: its stand-in runs at the worker's low priority, so the

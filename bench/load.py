@@ -52,7 +52,9 @@ for line in io.lines("%(data)s") do
   local path, sig, body = line:match("([^\t]*)\t([^\t]*)\t(.*)")
   reqs[#reqs + 1] = {path, {["Content-Type"] = "application/x-www-form-urlencoded", ["X-Twilio-Signature"] = sig}, body}
 end
-local n = 0
+-- wrk calls request() once as a thread starts and drops what it returns (wrk.c, thread_main):
+-- counting from -1 makes that call build the last request, and the first sent is reqs[1].
+local n = -1
 request = function()
   n = n + 1
   local r = reqs[((n - 1) %% #reqs) + 1]
@@ -80,13 +82,23 @@ def signed_requests(base_url: str, texts: Iterable[tuple[str, str, str]], path: 
     return out
 
 
+MIX_BLOCK = 200  # phones a block of the mix walks through, one text each, before their next text
+
+
 def mix(phones: int, to: str, first_phone: int = 0) -> list[tuple[str, str, str]]:
-    """JOIN, YES, HELP, STOP and an unmatched text for each of `phones` distinct phones, interleaved."""
+    """JOIN, YES, HELP, STOP and an unmatched text for each of `phones` distinct phones, interleaved.
+
+    In blocks of MIX_BLOCK phones: each block's JOINs, then their YESes, HELPs, STOPs and free
+    texts, then the next block. Every stretch of a run is the whole mix (a run of 10 s covers
+    a few blocks, not only the JOINs), and a phone's texts stay MIX_BLOCK requests apart, in
+    order, so each lands after the one before it is answered.
+    """
     texts = ["JOIN", "YES", "HELP", "STOP", "what time do you open tomorrow"]
     out = []
-    for step, body in enumerate(texts):
-        for n in range(phones):
-            out.append((phone_number(first_phone + n), to, body))
+    for start in range(0, phones, MIX_BLOCK):
+        block = range(start, min(phones, start + MIX_BLOCK))
+        for body in texts:
+            out.extend((phone_number(first_phone + n), to, body) for n in block)
     return out
 
 

@@ -152,9 +152,9 @@ class PrivateCluster:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync",
                   "-E", "UTF8", "--locale=C")
 
-    def start(self) -> None:
-        """Start it and wait until it accepts connections."""
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=50"
+    def start(self, extra: str = "") -> None:
+        """Start it and wait until it accepts connections; `extra`: more server options (`-c name=value ...`)."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=50 {extra}".strip()
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log),
                   "-w", "-t", "30", "start")
         self.running = True
