@@ -14,6 +14,8 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
+from datetime import time as dt_time
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +25,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from app.errors import ConfigError, InvalidPhone
+from app.rules import config as consent_rules
 from app.matching import (
     BUILTIN_CONFIRM,
     BUILTIN_HELP,
@@ -80,6 +83,10 @@ class Program:
     # kind ("stop", "help", "start", "confirm", "join") -> every keyword active for this
     # program as written, floor and defaults included (for GET /v1/programs).
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _EMPTY)
+    # Consent rules (docs/compliance.md): at most this many texts to one phone in 24 h (None: no
+    # cap of the brand's own), and whether the program markets (state caps then apply too).
+    max_per_day: int | None = None
+    marketing: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,11 @@ class Brand:
     events_url: str | None
     events_secret_env: str | None
     programs: Mapping[str, Program]  # key -> Program, in file order
+    # What a plain opt-out ends: "brand" (every program, every sender; the FCC's revoke-all
+    # rule) or "sender" (the programs on the number texted). STOP <program> is always one program.
+    opt_out_scope: str = "brand"
+    # The brand's own sending window (local start, end), narrowing the law's; None: the law's alone.
+    quiet_hours: tuple[dt_time, dt_time] | None = None
 
 
 @dataclass(frozen=True)
@@ -314,6 +326,8 @@ _BRAND_FIELDS = (
     "messages",
     "events",
     "programs",
+    "opt_out_scope",
+    "quiet_hours",
 )
 _BRAND_MESSAGES = ("stop", "help")
 _EVENTS_FIELDS = ("url", "secret_env")
@@ -326,6 +340,8 @@ _PROGRAM_FIELDS = (
     "doi_expires_after",
     "prompt_cooldown",
     "language",
+    "max_per_day",
+    "marketing",
 )
 _SENDER_FIELDS = ("id", "provider", "rate")
 _PROGRAM_KEYWORD_FIELDS = ("join", "confirm", "stop", "help", "start")
@@ -403,6 +419,8 @@ class _RawProgram:
     keywords: dict[Kind, list[_Kw]] = field(default_factory=dict)
     messages: dict[str, dict[str | None, _Msg]] = field(default_factory=dict)
     messages_line: int = 0
+    max_per_day: int | None = None
+    marketing: bool = False
 
 
 @dataclass
@@ -419,6 +437,9 @@ class _RawBrand:
     events_url: str | None = None
     events_secret_env: str | None = None
     programs: dict[str, _RawProgram] = field(default_factory=dict)
+    opt_out_scope: str = "brand"
+    opt_out_scope_line: int = 0
+    quiet_hours: tuple[dt_time, dt_time] | None = None
 
 
 class _Loader:
@@ -430,6 +451,7 @@ class _Loader:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.brands: dict[str, _RawBrand] = {}
+        self.today: date | None = None
         self.defaults = _RawProgram(brand="", key="", line=1)
         self.defaults.keywords = {
             Kind.STOP: [_Kw(k, keyword_words(k), None, None) for k in BUILTIN_STOP],
@@ -726,6 +748,7 @@ class _Loader:
                         f"{where}.events.secret_env: '{env}' is not an environment variable name",
                     )
                 brand.events_secret_env = env
+        consent_rules.load_brand_fields(self, brand, fields, where)
         # Plain-string messages take the brand's language, known only now.
         for by_lang in brand.messages.values():
             if None in by_lang:
@@ -763,6 +786,7 @@ class _Loader:
         if "language" in fields:
             program.language = self.language(fields["language"][1], f"{where}.language") or program.language
         self.settings(program, fields, where)
+        consent_rules.load_program_fields(self, program, fields, where)
         if "senders" in fields:
             kn, vn = fields["senders"]
             if not isinstance(vn, SequenceNode) or not vn.value:
@@ -1027,6 +1051,7 @@ class _Loader:
                     )
                 self.language_warnings(brand, program)
             self.brand_language_warnings(brand)
+            consent_rules.brand_warnings(self, brand)
 
     def provider_warnings(self, brand: _RawBrand, program: _RawProgram, providers: Sequence[str]) -> None:
         """A sender whose provider this deployment does not run could receive texts but never answer them."""
@@ -1153,6 +1178,8 @@ class _Loader:
                     join=_written(rp.keywords[Kind.JOIN]),
                     messages=_frozen_messages(rp.messages),
                     keywords=MappingProxyType({str(kind): _written(rp.keywords[kind]) for kind in Kind}),
+                    max_per_day=rp.max_per_day,
+                    marketing=rp.marketing,
                 )
                 entries[(raw.key, rp.key)] = [
                     KeywordEntry(kind, kw.words, kw.written, kw.language, rp.key if kind is Kind.JOIN else None)
@@ -1170,6 +1197,8 @@ class _Loader:
                 events_url=raw.events_url,
                 events_secret_env=raw.events_secret_env,
                 programs=MappingProxyType(programs),
+                opt_out_scope=raw.opt_out_scope,
+                quiet_hours=raw.quiet_hours,
             )
         senders: dict[str, SenderConfig] = {}
         for raw in self.brands.values():
@@ -1288,13 +1317,15 @@ def load_rules(path: str | os.PathLike[str]) -> Rules:
     return loader.build(file)
 
 
-def check(path: str | os.PathLike[str], *, providers: Sequence[str] | None = None) -> CheckReport:
+def check(path: str | os.PathLike[str], *, providers: Sequence[str] | None = None,
+          today: date | None = None) -> CheckReport:
     """Every error and warning in a keywords file, each with its line.
 
     `providers`: the deployment's OPTLINE_PROVIDERS, to warn about a sender naming another
     provider; None (the file alone) skips that warning.
     """
     _, loader = _read(path)
+    loader.today = today  # for date-bound warnings (opt_out_scope); None: today
     if not any(f.line == 0 for f in loader.errors):
         loader.collect_warnings(providers)
     return CheckReport(errors=_sorted(loader.errors), warnings=_sorted(loader.warnings))

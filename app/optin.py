@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from app.consent import Proof, Sub, Writes, apply_event, load_subs
 from app.errors import Conflict, Unprocessable
 from app.events import iso
+from app.holds import enqueue_unasked
 from app.keywords import Brand, Rules
 from app.outbox import cancel_queued, enqueue_sms
 from app.phone import in_countries
@@ -111,8 +112,9 @@ def opt_in(
         body = rules.render(brand.key, program, reply.value, sub.language)
         if body is not None:
             from_number, service_id = _route(rules, brand.key, program, sub)
-            enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body, purpose=reply.value,
-                        from_number=from_number, service_id=service_id)
+            # Nothing the phone texted asked for this one: quiet hours and caps may hold it (app.holds).
+            enqueue_unasked(conn, now, rules=rules, brand=brand, program=program, phone=phone, body=body,
+                            purpose=reply.value, from_number=from_number, service_id=service_id)
     return sub
 
 
