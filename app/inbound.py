@@ -390,7 +390,9 @@ class _Ctx:
         for sub in subs:
             if reply:
                 sub.set(last_stop_reply_at=self.now)
-            apply_event(self.batch.writes, sub, event, now=self.now, proof=proof, sender=self.via,
+            # A program on another of the brand's numbers keeps the sender it was joined through.
+            here = sub.program in self.sender.program_keys
+            apply_event(self.batch.writes, sub, event, now=self.now, proof=proof, sender=self.via if here else None,
                         brand=self.sender.brand)
         whole = reach == opt_out_scope.BRAND or len(scope) == len(self.sender.programs)
         self.batch.cancel(self.now, brand=self.sender.brand.key, phone=self.phone, programs=None if whole else scope)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from bench import optout, send
+from bench import optout, rules, send
 from bench.load import (
     LUA_DONE,
     Server,
@@ -362,8 +362,8 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--sends", type=int, default=3000, help="texts each send figure posts")
     parser.add_argument("--send-timeout", type=float, default=60.0)
-    parser.add_argument("--only", nargs="*", default=["default", "inbound", "burst", "api", "send", "optout"],
-                        choices=["default", "inbound", "burst", "api", "send", "optout"])
+    parser.add_argument("--only", nargs="*", default=["default", "inbound", "burst", "api", "send", "rules", "optout"],
+                        choices=["default", "inbound", "burst", "api", "send", "rules", "optout"])
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     if args.only == ["optout"]:  # pure: no servers, no fake Twilio
@@ -389,6 +389,8 @@ def main() -> None:
                 api(args, fake, folder)
     if "send" in args.only:  # its own, faster fake Twilio (see bench.send)
         send.run(args, folder)
+    if "rules" in args.only:  # the send check and opt-out imports (see bench.rules)
+        rules.run(args, folder)
     if "optout" in args.only:
         optout.run()
 

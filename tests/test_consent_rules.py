@@ -125,7 +125,8 @@ def test_check_shows_the_scope_and_warns_about_sender_scope_after_revoke_all(tmp
     after = check(path, today=date(2027, 2, 1)).warnings
     assert not [w for w in before if "opt_out_scope" in w.message]
     [warning] = [w for w in after if "opt_out_scope" in w.message]
-    assert "revoke-all" in warning.message and warning.line == 7
+    line = next(n for n, row in enumerate(Path(path).read_text().splitlines(), 1) if "opt_out_scope" in row)
+    assert "revoke-all" in warning.message and warning.line == line
 
 
 # --- quiet hours ----------------------------------------------------------------------------------
@@ -284,3 +285,49 @@ def test_sends_to_an_opted_out_phone_are_recorded_and_named(shop: Gateway) -> No
     bad = shop.client.post("/v1/sends", json={"items": [{"phoneNumber": PHONE, "program": "news", "sentAt": future}]},
                            headers=key)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "items.0.sentAt"
+
+
+# --- the rules as data (pure) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("phone", "local", "opens"), [
+    ("+12035550100", datetime(2026, 12, 7, 8, 30), time(9)),  # Connecticut opens at 9
+    ("+12035550100", datetime(2026, 12, 7, 20, 0), time(9)),  # and closes at 20
+    ("+17035550100", datetime(2026, 12, 7, 20, 30), None),  # Virginia: the federal 21:00
+    ("+14055550100", datetime(2026, 12, 7, 20, 0), time(8)),  # Oklahoma closes at 20
+    ("+15125550100", datetime(2026, 12, 5, 9, 0), None),  # Texas, Saturday 9:00
+    ("+12125550100", datetime(2026, 12, 7, 7, 59), time(8)),  # New York: federal
+], ids=["ct-early", "ct-late", "va-evening", "ok-evening", "tx-saturday", "ny-early"])
+def test_the_state_windows(phone: str, local: datetime, opens: time | None) -> None:
+    from app.rules.quiet_hours import next_allowed, recipient_zones
+
+    zones = recipient_zones(phone, None)
+    at = local.replace(tzinfo=zones[0])
+    found = next_allowed(at, phone=phone, zones=zones)
+    assert (found.astimezone(zones[0]).time() if found else None) == opens
+
+
+def test_several_zones_wait_for_the_strictest() -> None:
+    from app.rules.quiet_hours import next_allowed, recipient_zones
+
+    zones = recipient_zones("+18005550100", None)  # toll-free: every North American zone
+    assert len(zones) > 10
+    found = next_allowed(datetime(2026, 12, 7, 12, tzinfo=UTC), phone="+18005550100", zones=zones)
+    assert found is not None
+    for zone in zones:
+        assert time(8) <= found.astimezone(zone).time() < time(21), zone
+
+
+@pytest.mark.parametrize(("brand_lines", "program_lines", "message"), [
+    ("    opt_out_scope: everyone\n", "", "opt_out_scope must be 'brand'"),
+    ("    quiet_hours: {start: '9am', end: '20:00'}\n", "", "is not a time like 09:00"),
+    ("    quiet_hours: {start: '20:00', end: '09:00'}\n", "", "start must be before end"),
+    ("", "        max_per_day: 0\n", "max_per_day must be a whole number"),
+    ("", "        marketing: sometimes\n", "marketing must be true or false"),
+])
+def test_check_refuses_bad_rule_fields(tmp_path: Path, brand_lines: str, program_lines: str, message: str) -> None:
+    text = RULES.read_text().replace("    name: Shop\n", "    name: Shop\n" + brand_lines, 1)
+    text = text.replace("        name: Shop Deals\n", "        name: Shop Deals\n" + program_lines, 1)
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert any(message in e.message for e in check(path).errors), check(path).errors
