@@ -15,17 +15,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from app.errors import InvalidInput, Unprocessable
-from app.holds import CAP_WINDOW, DAILY_CAP, QUIET_HOURS, decide, per_phone, program_cap, texts_for
+from app.holds import CAP_WINDOW, DAILY_CAP, QUIET_HOURS, decide, per_phone, per_phone_tuples, program_cap, texts_for
 from app.keywords import Brand
 from app.phone import in_countries, to_e164
 from app.rules.area_codes import us_state
-from app.rules.quiet_hours import recipient_zones, window_text
+from app.rules.quiet_hours import number_zones, recipient_zones, window_text
 from app.sql import Raw
 from app.subscriptions import OPT_OUT_EVENTS, Status
 
@@ -72,14 +72,27 @@ def _allowed_country(brand: Brand, phone: str) -> bool:
     return in_countries(phone, allowed)
 
 
-def _subscriptions(raw: Raw, brand: str, phones: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    rows = per_phone(raw, brand, phones, "phone, program, status, opted_out_at", "subscriptions")
-    return {(row["phone"], row["program"]): row for row in rows}
+def _subscriptions(raw: Raw, brand: str, phones: list[str]) -> dict[tuple[str, str], tuple[str, Any]]:
+    """(status, opted_out_at as stored) of each (phone, program)."""
+    rows = per_phone_tuples(raw, brand, phones, "phone, program, status, opted_out_at", "subscriptions")
+    return {(phone, program): (status, opted) for phone, program, status, opted in rows}
 
 
 def _zones(raw: Raw, brand: str, phones: list[str]) -> dict[str, str]:
-    rows = per_phone(raw, brand, phones, "phone, timezone", "profiles", "deleted_at IS NULL AND timezone IS NOT NULL")
-    return {row["phone"]: row["timezone"] for row in rows}
+    rows = per_phone_tuples(raw, brand, phones, "phone, timezone", "profiles",
+                            "deleted_at IS NULL AND timezone IS NOT NULL")
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def _iso(value: Any) -> str | None:
+    """A stored time (a datetime, or SQLite's naive UTC text) as RFC 3339."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _opt_outs(raw: Raw, brand: Brand, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
@@ -115,48 +128,58 @@ def _opt_outs(raw: Raw, brand: Brand, keys: set[tuple[str, str]]) -> dict[tuple[
 
 
 def check(conn: Connection, now: datetime, *, brand: Brand, items: Sequence[Planned]) -> list[dict[str, Any]]:
-    """The send check's answer for each item, in order (JSON-ready, camelCase)."""
+    """The send check's answer for each item, in order (JSON-ready: camelCase, times as text)."""
     raw = Raw(conn)
     phones = sorted({item.phone for item in items})
     subs = _subscriptions(raw, brand.key, phones)
     zones_by_phone = _zones(raw, brand.key, phones)
-    opted = {(i.phone, i.program) for i in items
-             if (s := subs.get((i.phone, i.program))) is not None and s["status"] == Status.UNSUBSCRIBED.value}
+    unsub, pending, subscribed = Status.UNSUBSCRIBED.value, Status.PENDING.value, Status.SUBSCRIBED.value
+    opted = {(i.phone, i.program) for i in items if subs.get((i.phone, i.program), ("",))[0] == unsub}
     opt_outs = _opt_outs(raw, brand, opted)
-    capped = {(i.phone, i.program) for i in items if program_cap(brand.programs[i.program], i.phone, i.at) is not None}
+    caps = {(i.phone, i.program): cap for i in items
+            if (cap := program_cap(brand.programs[i.program], i.phone, i.at)) is not None}
     earliest = min((i.at for i in items), default=now)
-    texts = texts_for(raw, brand.key, capped, earliest - CAP_WINDOW)
+    texts = texts_for(raw, brand.key, set(caps), earliest - CAP_WINDOW)
+    # Without a cap, the answer on time depends only on where the phone is and when: most of a
+    # batch shares a few area codes and one `at`, so each is worked out once.
+    windows: dict[tuple[Any, ...], Any] = {}
     results = []
     for item in items:
         reasons: list[dict[str, Any]] = []
-        sub = subs.get((item.phone, item.program))
-        status = sub["status"] if sub is not None else Status.NONE.value
+        status, opted_at = subs.get((item.phone, item.program), (Status.NONE.value, None))
         forever = True  # a reason no waiting cures
         if not _allowed_country(brand, item.phone):
             reasons.append({"code": "country_not_allowed"})
-        elif status == Status.UNSUBSCRIBED.value:
+        elif status == unsub:
             source, scope = opt_outs.get((item.phone, item.program), (None, None))
-            reasons.append({"code": "opted_out", "at": sub["opted_out_at"] if sub else None, "source": source,
-                            "scope": scope})
-        elif status == Status.PENDING.value:
+            reasons.append({"code": "opted_out", "at": _iso(opted_at), "source": source, "scope": scope})
+        elif status == pending:
             reasons.append({"code": "pending_doi"})
-        elif status != Status.SUBSCRIBED.value:
+        elif status != subscribed:
             reasons.append({"code": "not_subscribed"})
         else:
             forever = False
-        program = brand.programs[item.program]
-        zones = recipient_zones(item.phone, zones_by_phone.get(item.phone))
-        cap = program_cap(program, item.phone, item.at)
-        hold = decide(item.at, phone=item.phone, zones=zones, brand_window=brand.quiet_hours, cap=cap,
-                      times=texts.get((item.phone, item.program), ()))
+        cap = caps.get((item.phone, item.program))
+        zone = zones_by_phone.get(item.phone)
+        if cap is None:
+            key = (zone or number_zones(item.phone), us_state(item.phone), item.at)
+            hold = windows.get(key, windows)
+            if hold is windows:
+                hold = windows[key] = decide(item.at, phone=item.phone, zones=recipient_zones(item.phone, zone),
+                                             brand_window=brand.quiet_hours, cap=None, times=())
+        else:
+            hold = decide(item.at, phone=item.phone, zones=recipient_zones(item.phone, zone),
+                          brand_window=brand.quiet_hours, cap=cap, times=texts.get((item.phone, item.program), ()))
+        until = None
         if hold is not None:
+            until = _iso(hold.until)
             for code in hold.reasons:
                 detail = (f"sending window {window_text(item.phone, item.at.date(), brand.quiet_hours)}"
                           if code == QUIET_HOURS else f"at most {cap} texts in 24 h")
-                reasons.append({"code": code, "nextAllowedAt": hold.until, "detail": detail})
+                reasons.append({"code": code, "nextAllowedAt": until, "detail": detail})
         results.append({
             "index": item.index, "phoneNumber": item.phone, "program": item.program, "allowed": not reasons,
-            "reasons": reasons, "nextAllowedAt": hold.until if hold is not None and not forever else None,
+            "reasons": reasons, "nextAllowedAt": until if not forever else None,
         })
     return results
 
@@ -170,8 +193,7 @@ def record_sends(conn: Connection, now: datetime, *, brand: Brand, items: Sequen
                       "external_id": ext, "api_key_id": api_key_id, "created_at": now}
                      for i, ext in zip(items, external_ids, strict=True)])
     subs = _subscriptions(raw, brand.key, sorted({i.phone for i in items}))
-    return [i.index for i in items
-            if (s := subs.get((i.phone, i.program))) is not None and s["status"] == Status.UNSUBSCRIBED.value]
+    return [i.index for i in items if subs.get((i.phone, i.program), ("",))[0] == Status.UNSUBSCRIBED.value]
 
 
 __all__ = ["DAILY_CAP", "QUIET_HOURS", "Planned", "check", "parse_items", "record_sends"]
