@@ -190,3 +190,12 @@ def held_counts(conn: Connection, now: datetime) -> list[tuple[str, str, int]]:
         "SELECT brand, held_reason, count(*) FROM outbox WHERE held_until > :now AND status = 'pending'"
         " GROUP BY brand, held_reason", {"now": now}).fetchall()
     return [(row[0], row[1], int(row[2])) for row in rows]
+
+
+def list_held(conn: Connection, now: datetime, *, brand: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The brand's texts held now, soonest first (for the console's operations page): id, phone, program, purpose,
+    held_until, held_reason, created_at."""
+    return Raw(conn).rows(
+        "SELECT id, phone, program, purpose, held_until, held_reason, created_at FROM outbox"
+        " WHERE brand = :brand AND held_until > :now AND status = 'pending' ORDER BY held_until, id LIMIT :limit",
+        {"brand": brand, "now": now, "limit": limit})

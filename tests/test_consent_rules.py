@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.auth import create_key
+from app.holds import list_held
 from app.keywords import check, load_rules
 from app.rules.scope import describe
 from tests.conftest import FakeClock, Gateway, unlimited
@@ -143,6 +144,8 @@ def test_an_api_prompt_to_miami_at_2130_waits_until_0800(shop: Gateway) -> None:
     messages = shop.client.get("/v1/messages", params={"phoneNumber": MIAMI}, headers=key).json()["items"]
     assert [(m["status"], m["heldReason"]) for m in messages] == [("held", "quiet_hours")]
     assert datetime.fromisoformat(messages[0]["heldUntil"]) == opens
+    [held] = shop.state.writer.call(lambda conn, now: list_held(conn, now, brand="shop"))
+    assert (held["phone"], held["purpose"], held["held_reason"]) == (MIAMI, "doi_prompt", "quiet_hours")
     metrics = shop.client.get("/metrics").text
     assert 'optline_outbox_held{brand="shop",reason="quiet_hours"} 1.0' in metrics
     assert shop.replies(MIAMI) == []

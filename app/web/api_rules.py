@@ -22,6 +22,7 @@ from app.schemas_rules import OptOutImportOut, OptOutOut, OptOutPage, SendCheckI
 from app.web.api import _state, api_key, aware_time, decode_cursor, encode_cursor, page_params, read_json
 
 MAX_IMPORT_BYTES = 200 * 1024 * 1024  # a million rows of phone, time and program
+IDEMPOTENT_IMPORT_BYTES = 5 * 1024 * 1024  # app.web.idempotency.MAX_BODY, less its one byte of slack
 
 
 async def post_send_check(request: Request) -> JSONResponse:
@@ -73,14 +74,19 @@ def _kind(request: Request) -> str:
 
 
 async def _limited(request: Request) -> AsyncIterator[bytes]:
+    # The Idempotency-Key middleware holds a body of at most 5 MB (and would hand on a longer one
+    # cut short): with a key, an import is refused past that. A re-import changes nothing, so a
+    # large list needs no key.
+    limit = IDEMPOTENT_IMPORT_BYTES if "idempotency-key" in request.headers else MAX_IMPORT_BYTES
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_IMPORT_BYTES:
-        raise PayloadTooLarge(f"body over {MAX_IMPORT_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes" + (" with an Idempotency-Key" if limit < MAX_IMPORT_BYTES
+                                                             else ""))
     seen = 0
     async for chunk in request.stream():
         seen += len(chunk)
-        if seen > MAX_IMPORT_BYTES:
-            raise PayloadTooLarge(f"body over {MAX_IMPORT_BYTES} bytes")
+        if seen > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
         yield chunk
 
 
