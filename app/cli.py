@@ -31,18 +31,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.events import check_event_secrets
+    from app.http_protocol import configure
     from app.keywords import load_rules
     from app.logs import setup_logging
     from app.main import check_database
     from app.settings import load_settings
 
     settings = load_settings()
-    check_event_secrets(load_rules(settings.keywords))
-    check_database(settings)
+    rules = load_rules(settings.keywords)
+    check_event_secrets(rules)
+    check_database(settings, rules)
     setup_logging(settings.log_level)
     # log_config=None: uvicorn's loggers propagate to our JSON handler instead of its own.
     options: dict[str, Any] = dict(
-        factory=True, host=args.host, port=args.port, workers=args.workers, loop="uvloop", http="httptools",
+        factory=True, host=args.host, port=args.port, workers=args.workers, loop="uvloop",
+        http=configure(settings.header_timeout_seconds),
         log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=30, log_config=None,
     )
     if args.workers <= 1:
@@ -69,7 +72,7 @@ def cmd_worker(_args: argparse.Namespace) -> int:
     settings = load_settings()
     rules = load_rules(settings.keywords)
     check_event_secrets(rules)
-    check_database(settings)
+    check_database(settings, rules)
     setup_logging(settings.log_level)
 
     async def main() -> None:
@@ -112,6 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     path: str | None = args.file
     providers: tuple[str, ...] | None = None
+    settings = None
     try:
         settings = load_settings()
         path = path or settings.keywords
@@ -127,6 +131,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {finding}")
     if report.errors:
         return 1
+    dropped = _dropped_subscribers(path, settings.database_url if settings is not None else None)
+    for problem in dropped:
+        print(f"error: {path}: {problem}; list it under retired: if it was taken out on purpose")
+    if dropped:
+        return 1
     from app.keywords import load_rules
     from app.rules.scope import describe
 
@@ -134,6 +143,34 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(describe(brand))
     print(f"{path}: ok ({len(report.warnings)} warning{'s' if len(report.warnings) != 1 else ''})")
     return 0
+
+
+def _dropped_subscribers(path: str, database_url: str | None) -> list[str]:
+    """What the keywords file at `path` drops that still has subscribers in the database (app.retire).
+
+    The file alone is checked when no database is configured or reachable: said on stderr.
+    """
+    import sqlalchemy as sa
+
+    from app.db import make_engine
+    from app.keywords import load_rules
+    from app.retire import dropped, live_routes
+
+    if not database_url:
+        return []
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and os.path.exists(url.database)):
+        return []  # no database yet: nobody is subscribed
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            live = live_routes(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        print(f"note: subscribers not compared (database: {type(exc).__name__})", file=sys.stderr)
+        return []
+    finally:
+        engine.dispose()
+    return dropped(load_rules(path), live)
 
 
 def cmd_reload(_args: argparse.Namespace) -> int:
@@ -144,9 +181,13 @@ def cmd_reload(_args: argparse.Namespace) -> int:
 
     settings = load_settings()
     report = check(settings.keywords)
-    if report.errors:
-        for finding in report.errors:
-            print(f"error: {finding}", file=sys.stderr)
+    errors = [str(finding) for finding in report.errors]
+    if not errors:
+        errors = [f"{settings.keywords}: {problem}; list it under retired: if it was taken out on purpose"
+                  for problem in _dropped_subscribers(settings.keywords, settings.database_url)]
+    if errors:
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
         return _fail("not reloaded: the running processes keep the rules they have")
     pids = signal_all(settings.run_dir)
     if not pids:
@@ -316,7 +357,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     engine = make_engine(settings.database_url)
     columns = [c.name for c in consent_events.columns]
-    writer = csv.writer(sys.stdout)
+    writer = csv.writer(sys.stdout, quoting=csv.QUOTE_ALL)  # see csv_cell
     writer.writerow(columns)
     try:
         with engine.connect() as conn:

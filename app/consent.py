@@ -20,7 +20,8 @@ from app.keywords import Brand
 from app.metrics import note_transition
 from app.models import new_id, subscriptions
 from app.sql import Raw, update_sql
-from app.subscriptions import JOIN_EVENTS, OPT_OUT_EVENTS, Event, Source, Status, Transition, transition
+from app.subscriptions import (JOIN_EVENTS, OPT_OUT_EVENTS, PHONE_JOIN_EVENTS, PHONE_SOURCES, Event, Source, Status,
+                               Transition, transition)
 
 _COLUMNS = tuple(c.name for c in subscriptions.columns)
 _CONSENT_COLUMNS = ("subscription_id", "brand", "program", "phone", "event", "from_status", "to_status", "source",
@@ -201,8 +202,15 @@ def apply_event(
     if event in OPT_OUT_EVENTS:
         # Every opt-out counts, even one that changes nothing: consent given before it is stale.
         updates["opted_out_at"] = now
+        if proof.source in PHONE_SOURCES:
+            # The phone closed it: only the phone reopens it (app.optin refuses the API, 409).
+            updates.update(phone_opted_out_at=now, phone_opted_out_source=proof.source.value)
     elif event in JOIN_EVENTS and after in (Status.PENDING, Status.SUBSCRIBED):
         updates["joined_at"] = now
+        if event in PHONE_JOIN_EVENTS and proof.source is Source.SMS:
+            updates.update(phone_opted_out_at=None, phone_opted_out_source=None)
+        if sender and event is not Event.CONFIRM:
+            updates["joined_via"] = sender
     if proof.keyword and event not in (Event.STOP, Event.CARRIER_OPT_OUT, Event.API_OPT_OUT, Event.EXPIRE):
         updates["keyword"] = proof.keyword
     if language:

@@ -6,7 +6,8 @@
     │   ├── InvalidPhone       not a phone number we can put in E.164
     │   ├── InvalidPayload     a provider payload missing or mangling a field
     │   ├── NotFound           no such thing for this brand (404)
-    │   ├── Conflict           the request collides with another in flight (409)
+    │   ├── Conflict           the request collides with another in flight, or with a newer opt-out (409)
+    │   │   └── OptedOut       the phone opted out itself; only the phone may rejoin (409)
     │   ├── PayloadTooLarge    a body over the route's limit (413)
     │   ├── UnsupportedMediaType  a body that is not JSON (415)
     │   └── Unprocessable      well-formed but semantically refused (422)
@@ -32,11 +33,13 @@ class InvalidInput(OptlineError):
 
     status = 400
 
-    def __init__(self, message: str, *, field: str | None = None, errors: list[tuple[str, str]] | None = None):
+    def __init__(self, message: str, *, field: str | None = None, errors: list[tuple[str, str]] | None = None,
+                 extra: dict[str, object] | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
         self.errors = errors if errors is not None else ([(field, message)] if field else [])
+        self.extra = extra or {}  # problem+json extension members
 
 
 class InvalidPhone(InvalidInput):
@@ -58,9 +61,13 @@ class NotFound(InvalidInput):
 
 
 class Conflict(InvalidInput):
-    """Another request with the same key is still in flight."""
+    """Another request with the same key is still in flight, or consent older than an opt-out."""
 
     status = 409
+
+
+class OptedOut(Conflict):
+    """The phone opted out itself: only the phone may subscribe again (`extra["optOut"]`: when, source, scope)."""
 
 
 class PayloadTooLarge(InvalidInput):

@@ -27,7 +27,8 @@ from sqlalchemy.engine import Connection
 
 from app.consent import Proof, Sub, Writes, apply_event
 from app.events import MESSAGE_FLAGGED, MESSAGE_RECEIVED, event_row, message_received_event
-from app.keywords import Brand, Kind, Match, Program, Rules, SenderRules
+from app.keywords import Brand, Kind, Match, Program, Rules, SenderRules, is_opt_out_intent
+from app.optout.detector import detect
 from app.models import subscriptions
 from app.outbox import CANCELLED_BY_OPT_OUT, SMS_COLUMNS, OutboxStatus, cancel_queued, sms_row
 from app.phone import in_countries
@@ -185,6 +186,10 @@ class _Batch:
         if key in self.seen:
             return InboundResult(duplicate=True, kind=kind)
         self.seen.add(key)
+        if sender is None and sms.from_phone and (sms.opt_out_type == "STOP" or is_opt_out_intent(sms.body)):
+            history = self.stop_by_history(position, now, sms, rules)
+            if history is not None:
+                return history
         if sender is None or match is None:
             self._inbound(now, sms, brand=None, kind=kind, match=match, program=None)
             return InboundResult(duplicate=False, kind=kind)
@@ -231,6 +236,51 @@ class _Batch:
                       purpose=plan.reply.value, from_number=from_number, service_id=service_id)
         self.replies.append((position, index, row))
         return InboundResult(duplicate=False, kind=kind, program=plan.program, reply=body, language=plan.language)
+
+    def stop_by_history(self, position: int, now: datetime, sms: InboundSms, rules: Rules) -> InboundResult | None:
+        """A STOP to a number keywords.yaml no longer routes ends every live subscription the phone joined through
+        it (None when there is none): a STOP is honoured by history, not only by today's configuration."""
+        assert sms.from_phone is not None
+        via = {sms.to} | ({sms.service_id} if sms.service_id else set())
+        rows = self.raw.rows(
+            "SELECT * FROM subscriptions WHERE phone = :phone AND status IN (:subscribed, :pending)"
+            " ORDER BY brand, program", {"phone": sms.from_phone, "subscribed": Status.SUBSCRIBED.value,
+                                         "pending": Status.PENDING.value})
+        rows = [row for row in rows if row["joined_via"] in via or (row["joined_via"] is None and row["sender"] in via)]
+        if not rows:
+            return None
+        why = detect(sms.body).why or (f"keyword: '{sms.body.strip()}'" if sms.opt_out_type != "STOP" else "carrier")
+        reason = f"{why}; sent to {sms.to}, which keywords.yaml no longer routes: ends what the phone joined through it"
+        carrier = sms.opt_out_type == "STOP"
+        proof = Proof(source=Source.CARRIER if carrier else (Source.SMS if sms.channel == CHANNEL_SMS
+                                                             else Source(sms.channel)),
+                      keyword="STOP", message_id=sms.message_id, raw_text=sms.body, reason=reason)
+        ended: dict[str, list[Sub]] = {}
+        for row in rows:
+            stored = self.subs.setdefault((row["brand"], sms.from_phone), {})
+            sub = stored.setdefault(row["program"], Sub(values=row))  # one object per row, shared with the batch
+            brand = rules.brands.get(row["brand"])
+            apply_event(self.writes, sub, Event.CARRIER_OPT_OUT if carrier else Event.STOP, now=now, proof=proof,
+                        brand=brand)
+            ended.setdefault(row["brand"], []).append(sub)
+        for brand_key, subs in ended.items():
+            self.cancel(now, brand=brand_key, phone=sms.from_phone, programs=[sub.program for sub in subs])
+        lead = next(iter(ended))
+        index = self._inbound(now, sms, brand=lead, kind=Kind.STOP.value, match=None, program=None)
+        body = None
+        if lead in rules.brands and not carrier and sms.channel == CHANNEL_SMS:
+            programs = [sub.program for sub in ended[lead] if sub.program in rules.brands[lead].programs]
+            body = rules.render(lead, programs[0] if len(programs) == 1 else None, Reply.STOP.value,
+                                ended[lead][0].language)
+        if body is None:  # the brand is gone (its texts with it), or the carrier already answered
+            return InboundResult(duplicate=False, kind=Kind.STOP.value)
+        from_number, service_id = (None, sms.service_id) if sms.service_id else (sms.to, None)
+        row = sms_row(now=now, brand=lead, program=None, phone=sms.from_phone, body=body, purpose=Reply.STOP.value,
+                      from_number=from_number, service_id=service_id)
+        for sub in ended[lead]:
+            sub.set(last_stop_reply_at=now)
+        self.replies.append((position, index, row))
+        return InboundResult(duplicate=False, kind=Kind.STOP.value, reply=body)
 
     def _received_event(self, now: datetime, brand: Brand, sms: InboundSms, match: Match | None) -> None:
         """message.received for a text that changes nothing; message.flagged, with why, for one close to an opt-out."""
@@ -336,11 +386,11 @@ class _Ctx:
     match: Match
 
     def sub(self, program: str) -> Sub:
+        if program not in self.subs and program in self.stored:  # joined through this sender, since moved
+            self.subs[program] = self.stored[program]
         if program not in self.subs:
-            # A program on another of the brand's senders (a brand-wide stop) may be stored already.
-            self.subs[program] = self.stored.get(program) or Sub.blank(
+            self.subs[program] = self.stored[program] = Sub.blank(
                 brand=self.sender.brand.key, program=program, phone=self.phone, now=self.now)
-            self.stored[program] = self.subs[program]
         return self.subs[program]
 
     @property
@@ -369,6 +419,12 @@ class _Ctx:
             # A plain opt-out ends the brand's programs (revoke-all) or, in sender scope, this
             # number's; Twilio's Advanced Opt-Out blocks the whole sender whatever the text named.
             scope, reach = opt_out_scope.plain_stop_programs(brand, self.sender.program_keys, self.match.normalized)
+            if reach == opt_out_scope.SENDER:
+                # And what the phone joined through this number, though keywords.yaml has since moved
+                # that program to another sender: a STOP is honoured by history too.
+                scope += sorted(key for key, sub in self.stored.items() if key not in scope and key in
+                                self.sender.brand.programs and sub.joined_via == self.via
+                                and sub.status in (Status.SUBSCRIBED.value, Status.PENDING.value))
         else:
             scope = [self.match.program]
         event = Event.CARRIER_OPT_OUT if carrier else Event.STOP

@@ -187,8 +187,11 @@ class Rules:
     def __init__(
         self, path: str, brands: Mapping[str, Brand], entries: Mapping[tuple[str, str], list[KeywordEntry]],
         *, sha256: str = "", senders: Mapping[str, SenderConfig] | None = None,
+        retired: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.path = path
+        # What the operator took out on purpose while it still had subscribers (`retired:`).
+        self.retired: Mapping[str, frozenset[str]] = MappingProxyType(dict(retired or {}))
         self.sha256 = sha256  # of the file these rules were loaded from
         self.brands: Mapping[str, Brand] = MappingProxyType(dict(brands))
         if senders is None:  # every sender with its kind's defaults
@@ -314,7 +317,8 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
 
-_ROOT_FIELDS = ("version", "defaults", "brands")
+_ROOT_FIELDS = ("version", "defaults", "brands", "retired")
+_RETIRED_FIELDS = ("brands", "programs", "senders")
 _DEFAULTS_FIELDS = ("double_opt_in", "doi_expires_after", "prompt_cooldown", "keywords")
 _DEFAULT_KEYWORD_FIELDS = ("stop", "help", "start", "confirm")
 _BRAND_FIELDS = (
@@ -349,10 +353,16 @@ _PROGRAM_MESSAGES = ("welcome", "stop", "help", "doi_prompt", "already_subscribe
 
 _BUILTIN_FLOOR = {Kind.STOP: BUILTIN_STOP, Kind.HELP: BUILTIN_HELP, Kind.START: BUILTIN_START}
 
-# CTIA: a DOI prompt must disclose charges. The English wording, or its Canadian French one.
+# CTIA: a DOI prompt must disclose charges. The English wording, its Canadian French one, or the
+# Spanish ones US carriers' bilingual programs use ("Pueden aplicarse tarifas de mensajes y datos",
+# "Se pueden aplicar tarifas de msj y datos", "Tarifas de mensajes y datos pueden aplicar").
 _RATES_DISCLOSURE = re.compile(
     r"\b(?:msg\s*&\s*data|msg and data|message and data|messages and data) rates may apply\b"
     r"|\bdes frais de messagerie(?: texte)? et de donnees peuvent s['\u2019]appliquer\b"
+    r"|\b(?:pueden aplicarse|se pueden aplicar|podrian aplicarse|aplican) (?:las )?(?:tarifas|cargos) (?:de|por) "
+    r"(?:mensajes|mensajeria|msj|msjs|sms)\s*(?:y|&)\s*datos\b"
+    r"|\b(?:tarifas|cargos) (?:de|por) (?:mensajes|mensajeria|msj|msjs|sms)\s*(?:y|&)\s*datos "
+    r"(?:pueden aplicar(?:se)?|podrian aplicar(?:se)?|aplican)\b"
 )
 
 
@@ -452,6 +462,7 @@ class _Loader:
         self.warnings: list[Finding] = []
         self.brands: dict[str, _RawBrand] = {}
         self.today: date | None = None
+        self.retired: dict[str, frozenset[str]] = {name: frozenset() for name in _RETIRED_FIELDS}
         self.defaults = _RawProgram(brand="", key="", line=1)
         self.defaults.keywords = {
             Kind.STOP: [_Kw(k, keyword_words(k), None, None) for k in BUILTIN_STOP],
@@ -648,6 +659,8 @@ class _Loader:
                 )
         if "defaults" in top:
             self.load_defaults(*top["defaults"])
+        if "retired" in top:
+            self.load_retired(*top["retired"])
         if "brands" in top:
             key_node, node = top["brands"]
             brands = self.mapping(node, "brands", _line(key_node), None)
@@ -656,6 +669,16 @@ class _Loader:
             for key, (bkey, bnode) in (brands or {}).items():
                 self.load_brand(key, bkey, bnode)
         self.cross_check()
+
+    def load_retired(self, key_node: Node, node: Node) -> None:
+        """`retired:` names brands, programs (`brand/program`) and senders taken out on purpose while they still
+        have subscribers (app.retire refuses a file that drops them silently)."""
+        fields = self.mapping(node, "retired", _line(key_node), _RETIRED_FIELDS)
+        for name, (name_node, value) in (fields or {}).items():
+            if not isinstance(value, SequenceNode) or not all(isinstance(item, ScalarNode) for item in value.value):
+                self.error(_line(name_node), f"retired.{name} must be a list of names")
+                continue
+            self.retired[name] = frozenset(str(item.value) for item in value.value)
 
     def load_defaults(self, key_node: Node, node: Node) -> None:
         d = self.defaults
@@ -1206,7 +1229,7 @@ class _Loader:
                 for sender in rp.senders:
                     senders.setdefault(sender_key(sender.id), sender.config())  # cross_check made them agree
         configs = {config.id: config for config in senders.values()}
-        return Rules(path, brands, entries, sha256=self.sha256, senders=configs)
+        return Rules(path, brands, entries, sha256=self.sha256, senders=configs, retired=self.retired)
 
 
 def _how(config: SenderConfig) -> str:

@@ -28,6 +28,7 @@ from app.db import Writer, make_engine, utcnow
 from app.errors import DatabaseUnavailable
 from app.events import EventPoster, event_environ
 from app.inbound import due_for_expiry, expire_due
+from app.http_protocol import configure as configure_http
 from app.keywords import Rules, load_rules
 from app.logs import setup_logging
 from app.holds import held_counts
@@ -38,6 +39,7 @@ from app.providers.base import Provider, WebhookProvider
 from app.providers.registry import Providers, check_senders, make_providers
 from app.providers.twilio import TwilioSignature
 from app.reload import RELOAD_SIGNAL, register, reload_rules, unregister
+from app.retire import check_rules_keep_subscribers
 from app.settings import Settings, load_settings
 from app.spool import Spool, drain_forever
 from app.web import api, api_profiles, api_rules, api_subscriptions, openapi, webhooks
@@ -226,8 +228,9 @@ def create_app(
     routes = [
         Route("/webhooks/twilio", webhooks.twilio_inbound, methods=["POST"]),
         Route("/webhooks/twilio/status", webhooks.twilio_status, methods=["POST"]),
-        Route("/webhooks/{provider}", webhooks.provider_webhook, methods=["POST"]),
-        Route("/webhooks/{provider}/status", webhooks.provider_webhook, methods=["POST"]),
+        # GET too: only to tell a Vonage SMS API account (which GETs by default) what to switch.
+        Route("/webhooks/{provider}", webhooks.provider_webhook, methods=["GET", "POST"]),
+        Route("/webhooks/{provider}/status", webhooks.provider_webhook, methods=["GET", "POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
@@ -252,6 +255,7 @@ def app_from_env() -> Starlette:
     """The uvicorn factory: settings from the environment (and JSON logs, also in `--workers` children)."""
     settings = load_settings()
     setup_logging(settings.log_level)
+    configure_http(settings.header_timeout_seconds)  # in `--workers N` children too
     # The writer and sender threads drop the GIL on every database or socket call and must
     # wait for it to come back; Python's default 5 ms switch interval turns each of those
     # waits into a stall while the event loop is busy (a GIL convoy).
@@ -269,19 +273,22 @@ def app_from_env() -> Starlette:
     return app
 
 
-def check_database(settings: Settings) -> None:
-    """Fail with one clear line when the database is unreachable or not migrated."""
+def check_database(settings: Settings, rules: Rules | None = None) -> None:
+    """Fail with one clear line when the database is unreachable or not migrated, or when `rules` drop a brand,
+    program or sender that still has subscribers (app.retire)."""
     engine = make_engine(settings.database_url)
     try:
         current = current_revision(engine)
+        head = head_revision()
+        if current != head:
+            raise DatabaseUnavailable(f"the database is at migration {current}, not {head}: run `optline migrate`")
+        if rules is not None:
+            check_rules_keep_subscribers(rules, engine)
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
         raise DatabaseUnavailable(f"cannot reach the database ({reason})") from None
     finally:
         engine.dispose()
-    head = head_revision()
-    if current != head:
-        raise DatabaseUnavailable(f"the database is at migration {current}, not {head}: run `optline migrate`")
 
 
 __all__: list[Any] = ["app_from_env", "build_state", "create_app"]

@@ -44,6 +44,7 @@ class Subscription(SQLModel, table=True):
         sa.UniqueConstraint("brand", "program", "phone", name="uq_subscriptions_brand_program_phone"),
         sa.Index("ix_subscriptions_brand_phone", "brand", "phone"),
         sa.Index("ix_subscriptions_status_doi_expires_at", "status", "doi_expires_at"),
+        sa.Index("ix_subscriptions_phone_joined_via", "phone", "joined_via"),
         # GET /v1/opt-outs pages the suppression list by time.
         sa.Index("ix_subscriptions_brand_opted_out_at", "brand", "opted_out_at", "id"),
     )
@@ -72,6 +73,14 @@ class Subscription(SQLModel, table=True):
     # The latest time the phone itself joined (pendingDOI or subscribed): START restarts only
     # programs the phone had joined, never one a plain STOP merely recorded.
     joined_at: datetime | None = _ts()
+    # An opt-out the phone made itself (a texted STOP on any channel, a carrier or provider
+    # signal) that the phone has not undone by joining again: while set, only the phone may
+    # reopen this program (no API, import or console path subscribes or prompts it).
+    phone_opted_out_at: datetime | None = _ts()
+    phone_opted_out_source: str | None = Field(default=None, max_length=16)
+    # The sender the phone joined through: a STOP to it is honoured even once keywords.yaml no
+    # longer routes that number.
+    joined_via: str | None = Field(default=None, max_length=40)
     consent_source: str | None = Field(default=None, max_length=200)
     consented_at: datetime | None = _ts()
     profile_id: str | None = Field(default=None, max_length=40, index=True)

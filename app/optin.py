@@ -14,14 +14,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from app.consent import Proof, Sub, Writes, apply_event, load_subs
-from app.errors import Conflict, Unprocessable
+from app.errors import Conflict, OptedOut, Unprocessable
 from app.events import iso
 from app.holds import enqueue_unasked
 from app.keywords import Brand, Rules
 from app.outbox import cancel_queued, enqueue_sms
 from app.phone import in_countries
 from app.sql import Raw
-from app.subscriptions import CLOCK_SKEW, COOLDOWN_REPLIES, Event, Reply, Source, Status
+from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status, time_problem
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,38 @@ def _route(rules: Rules, brand: str, program: str, sub: Sub) -> tuple[str | None
 
 
 def check_consent_is_current(sub: Sub | None, *, consented_at: datetime | None, now: datetime) -> None:
-    """Refuse consent that is not later than the phone's latest opt-out from the program (409), or in the future (422).
+    """Refuse API consent that may not reopen the program: 409 after the phone's own opt-out or a newer one, 422 for a
+    time no engine can keep or in the future.
 
-    `consented_at=None` (a contact PUT that gives no time) is accepted only when the phone
-    never opted out of the program: after an opt-out, only consent given later may undo it.
+    Only the phone reopens what the phone closed: after a STOP it texted (on any channel) or a
+    carrier's opt-out signal, no API path subscribes or prompts it again until the phone itself
+    texts a join keyword or START; carriers behave the same (Twilio refuses sends with 21610).
+    An opt-out the brand made (API, console, import) may be superseded by newer consent, dated
+    the earlier of `consented_at` and `now` (the request's arrival): a CRM that stamps its sync
+    time, or re-sends an old opt-in, cannot slip past an opt-out with a clock that runs ahead.
+    `consented_at=None` (a contact PUT that gives no time) is accepted only when the phone never
+    opted out of the program.
     """
-    if consented_at is not None and consented_at - now > CLOCK_SKEW:
-        raise Unprocessable("consentedAt is more than 5 minutes in the future", field="consentedAt")
-    opted_out = sub.opted_out_at if sub is not None else None
+    if consented_at is not None:
+        why = time_problem(consented_at, now)
+        if why is not None:
+            raise Unprocessable(f"consentedAt {why}", field="consentedAt")
+    if sub is None:
+        return
+    if sub.phone_opted_out_at is not None:
+        source = sub.phone_opted_out_source or Source.SMS.value
+        raise OptedOut(
+            f"{sub.program}: this phone opted out itself ({source}) at {iso(sub.phone_opted_out_at)}; only the phone "
+            "can subscribe again, by texting a join keyword or START",
+            field="phoneNumber", extra={"optOut": {"at": iso(sub.phone_opted_out_at), "source": source,
+                                                   "scope": {"program": sub.program, "sender": sub.sender}}})
+    opted_out = sub.opted_out_at
     if opted_out is None:
         return
     if consented_at is None:
         raise Conflict(f"{sub.program}: this phone opted out at {iso(opted_out)}; send consentedAt, later than that",
                        field="consentedAt")
-    if consented_at <= opted_out:
+    if min(consented_at, now) <= opted_out:
         raise Conflict(f"{sub.program}: consent given at {iso(consented_at)} is not later than this phone's opt-out at "
                        f"{iso(opted_out)}", field="consentedAt")
 
@@ -96,7 +114,8 @@ def opt_in(
     proof = Proof(source=Source.API, api_key_id=actor.api_key_id, consent_source=consent_source,
                   consent_proof=consent_proof, consented_at=consented_at)
     writes = Writes()
-    applied = apply_event(writes, sub, event, now=now, proof=proof, brand=brand,
+    from_number, service_id = _route(rules, brand.key, program, sub)
+    applied = apply_event(writes, sub, event, now=now, proof=proof, brand=brand, sender=from_number or service_id,
                           doi_expires_after=settings.doi_expires_after, always_record=True)
     reply = applied.rule.reply
     if reply is Reply.WELCOME and not applied.changed:
@@ -111,7 +130,6 @@ def opt_in(
     if reply is not None:
         body = rules.render(brand.key, program, reply.value, sub.language)
         if body is not None:
-            from_number, service_id = _route(rules, brand.key, program, sub)
             # Nothing the phone texted asked for this one: quiet hours and caps may hold it (app.holds).
             enqueue_unasked(conn, now, rules=rules, brand=brand, program=program, phone=phone, body=body,
                             purpose=reply.value, from_number=from_number, service_id=service_id)

@@ -137,6 +137,12 @@ def in_countries(e164: str, allowed: frozenset[str]) -> bool:
 # address is a phone number carry the phone's opt-outs.
 PHONE_CHANNELS = frozenset({"whatsapp", "rcs"})
 OPAQUE_CHANNELS = frozenset({"messenger"})
+# WhatsApp's business-scoped user ids (BSUID): Meta may withhold a user's phone number and name
+# them by an id scoped to the business, a country code, a dot and letters and digits
+# (whatsapp:US.1234; a parent id across a business's portfolios reads US.ENT.…). Twilio posts it
+# as From when no phone is known, and as ExternalUserId beside From when one is (as in
+# nyaruka/courier's handlers/twiml tests). Kept whole within the stored address's 128 characters.
+_WHATSAPP_USER_ID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,100}")
 # E.164 as providers post it: a plus and ASCII digits only (no spaces, letters, full-width
 # digits, doubled plus or URI scheme such as tel: or sms:).
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -169,6 +175,8 @@ def inbound_address(raw: str) -> Address:
             if not _OPAQUE_ID.fullmatch(rest):
                 raise InvalidPhone(f"not a {channel} address")
             return Address(channel, None, text)
+        if channel == "whatsapp" and _WHATSAPP_USER_ID.fullmatch(rest):
+            return Address(channel, None, f"{channel}:{rest}")  # a business-scoped user id: no phone known
         if channel not in PHONE_CHANNELS:
             raise InvalidPhone("neither an E.164 phone number nor a whatsapp:, rcs: or messenger: address")
         text = rest
@@ -181,6 +189,14 @@ def inbound_address(raw: str) -> Address:
     if not _possible(number):  # the API's rule too: what a webhook stored, the API can read back
         raise InvalidPhone("not a possible phone number for its country")
     return Address(channel, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), raw.strip())
+
+
+def whatsapp_user_id(raw: str | None) -> str | None:
+    """`whatsapp:US.1234` when `raw` is a WhatsApp business-scoped user id (see _WHATSAPP_USER_ID), else None."""
+    prefix, sep, rest = (raw or "").strip().partition(":")
+    if sep and prefix.lower() == "whatsapp" and _WHATSAPP_USER_ID.fullmatch(rest):
+        return f"whatsapp:{rest}"
+    return None
 
 
 def our_number(raw: str | None) -> str | None:

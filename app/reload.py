@@ -20,10 +20,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.errors import ConfigError
 from app.events import EventPoster, event_environ
 from app.keywords import load_rules
 from app.providers.registry import check_senders
+from app.retire import check_rules_keep_subscribers
 from app.web.state import AppState
 
 log = logging.getLogger("optline")
@@ -39,6 +42,10 @@ def reload_rules(state: AppState) -> bool:
         try:
             rules = load_rules(state.settings.keywords)
             check_senders(rules, state.providers)  # a sender must name a provider this process runs
+            try:  # nothing people are subscribed through may vanish unless retired on purpose
+                check_rules_keep_subscribers(rules, state.reader)
+            except SQLAlchemyError as exc:
+                raise ConfigError(f"cannot check the subscribers it would drop ({type(exc).__name__})") from None
             poster = state.sender.event_poster if state.sender is not None else None
             if isinstance(poster, EventPoster):
                 poster.reload(rules, event_environ())  # raises before anything changed

@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from app.subscriptions import CLOCK_SKEW
+from app.subscriptions import time_problem
 
 MAX_BATCH = 1000
 MAX_ATTRIBUTE_KEY = 100
@@ -115,6 +115,25 @@ class FieldError(BaseModel):
     message: str = Field(description="What is wrong with it.")
 
 
+class OptOutScope(BaseModel):
+    """Where an opt-out applies."""
+
+    model_config = _RESPONSE
+
+    program: str = Field(description="The program it ended.")
+    sender: str | None = Field(description="The number, short code or Messaging Service the phone used, if known.")
+
+
+class OptOutInfo(BaseModel):
+    """The phone's own opt-out that a refused opt-in ran into: only the phone may undo it."""
+
+    model_config = _RESPONSE
+
+    at: datetime = Field(description="When the phone opted out (RFC 3339, UTC).")
+    source: str = Field(description="How: `sms`, `whatsapp`, `rcs`, `messenger` (a texted STOP) or `carrier`.")
+    scope: OptOutScope
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document: every 4xx/5xx answer of the API."""
 
@@ -125,6 +144,9 @@ class Problem(BaseModel):
     status: int = Field(description="The HTTP status code.")
     detail: str = Field(description="What went wrong, for a human.")
     errors: list[FieldError] = Field(default_factory=list, description="The fields that were refused, one entry each.")
+    opt_out: OptOutInfo | None = Field(
+        None, description="On a 409 for an opt-in: the phone's own opt-out (a STOP it texted, or a carrier's "
+                          "signal), which only the phone can undo by texting a join keyword or START.")
 
 
 class ProfileIn(BaseModel):
@@ -268,6 +290,14 @@ class ConsentProof(BaseModel):
         return self
 
 
+def _client_time(value: datetime) -> datetime:
+    """A time a client gave, if both engines can store it and it is not in the future; ValueError otherwise."""
+    why = time_problem(value, datetime.now(UTC))
+    if why is not None:
+        raise ValueError(f"consentedAt {why}")
+    return value
+
+
 class OptInIn(_In):
     """POST /v1/subscriptions/opt-in."""
 
@@ -282,10 +312,8 @@ class OptInIn(_In):
 
     @field_validator("consented_at")
     @classmethod
-    def _not_future(cls, value: datetime) -> datetime:
-        if value - datetime.now(UTC) > CLOCK_SKEW:
-            raise ValueError("consentedAt is in the future")
-        return value
+    def _storable(cls, value: datetime) -> datetime:
+        return _client_time(value)
 
 
 class OptOutIn(_In):
@@ -307,10 +335,8 @@ class ContactProgramIn(_In):
 
     @field_validator("consented_at")
     @classmethod
-    def _not_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value - datetime.now(UTC) > CLOCK_SKEW:
-            raise ValueError("consentedAt is in the future")
-        return value
+    def _storable(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _client_time(value)
 
 
 class ContactSmsIn(_In):

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     spool_dir: str = Field(str(PROJECT_ROOT / "var" / "spool"), validation_alias="OPTLINE_SPOOL_DIR")
     # How long a request waits for the database before a webhook is spooled, or an API call answers 503.
     db_deadline_seconds: float = Field(4.0, gt=0, le=60, validation_alias="OPTLINE_DB_DEADLINE_SECONDS")
+    # A connection must send a whole request head (request line and headers) this soon after it
+    # opens or starts a request, else it is closed: connections that send nothing, or trickle
+    # their headers, cannot pile up (uvicorn has no such limit of its own).
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="OPTLINE_HEADER_TIMEOUT_SECONDS")
 
     @field_validator("database_url")
     @classmethod

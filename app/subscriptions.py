@@ -9,7 +9,7 @@ clock and the other programs on the sender.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 
@@ -69,9 +69,33 @@ class Source(StrEnum):
 
 # A client's clock may run a little ahead of ours; consent further in the future is refused (422).
 CLOCK_SKEW = timedelta(minutes=5)
+# The times a client may give (consentedAt and the like): what both engines store and read back.
+# PostgreSQL keeps offsets up to ±15:59 and no year before 1 in UTC; real zones stay within
+# ±14:00, and no consent to a text predates 1970.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_UTC_OFFSET = timedelta(hours=14)
+
+
+def time_problem(value: datetime, now: datetime) -> str | None:
+    """Why a client's time cannot be accepted (None when it can): no offset, one beyond ±14:00, before 1970,
+    or more than CLOCK_SKEW ahead of `now`."""
+    offset = value.utcoffset()
+    if offset is None:
+        return "must carry a UTC offset"
+    if abs(offset) > MAX_UTC_OFFSET:
+        return "has a UTC offset beyond ±14:00"
+    if value < EARLIEST_TIME:
+        return "is before 1970-01-01"
+    if value - now > CLOCK_SKEW:
+        return "is more than 5 minutes in the future"
+    return None
 
 # Events that end consent: API consent must be newer than the latest of them.
 OPT_OUT_EVENTS = frozenset({Event.STOP, Event.API_OPT_OUT, Event.CARRIER_OPT_OUT, Event.IMPORT_OPT_OUT})
+# Who made an opt-out the phone's own: only the phone may undo it (by texting START or a join keyword).
+PHONE_SOURCES = frozenset({Source.SMS, Source.CARRIER, Source.WHATSAPP, Source.MESSENGER, Source.RCS})
+# Events by which the phone itself joins again, undoing its own opt-out.
+PHONE_JOIN_EVENTS = frozenset({Event.JOIN, Event.JOIN_SINGLE, Event.CONFIRM})
 # Events by which the phone (or the brand, with proof) joins: START may only restart those.
 JOIN_EVENTS = frozenset({Event.JOIN, Event.JOIN_SINGLE, Event.CONFIRM, Event.API_OPT_IN, Event.API_OPT_IN_DOI})
 

@@ -8,6 +8,8 @@ truncated PostgreSQL database created for this test session, so tests leave noth
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import re
 import shutil
@@ -26,6 +28,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from app.keywords import Rules, load_rules
+from app.logs import setup_logging
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import PROJECT_ROOT, Settings
@@ -60,6 +63,39 @@ def unlimited(path: str | Path) -> str:
         target.write_text(_SENDERS_LINE.sub(rated, text), encoding="utf-8")
     return str(target)
 
+
+
+class _Sink(io.StringIO):
+    """Where the product's JSON log lines go in tests: formatted in full (a bad log call fails), then dropped."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _raise_logging_error(_record: logging.LogRecord) -> None:
+    """A log line that cannot be formatted fails the test (logging would print it and go on)."""
+    raise  # noqa: PLE0704 - called by logging inside its `except`, with the error being handled
+
+
+@pytest.fixture(scope="session", autouse=True)
+def product_logging() -> Iterator[None]:
+    """The product's default logging (INFO, its JSON lines with numbers masked) in every in-process gateway.
+
+    A log call that fails only when INFO is on (a missing attribute in its arguments, a bad format)
+    fails the request it is in, as it would for users; tests that read records use caplog as usual.
+    """
+    root = logging.getLogger()
+    level = root.level
+    setup_logging("INFO")
+    handlers = [h for h in root.handlers if getattr(h, "_optline", False)]
+    for handler in handlers:
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(_Sink())
+        handler.handleError = _raise_logging_error  # type: ignore[method-assign]
+    yield
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -267,7 +267,6 @@ class Processes:
             OPTLINE_POLL_SECONDS="0.1",
             OPTLINE_RETRY_BASE_SECONDS="0.1",
             OPTLINE_RETRY_CAP_SECONDS="1",
-            OPTLINE_LOG_LEVEL="WARNING",
             OPTLINE_SPOOL_DIR=str(self.workdir / "spool"),
             # A worker needs a public URL too (its sends name the status callback); a server
             # started by `serve` gets its own address instead.

@@ -297,43 +297,73 @@ def _stop_by_sms(gateway: Gateway) -> None:
     assert gateway.subs(PHONE)["deals"] == "unsubscribed"
 
 
-def test_stale_consent_cannot_undo_an_sms_stop(gateway: Gateway, api: Any) -> None:
+def test_after_the_phones_own_stop_only_the_phone_reopens(gateway: Gateway, api: Any) -> None:
+    """However new the consent, no API path subscribes or prompts a phone that texted STOP: 409 naming the opt-out."""
     _stop_by_sms(gateway)
     sent = len(gateway.replies(PHONE))
     events = gateway.query("SELECT count(*) FROM consent_events")[0][0]
-    stale = api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt="2026-01-01T00:00:00Z"))
-    assert stale.status_code == 409, stale.text
-    problem = stale.json()
-    assert stale.headers["content-type"].startswith("application/problem+json")
-    assert problem["errors"][0]["field"] == "consentedAt"
-    opted_out = gateway.query("SELECT opted_out_at FROM subscriptions WHERE program = 'deals'")[0][0]
-    assert "2026-01-01T00:00:00Z" in problem["detail"] and "opt-out at" in problem["detail"]
-    assert opted_out is not None
-    # Double opt-in is refused the same way: no prompt either.
-    assert api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt="2026-01-01T00:00:00Z",
-                                                            doubleOptIn=True)).status_code == 409
+    fresh = (gateway.clock() + timedelta(seconds=1)).isoformat()
+    for consented_at in ("2026-01-01T00:00:00Z", fresh):
+        for double in (False, True):
+            refused = api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt=consented_at, doubleOptIn=double))
+            assert refused.status_code == 409, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            problem = refused.json()
+            assert problem["errors"][0]["field"] == "phoneNumber"
+            assert problem["optOut"]["source"] == "sms" and problem["optOut"]["scope"]["program"] == "deals"
+            assert "only the phone" in problem["detail"] and problem["optOut"]["at"] in problem["detail"]
     gateway.drain()
     assert gateway.subs(PHONE)["deals"] == "unsubscribed"
     assert len(gateway.replies(PHONE)) == sent
     assert gateway.query("SELECT count(*) FROM consent_events")[0][0] == events
 
 
-def test_consent_newer_than_the_stop_resubscribes(gateway: Gateway, api: Any) -> None:
+def test_a_future_dated_consent_replayed_after_a_stop_is_refused(gateway: Gateway, api: Any) -> None:
+    """A CRM stamps consent 4 minutes ahead (allowed), the phone texts STOP, the CRM sends the same opt-in again."""
+    body = opt_in_body(consentedAt=(datetime.now(UTC) + timedelta(minutes=4)).isoformat())
+    assert api.post("/v1/subscriptions/opt-in", body).status_code == 200
+    gateway.drain()
+    assert gateway.text("STOP", from_=PHONE).status_code == 200
+    gateway.drain()
+    sent = len(gateway.replies(PHONE))
+    assert api.post("/v1/subscriptions/opt-in", body).status_code == 409
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "unsubscribed"
+    assert len(gateway.replies(PHONE)) == sent  # no "you're in!" after the STOP
+
+
+def test_the_phone_reopens_by_joining_and_then_the_api_may_opt_it_in(gateway: Gateway, api: Any) -> None:
     _stop_by_sms(gateway)
+    assert gateway.text("JOIN", from_=PHONE).status_code == 200
+    gateway.drain()
+    assert gateway.subs(PHONE)["deals"] == "pendingDOI"
+    fresh = api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt=gateway.clock().isoformat()))
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["status"] == "subscribed"
+
+
+def test_consent_newer_than_a_brand_opt_out_resubscribes_and_older_is_409(gateway: Gateway, api: Any) -> None:
+    """An opt-out the brand made (API) may be superseded, by consent given after it."""
+    assert api.post("/v1/subscriptions/opt-in", opt_in_body()).status_code == 200
+    assert api.post("/v1/subscriptions/opt-out", {"phoneNumber": PHONE, "program": "deals"}).status_code == 200
+    stale = api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt="2026-01-01T00:00:00Z"))
+    assert stale.status_code == 409 and stale.json()["errors"][0]["field"] == "consentedAt"
+    assert "opt-out at" in stale.json()["detail"]
     fresh = api.post("/v1/subscriptions/opt-in", opt_in_body(consentedAt=(gateway.clock() + timedelta(seconds=1))
                                                              .isoformat()))
     assert fresh.status_code == 200, fresh.text
     assert fresh.json()["status"] == "subscribed"
 
 
-def test_contact_put_after_a_stop_needs_newer_consent(gateway: Gateway, api: Any) -> None:
+def test_contact_put_after_a_stop_is_refused(gateway: Gateway, api: Any) -> None:
     _stop_by_sms(gateway)
     sent = len(gateway.replies(PHONE))
     for program in ({"subscribeStatus": "subscribed"},
-                    {"subscribeStatus": "subscribed", "consentedAt": "2026-01-01T00:00:00Z"}):
+                    {"subscribeStatus": "subscribed", "consentedAt": gateway.clock().isoformat()}):
         put = api.put(f"/v1/contacts/{PHONE}", {"channels": {"sms": {"programs": {"deals": program}}}})
         assert put.status_code == 409, put.text
-        assert put.json()["errors"][0]["field"] == "channels.sms.programs.deals.consentedAt"
+        assert put.json()["errors"][0]["field"] == "channels.sms.programs.deals"
+        assert put.json()["optOut"]["source"] == "sms"
     gateway.drain()
     assert gateway.subs(PHONE)["deals"] == "unsubscribed"
     assert len(gateway.replies(PHONE)) == sent

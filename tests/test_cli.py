@@ -38,7 +38,7 @@ def optline(*args: str, env: dict[str, str], cwd: Path, check: bool = True) -> s
 def env(sqlite_url: str, tmp_path: Path) -> dict[str, str]:
     """The CLI on SQLite: each command is a new process, and the engines are tested elsewhere."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPTLINE_", "TWILIO_"))}
-    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_LOG_LEVEL="WARNING", OPTLINE_RUN_DIR=str(tmp_path / "run"))
+    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_RUN_DIR=str(tmp_path / "run"))
     return clean
 
 
@@ -275,8 +275,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _closed_by_server(port: int, head: bytes) -> bool:
+    """Open a connection, send `head` (a request head cut short, or nothing), wait: True when the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        try:
+            return sock.recv(1024) == b""
+        except TimeoutError:
+            return False
+
+
 def test_serve_answers_and_stops_gracefully(env: dict[str, str], elsewhere: Path) -> None:
     port = _free_port()
+    env = {**env, "OPTLINE_HEADER_TIMEOUT_SECONDS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env, cwd=elsewhere,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -292,6 +303,10 @@ def test_serve_answers_and_stops_gracefully(env: dict[str, str], elsewhere: Path
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
         unsigned = httpx.post(f"http://127.0.0.1:{port}/webhooks/twilio", data={"Body": "STOP"})
         assert unsigned.status_code == 403  # no TWILIO_AUTH_TOKEN: fail closed
+        # Connections that send nothing, or trickle a request head, are closed (uvicorn alone kept them open).
+        assert _closed_by_server(port, b"")
+        assert _closed_by_server(port, b"POST /webhooks/twilio HTTP/1.1\r\nHost: optline\r\nContent-")
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

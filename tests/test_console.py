@@ -338,6 +338,15 @@ def test_the_csv_has_the_export_columns_and_defuses_formulas(ada: Console) -> No
     assert {r[rows[0].index("phone")] for r in rows[1:]} == {ADA}  # phones keep their +
 
 
+def test_the_csv_cannot_open_a_formula_in_a_semicolon_locale(ada: Console) -> None:
+    """Read as a spreadsheet set to ";" separators reads it: no cell may start a formula."""
+    ada.gateway.text("STOP;=cmd|' /C calc'!A0", from_=ADA)
+    text = ada.get("/console/ledger.csv").text
+    cells = [cell for row in csv.reader(io.StringIO(text), delimiter=";") for cell in row]
+    assert any("=cmd" in cell for cell in cells)
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))]
+
+
 # --- API keys -----------------------------------------------------------------------------
 
 
@@ -449,6 +458,7 @@ BAD_TRIES = {
     "unknown-number": ({"to": "+15550000000"}, "receives no texts on"),
     "bad-phone": ({"phone": "12"}, "not"),
     "no-text": ({"text": "  "}, "Type a text"),
+    "nul-in-text": ({"text": "STOP\x00"}, "NUL"),  # was a 500 on PostgreSQL
 }
 
 

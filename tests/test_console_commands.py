@@ -22,7 +22,7 @@ def env(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in list(os.environ):
         if name.startswith(("OPTLINE_", "TWILIO_")):
             monkeypatch.delenv(name)
-    clean.update(OPTLINE_DATABASE_URL=sqlite_url, OPTLINE_LOG_LEVEL="WARNING")
+    clean.update(OPTLINE_DATABASE_URL=sqlite_url)
     monkeypatch.setenv("OPTLINE_DATABASE_URL", sqlite_url)
     return clean
 

@@ -139,32 +139,47 @@ def test_call_from_another_thread_joins_the_running_loop(database_url: str, writ
 
 
 def test_sqlite_waits_for_another_process_off_the_loop(sqlite_url: str) -> None:
-    """Two processes on one file: while the other holds the write lock, this loop keeps serving."""
+    """Two processes on one file: while the other holds the write lock, this loop keeps serving.
+
+    Judged by an event, not by time: while our job waits for the lock, a coroutine handed to the
+    loop from another thread must run (a blocked loop would never run it; the test then fails
+    after a generous deadline instead of hanging, because a timer lets the lock go).
+    """
     ours, theirs = (Writer(make_engine(sqlite_url, writer=True)) for _ in range(2))
     ours.call(insert(0))
-    ticks = 0
 
-    async def ticker(until: asyncio.Future[Any]) -> None:
-        nonlocal ticks
-        while not until.done():
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    async def main() -> int:
+    async def main() -> tuple[bool, bool, int]:
         ours.start()
         theirs._process_lock.acquire()  # the other process is mid-batch
+        released = threading.Event()
+
+        def let_go() -> None:
+            if not released.is_set():
+                released.set()
+                theirs._process_lock.release()
+
+        safety = threading.Timer(30, let_go)
+        safety.start()
         job = asyncio.ensure_future(ours.run(insert(1)))
-        tick = asyncio.ensure_future(ticker(job))
-        await asyncio.sleep(0.3)
-        assert not job.done()
-        theirs._process_lock.release()
-        result = await job
-        await tick
-        return result
+        await asyncio.sleep(0.05)  # the job reaches the lock
+        loop = asyncio.get_running_loop()
+
+        def probe() -> bool:
+            try:
+                return bool(asyncio.run_coroutine_threadsafe(asyncio.sleep(0, True), loop).result(timeout=15))
+            except TimeoutError:
+                return False
+
+        served = await asyncio.to_thread(probe)
+        waiting = not job.done()
+        safety.cancel()
+        let_go()
+        return served, waiting, await job
 
     try:
-        assert asyncio.run(main()) == 1
-        assert ticks >= 20, "the loop was blocked while the lock was held"
+        served, waiting, result = asyncio.run(main())
+        assert served, "the loop was blocked while the lock was held"
+        assert waiting and result == 1
         assert stored(sqlite_url) == [0, 1]
     finally:
         ours.stop()

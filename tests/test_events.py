@@ -405,10 +405,9 @@ def test_poster_timeout_is_transient(events_rules: Rules, event_receiver: EventR
     impatient = EventPoster(events_rules, timeout=0.2, environ={SECRET_ENV: SECRET})
     event_receiver.delay(1.0)
     try:
-        started = time.monotonic()
         with pytest.raises(SendError) as caught:
             impatient(claimed(event_receiver.url))
-        assert time.monotonic() - started < 0.9
+        # Raised at all: the answer (a success, after the delay) never arrived, the timeout ended the wait.
         assert caught.value.transient and caught.value.http_status is None
         assert "no answer" in str(caught.value)
     finally:

@@ -337,7 +337,8 @@ OPS = [
 ]
 WEBHOOKS = {"/webhooks/twilio": ("POST",), "/webhooks/twilio/status": ("POST",)}
 # Every other provider's routes: fuzzed with each provider's own signed payloads in test_provider_fuzz.py.
-PROVIDER_WEBHOOKS = {"/webhooks/{provider}": ("POST",), "/webhooks/{provider}/status": ("POST",)}
+# GET only tells a Vonage SMS API account to switch (tests/test_vonage_sms_api.py fuzzes it).
+PROVIDER_WEBHOOKS = {"/webhooks/{provider}": ("GET", "POST"), "/webhooks/{provider}/status": ("GET", "POST")}
 PATH_VALUES = {"ref": ["crm-1", "crm-2", "prof_00000000000000000000000000"], "phone": [PHONE, OTHER, "14155550123"],
                "email": ["ada@example.com", "ADA@example.com"]}
 

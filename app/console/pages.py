@@ -488,6 +488,8 @@ async def try_text(ctx: Ctx) -> Response:
     again = {"text": text, "number": number, "to": to}
     if not text.strip():
         return _playground_page(ctx, 422, **again, error="Type a text to try.", field="text")
+    if "\x00" in text:  # no text a provider delivers holds one, and PostgreSQL cannot store it
+        return _playground_page(ctx, 422, **again, error="The text must not contain NUL characters.", field="text")
     if len(text) > MAX_PLAYGROUND_TEXT:
         return _playground_page(ctx, 422, **again, error=f"The text must have at most {MAX_PLAYGROUND_TEXT} "
                                                          "characters.", field="text")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +28,8 @@ CSV_BATCH = 1000
 # A spreadsheet runs a cell that starts with one of these as a formula; a text's body is
 # whatever the sender typed (OWASP "CSV injection"), so such cells get a leading apostrophe.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A separator a spreadsheet may split a cell at, then (after spaces) what would start a formula there.
+_INNER_FORMULA = re.compile(r"([;,]\s*)([=+\-@\t\r])")
 _FREE_TEXT = frozenset({"raw_text", "keyword", "reason", "consent_source", "consent_proof"})
 LEDGER_COLUMNS = tuple(c.name for c in consent_events.columns)  # as `optline export consent` writes them
 
@@ -163,7 +166,14 @@ def ledger_page(conn: Connection, *, brand: str, where: LedgerFilter, before_id:
 
 
 def csv_cell(column: str, value: Any) -> str:
-    """One ledger value as CSV text: times in ISO 8601, JSON as JSON, nothing as empty."""
+    """One ledger value as CSV text: times in ISO 8601, JSON as JSON, nothing as empty.
+
+    Free text a phone or a client wrote never opens a spreadsheet formula: a cell starting
+    with one of = + - @ tab CR gets a leading apostrophe, and so does every piece after a ";"
+    or "," inside it, because a spreadsheet whose locale separates with ";" splits
+    `STOP;=cmd|' /C calc'!A0` into a second cell, quotes or not (the writers quote every
+    cell all the same).
+    """
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -171,8 +181,10 @@ def csv_cell(column: str, value: Any) -> str:
     if isinstance(value, (dict, list)):
         value = json.dumps(value, ensure_ascii=False, sort_keys=True)
     text = str(value)
-    if column in _FREE_TEXT and text.startswith(_FORMULA_START):
-        return "'" + text
+    if column in _FREE_TEXT:
+        text = _INNER_FORMULA.sub(r"\1'\2", text)
+        if text.startswith(_FORMULA_START):
+            return "'" + text
     return text
 
 
@@ -183,7 +195,7 @@ def ledger_csv(engine: Engine, *, brand: str, where: LedgerFilter) -> Iterator[s
     the event loop, and memory stays one batch whatever the ledger's size.
     """
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)  # see csv_cell
     writer.writerow(LEDGER_COLUMNS)
     yield out.getvalue()
     query = sa.select(consent_events).where(*_ledger_where(brand, where)).order_by(consent_events.c.id)

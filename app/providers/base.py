@@ -31,6 +31,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from app.errors import InvalidPayload
+
+# The longest value each identifier's column stores (app.models); a longer one is refused at the
+# edge (400) rather than accepted and then failing to store (PostgreSQL refuses what SQLite keeps).
+ID_LIMITS = {"message_id": 64, "account_id": 64, "service_id": 64, "to": 40, "from_address": 128, "sender": 40}
+
+
+def check_lengths(event: object) -> None:
+    """Raise InvalidPayload when one of `event`'s identifiers is longer than the database keeps."""
+    for name, limit in ID_LIMITS.items():
+        value = getattr(event, name, None)
+        if isinstance(value, str) and len(value) > limit:
+            raise InvalidPayload(f"{name} is longer than {limit} characters", field=name)
+
 
 @dataclass(frozen=True)
 class Media:
@@ -61,7 +75,13 @@ class InboundSms:
     params: Mapping[str, str] = field(hash=False)  # every parameter received, for the raw record
     channel: str = CHANNEL_SMS  # "sms", or the channel prefix of the address: "whatsapp", "messenger", "rcs", ...
     media: tuple[Media, ...] = ()  # MMS attachments, in the provider's order
-    from_address: str | None = None  # the sender's address as received when it is not a phone number (messenger:…)
+    # The sender's address on its channel as received (messenger:…, whatsapp:+1…); for WhatsApp,
+    # the business-scoped user id (whatsapp:US.1234) when Twilio names one, with or without a phone.
+    from_address: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse identifiers too long to store."""
+        check_lengths(self)
 
 
 @dataclass(frozen=True)
@@ -92,9 +112,17 @@ class SendResult:
 class StatusUpdate:
     """A delivery report for a text we sent."""
 
-    message_id: str
+    message_id: str  # the id the send was answered with (for one part of a long text: the whole text's)
     status: DeliveryStatus
     error_code: int | None  # the provider's error code on undelivered/failed, else None
+    # One part of a long text the provider reports part by part (Plivo's PartInfo "2 of 3"):
+    # the part's number and how many there are; None for a report on the whole text.
+    part: int | None = None
+    parts: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse identifiers too long to store."""
+        check_lengths(self)
 
 
 class DeliveryStatus(StrEnum):
@@ -188,6 +216,10 @@ class OptOutSignal:
     error_code: int | None  # the provider's error code when it came as a refused delivery
     params: Mapping[str, str] = field(hash=False)  # the payload flattened, for the raw record
 
+    def __post_init__(self) -> None:
+        """Refuse identifiers too long to store."""
+        check_lengths(self)
+
 
 @dataclass(frozen=True)
 class WebhookRequest:
@@ -212,6 +244,15 @@ class Provider(Protocol):
 
     def send(self, message: OutboundSms) -> SendResult:
         """Send `message`; raise SendError when the provider does not accept it."""
+        ...
+
+
+@runtime_checkable
+class ExplainsRefusals(Protocol):
+    """An adapter that can tell why a webhook it refused will never pass (a provider set up for another API)."""
+
+    def refusal(self, request: WebhookRequest) -> str | None:
+        """What to fix, for a request that failed verification; None when it is just unsigned or forged."""
         ...
 
 

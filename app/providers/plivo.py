@@ -1,12 +1,14 @@
-"""The Plivo adapter: X-Plivo-Signature-V3 webhooks, inbound and status forms, sending through the Message API.
+"""The Plivo adapter: signed webhooks (V3, V2), inbound and status forms, sending through the Message API.
 
-Webhooks go verify → parse → act. Plivo signs every callback with HMAC-SHA256 of the URL,
-the sorted form parameters and a per-request nonce, keyed by the auth token
-(`X-Plivo-Signature-V3`, `X-Plivo-Signature-V3-Nonce`); the check is the official `plivo`
-package's `validate_v3_signature`, which owns the canonical string's quirks. V3 carries no
+Webhooks go verify → parse → act. Plivo signs callbacks with HMAC-SHA256 keyed by the auth
+token: V3 over the URL, the sorted form parameters and a per-request nonce
+(`X-Plivo-Signature-V3`, `X-Plivo-Signature-V3-Nonce`), V2 over the URL and the nonce alone
+(`X-Plivo-Signature-V2`, `X-Plivo-Signature-V2-Nonce`, what its messaging docs describe). Either
+is accepted, checked with the official `plivo` package (`validate_v3_signature`, which owns
+the canonical string's quirks, and `validate_signature`). V3 carries no
 timestamp, so a captured callback could be replayed: harmless here, because a message
-UUID already stored changes nothing. A nonce cache would refuse Plivo's own retries of a
-callback we failed to take, and so could lose a STOP.
+UUID already stored changes nothing. V2 signs no parameter, so a V2 nonce is remembered with its
+body's hash and refused with any other body (Plivo's own retries repeat the body, and pass).
 
 Plivo posts inbound texts (to the application's message_url) and delivery reports (to the
 `url` given at send) as forms with different fields; a form with `Status` is a report.
@@ -17,11 +19,16 @@ pooled httpx2 AsyncClient; the `plivo` package's own client is synchronous (requ
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from functools import partial
+import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
+from plivo.utils import validate_signature
 from plivo.utils.signature_v3 import validate_v3_signature
 
 import httpx2 as httpx
@@ -54,6 +61,9 @@ ENV = {
 
 SIGNATURE_HEADER = "x-plivo-signature-v3"
 NONCE_HEADER = "x-plivo-signature-v3-nonce"
+SIGNATURE_V2_HEADER = "x-plivo-signature-v2"
+V2_NONCES_KEPT = 100_000  # V2 nonces remembered with their body's hash (about 10 MB)
+NONCE_V2_HEADER = "x-plivo-signature-v2-nonce"
 
 # Delivery error codes, in status callbacks' ErrorCode
 # (https://plivo.com/docs/messaging/troubleshooting/error-codes).
@@ -109,7 +119,12 @@ def _signed_params(form: tuple[tuple[str, str], ...]) -> dict[str, str | list[st
 
 
 def signature_valid(auth_token: str, request: WebhookRequest) -> bool:
-    """True when the request's X-Plivo-Signature-V3 signs its URL, form and nonce with `auth_token`."""
+    """True when the request carries a V3 signature of its URL, form and nonce, or a V2 one of its URL and
+    nonce, made with `auth_token`."""
+    return _v3_valid(auth_token, request) or _v2_valid(auth_token, request)
+
+
+def _v3_valid(auth_token: str, request: WebhookRequest) -> bool:
     signature = (request.headers.get(SIGNATURE_HEADER) or "").strip()
     nonce = (request.headers.get(NONCE_HEADER) or "").strip()
     if not signature or not nonce or request.form is None:
@@ -120,6 +135,24 @@ def signature_valid(auth_token: str, request: WebhookRequest) -> bool:
         )
     except Exception:  # the SDK raises its own ValidationError (and others) on odd input: refuse it
         logger.info("unreadable Plivo signature on %s", request.url)
+        return False
+
+
+def _v2_valid(auth_token: str, request: WebhookRequest) -> bool:
+    """X-Plivo-Signature-V2: base64 HMAC-SHA256 of the URL without its query, then the nonce (the SDK's check).
+
+    What Plivo's messaging callbacks carry (https://docs.plivo.com/docs/messaging/concepts/signature-validation).
+    It signs no parameter: a body is trusted because its (URL, nonce, signature) came from Plivo,
+    which a captured request could replay with another body; V3 signs the form too.
+    """
+    signature = (request.headers.get(SIGNATURE_V2_HEADER) or "").strip()
+    nonce = (request.headers.get(NONCE_V2_HEADER) or "").strip()
+    if not signature or not nonce or not signature.isascii() or not nonce.isascii():
+        return False
+    try:
+        return bool(validate_signature(request.url, nonce, signature, auth_token))
+    except Exception:  # odd input the SDK cannot read: refuse it
+        logger.info("unreadable Plivo V2 signature on %s", request.url)
         return False
 
 
@@ -217,15 +250,47 @@ def _media(params: Mapping[str, str]) -> tuple[Media, ...]:
     return tuple(media)
 
 
+# PartInfo on the report of one part of a long text: "2 of 3".
+_PART_INFO = re.compile(r"([0-9]{1,3}) of ([0-9]{1,3})")
+MAX_PARTS = 255  # far above any text Plivo sends (1,600 characters of UCS-2 is 25 parts)
+MAX_PARENT_ID = 60  # the whole text's id and "#<part>" fit the 64 characters of a delivery report's id
+
+
+def _part(params: Mapping[str, str], message_id: str) -> tuple[str, int | None, int | None]:
+    """(the whole text's id, part, parts) of a report; part and parts are None for a text in one part.
+
+    A long text goes out in parts, each reported on its own: MessageUUID is the part's,
+    ParentMessageUUID the first part's, which is the id the send was answered with, and
+    PartInfo says "2 of 3" (https://support.plivo.com/support/solutions/articles/17000012022).
+    A report without them, or with a PartInfo that does not read "k of n", is the whole text's.
+    """
+    info = _PART_INFO.fullmatch(_text(params, "PartInfo") or "")
+    parent = _text(params, "ParentMessageUUID")
+    if info is None or parent is None:
+        if _text(params, "PartInfo") is not None and info is None:
+            logger.warning("unreadable PartInfo %r on %s: taken as the whole text's report", params["PartInfo"], message_id)
+        return message_id, None, None
+    part, parts = int(info[1]), int(info[2])
+    if parts == 1 and part == 1:
+        return message_id, None, None
+    if not 1 <= part <= parts <= MAX_PARTS:
+        raise InvalidPayload(f"PartInfo {params['PartInfo']!r} names no part of a text", field="PartInfo")
+    if len(parent) > MAX_PARENT_ID:
+        raise InvalidPayload(f"ParentMessageUUID is over {MAX_PARENT_ID} characters", field="ParentMessageUUID")
+    return parent, part, parts
+
+
 def parse_status(params: Mapping[str, str]) -> list[StatusUpdate | OptOutSignal]:
-    """A status callback as a StatusUpdate, plus an OptOutSignal for a DND block (error 200)."""
-    message_id = _message_uuid(params)
+    """A status callback as a StatusUpdate (on the whole text, for a part of a long one), plus an
+    OptOutSignal for a DND block (error 200)."""
+    message_id, part, parts = _part(params, _message_uuid(params))
     raw_status = (_text(params, "Status") or "").lower()
     status = STATUS_MAP.get(raw_status)
     if status is None:
         raise InvalidPayload(f"unknown Status {raw_status!r}", field="Status")
     error_code = _error_code(params)
-    events: list[StatusUpdate | OptOutSignal] = [StatusUpdate(message_id=message_id, status=status, error_code=error_code)]
+    events: list[StatusUpdate | OptOutSignal] = [
+        StatusUpdate(message_id=message_id, status=status, error_code=error_code, part=part, parts=parts)]
     if error_code in OPT_OUT_CODES:
         events.append(
             OptOutSignal(
@@ -287,10 +352,31 @@ class PlivoProvider(rest.PooledClient):
         )
         self._client: httpx.AsyncClient | None = None
         self._closed = False
+        self._v2_nonces: OrderedDict[str, bytes] = OrderedDict()  # nonce -> sha256 of the body it came with
+        self._nonce_lock = threading.Lock()
 
     def verify(self, request: WebhookRequest) -> bool:
-        """True when the request carries a valid V3 signature of its URL and form."""
-        return signature_valid(self._auth_token, request)
+        """True when the request carries a valid V3 signature of its URL and form, or a V2 one whose nonce has not
+        come with another body."""
+        if _v3_valid(self._auth_token, request):
+            return True
+        if not _v2_valid(self._auth_token, request):
+            return False
+        # V2 signs the URL and nonce only: a captured request's headers could carry another body (a
+        # forged JOIN or YES). Plivo's retries of one callback repeat its body, so a nonce seen before
+        # is taken only with the same body. Per process: several processes each keep their own.
+        nonce = (request.headers.get(NONCE_V2_HEADER) or "").strip()
+        digest = hashlib.sha256(request.body).digest()
+        with self._nonce_lock:
+            seen = self._v2_nonces.get(nonce)
+            if seen is not None and seen != digest:
+                logger.warning("Plivo V2 nonce reused with another body on %s: refused", request.url)
+                return False
+            self._v2_nonces[nonce] = digest
+            self._v2_nonces.move_to_end(nonce)
+            while len(self._v2_nonces) > V2_NONCES_KEPT:
+                self._v2_nonces.popitem(last=False)
+        return True
 
     def parse(self, request: WebhookRequest) -> list[InboundSms | StatusUpdate | OptOutSignal]:
         """The inbound text or delivery report in a verified callback."""

@@ -31,7 +31,7 @@ from twilio.request_validator import HMAC_SHA1, HMAC_SHA256, RequestValidator, g
 from twilio.rest import Client
 
 from app.errors import InvalidPayload, InvalidPhone
-from app.phone import inbound_address, mask, receiving_address
+from app.phone import inbound_address, mask, receiving_address, whatsapp_user_id
 from app.providers import rest
 from app.providers.base import (
     CHANNEL_SMS,
@@ -296,6 +296,16 @@ def parse_inbound(params: Mapping[str, str]) -> InboundSms:
     to = receiving_address(_text(params, "To") or "")
     if not to:
         raise InvalidPayload("To is missing", field="To")
+    from_address = None if sender.channel == CHANNEL_SMS else sender.raw
+    external = _optional(params, "ExternalUserId")
+    if external is not None and sender.channel == "whatsapp" and sender.phone is not None:
+        # WhatsApp names the user by a business-scoped id as well as the phone: keep the id as
+        # the address, so a later text that carries the id alone can be tied to this phone.
+        user_id = whatsapp_user_id(external)
+        if user_id is not None:
+            from_address = user_id
+        else:
+            logger.info("ignoring an ExternalUserId that is no WhatsApp business-scoped user id on %s", message_id)
     opt_out_type = (_optional(params, "OptOutType") or "").upper() or None
     if opt_out_type is not None and opt_out_type not in OPT_OUT_TYPES:
         # A type Twilio may add later must not cost us the text; the body still decides.
@@ -315,7 +325,7 @@ def parse_inbound(params: Mapping[str, str]) -> InboundSms:
         params=dict(params),
         channel=sender.channel,
         media=_media(params, num_media),
-        from_address=None if sender.channel == CHANNEL_SMS else sender.raw,
+        from_address=from_address,
     )
 
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx2 as httpx
 import jwt
@@ -105,6 +106,34 @@ CHANNELS = {"sms": CHANNEL_SMS, "mms": CHANNEL_SMS, "whatsapp": "whatsapp", "mes
             "viber_service": "viber", "rcs": "rcs"}
 # Inbound `message_type`s that carry a file at `<message_type>.url`.
 MEDIA_TYPES = ("image", "audio", "video", "file", "vcard")
+
+
+# The SMS API (Vonage's older API) posts inbound texts and delivery receipts with `msisdn` and
+# `messageId`, by GET (its default), a form or JSON, signed (if at all) with an md5/sha `sig`
+# parameter, never the Messages API's JWT (https://developer.vonage.com/en/messaging/sms/guides/inbound-sms).
+# An account whose default SMS API is still the SMS API sends only those: optline cannot read or
+# verify them, and says so.
+SMS_API_FIELDS = ("msisdn", "messageId")
+SMS_API_REFUSAL = (
+    "a Vonage SMS API webhook (msisdn, messageId): optline reads the Messages API only. In the Vonage dashboard, "
+    "API Settings > SMS settings, choose \"Messages API\", link the number to a Messages application whose "
+    "inbound URL is {inbound} (status URL {status}), and turn on signed webhooks"
+)
+
+
+def sms_api_webhook(request: WebhookRequest) -> bool:
+    """True when the request has the SMS API's shape (query string, form or JSON with msisdn and messageId)."""
+    fields: set[str] = {key for key, _value in parse_qsl(urlsplit(request.url).query, keep_blank_values=True)}
+    if request.form is not None:
+        fields.update(key for key, _value in request.form)
+    elif request.body[:1] == b"{":
+        try:
+            document = json.loads(request.body)
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict):
+            fields.update(str(key) for key in document)
+    return all(field in fields for field in SMS_API_FIELDS)
 
 
 # --- webhook signatures ----------------------------------------------------------------------
@@ -326,6 +355,13 @@ class VonageProvider(rest.PooledClient):
         if self._secret is None:
             return False
         return signature_valid(self._secret, request.headers, request.body, now=self._clock())
+
+    def refusal(self, request: WebhookRequest) -> str | None:
+        """Why a request that failed verification cannot be taken, when it says more than a bad signature."""
+        if not sms_api_webhook(request):
+            return None
+        base = request.url.split("/webhooks/", 1)[0]
+        return SMS_API_REFUSAL.format(inbound=f"{base}/webhooks/vonage", status=f"{base}/webhooks/vonage/status")
 
     def parse(self, request: WebhookRequest) -> list[InboundSms | StatusUpdate | OptOutSignal]:
         """The inbound message or status report in a verified webhook."""

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.errors import InvalidInput, Unprocessable
+from app.errors import InvalidInput, OptedOut, Unprocessable
 from app.models import inbound_messages, outbox, subscriptions
 from app.consent import load_subs
 from app.optin import ApiActor, check_consent_is_current, opt_in, opt_out, profile_ref, resolve_program
@@ -161,7 +161,9 @@ async def put_contact(request: Request) -> JSONResponse:
             try:
                 check_consent_is_current(current.get(program), consented_at=value.consented_at, now=now)
             except InvalidInput as exc:
-                exc.errors = [(f"channels.sms.programs.{program}.consentedAt", exc.message)]
+                # The phone's own opt-out is about the program, not about the time given.
+                where = "" if isinstance(exc, OptedOut) else ".consentedAt"
+                exc.errors = [(f"channels.sms.programs.{program}{where}", exc.message)]
                 raise
         leaving = [p for p, v in wanted.items() if v.subscribe_status == "unsubscribed"]
         if leaving:

@@ -97,7 +97,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("delete", "/v1/profiles/{ref}", "Delete a profile's personal data (subscriptions stay, detached)", "profiles",
        ok=204, params=(REF,), errors=(401, 404)),
     Op("post", "/v1/subscriptions/opt-in", "Opt a phone in with consent proof", "subscriptions",
-       response=s.SubscriptionOut, request=s.OptInIn, errors=(400, 401, 413, 422)),
+       response=s.SubscriptionOut, request=s.OptInIn, errors=(400, 401, 409, 413, 422)),
     Op("post", "/v1/subscriptions/opt-out", "Opt a phone out of one program, or all", "subscriptions",
        response=s.SubscriptionPage, request=s.OptOutIn, errors=(400, 401, 413, 422)),
     Op("get", "/v1/subscriptions", "List subscriptions", "subscriptions", response=s.SubscriptionPage,
@@ -105,7 +105,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", "/v1/contacts/{phone}", "A phone's statuses, Cordial-shaped", "contacts", response=s.ContactOut,
        params=(PHONE_P,), errors=(401, 422)),
     Op("put", "/v1/contacts/{phone}", "Subscribe (starts DOI) or unsubscribe a phone per program", "contacts",
-       response=s.ContactOut, request=s.ContactIn, params=(PHONE_P,), errors=(400, 401, 413, 422)),
+       response=s.ContactOut, request=s.ContactIn, params=(PHONE_P,), errors=(400, 401, 409, 413, 422)),
     Op("get", "/v1/consent-events", "The consent ledger", "consent", response=s.ConsentEventPage,
        params=(LIMIT, CURSOR, PHONE_Q, PROGRAM_Q, Param("since", "query", {"type": "string", "format": "date-time"}))),
     Op("get", "/v1/programs", "The brand's programs as configured", "programs", response=s.ProgramPage,
@@ -139,7 +139,8 @@ def _problem_response(status: int) -> dict[str, Any]:
 
 
 _REASONS = {400: "bad request", 401: "missing or bad API key", 403: "bad or missing signature", 404: "not found",
-            409: "conflict (also: Idempotency-Key in flight)", 413: "body too large", 415: "unsupported media type",
+            409: "conflict: consent older than an opt-out, an opt-out only the phone can undo (`optOut`), or an "
+                 "Idempotency-Key in flight", 413: "body too large", 415: "unsupported media type",
             422: "invalid fields (also: Idempotency-Key reused with another request)",
             503: "database unavailable; retry"}
 

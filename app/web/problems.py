@@ -30,7 +30,7 @@ def _utf8(text: str | None) -> str | None:
 
 
 def problem(status: int, detail: str, *, errors: list[tuple[str | None, str]] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+            headers: dict[str, str] | None = None, extra: dict[str, object] | None = None) -> JSONResponse:
     """A problem+json response."""
     body: dict[str, Any] = {
         "type": f"https://optline.dev/problems/{status}",
@@ -39,12 +39,13 @@ def problem(status: int, detail: str, *, errors: list[tuple[str | None, str]] | 
         "detail": _utf8(detail),
         "errors": [{"field": _utf8(f), "message": _utf8(m)} for f, m in (errors or [])],
     }
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 async def on_invalid_input(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidInput)
-    return problem(exc.status, exc.message, errors=exc.errors)
+    return problem(exc.status, exc.message, errors=exc.errors, extra=exc.extra)
 
 
 async def on_unauthorized(_request: Request, exc: Exception) -> Response:

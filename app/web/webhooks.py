@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from urllib.parse import unquote_plus
@@ -29,12 +30,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.delivery_parts import record_part_delivery
 from app.errors import DatabaseUnavailable, InvalidPayload
 from app.inbound import InboundJob, InboundResult
-from app.models import outbox
+from app.keywords import Kind
+from app.models import inbound_messages, outbox
 from app.outbox import carrier_opt_out, record_delivery
-from app.phone import mask
-from app.providers.base import InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
+from app.phone import mask, whatsapp_user_id
+from app.providers.base import ExplainsRefusals, InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
 from app.providers.twilio import (
     ERROR_UNSUBSCRIBED,
     PROVIDER,
@@ -124,14 +127,14 @@ _last_refusal_log = 0.0
 _refusals_since = 0
 
 
-def _refused(url: str, why: str) -> None:
-    """Log a signature refusal, with the URL it was checked against, at most once a minute (with a count)."""
+def _refused(url: str, why: str, status: int = 403) -> None:
+    """Log a refused webhook, with the URL it was checked against, at most once a minute (with a count)."""
     global _last_refusal_log, _refusals_since
     _refusals_since += 1
     now = time.monotonic()
     if now - _last_refusal_log >= _REFUSAL_LOG_EVERY:
-        log.warning("webhook refused (403): %s; checked against %s (OPTLINE_PUBLIC_URL + path); %d refused since "
-                    "the last such line", why, url, _refusals_since)
+        log.warning("webhook refused (%d): %s; checked against %s (OPTLINE_PUBLIC_URL + path); %d refused since "
+                    "the last such line", status, why, url, _refusals_since)
         _last_refusal_log, _refusals_since = now, 0
 
 
@@ -174,6 +177,7 @@ async def twilio_inbound(request: Request) -> Response:
         # Texts spooled earlier are not applied yet: this one waits its turn behind them.
         return await _spool_form(state, "inbound", pairs, received_at, "earlier texts are still spooled")
     try:
+        sms = await tie_whatsapp_user(state, sms)
         result = await state.writer.run(InboundJob(sms, state.rules), locks=_locks(sms.from_phone))
     except DatabaseUnavailable as exc:
         return await _spool_form(state, "inbound", pairs, received_at, str(exc))
@@ -188,6 +192,39 @@ async def twilio_inbound(request: Request) -> Response:
 
 def _locks(phone: str | None) -> list[str]:
     return [phone] if phone else []
+
+
+async def tie_whatsapp_user(state: AppState, sms: InboundSms) -> InboundSms:
+    """A WhatsApp opt-out from a business-scoped user id alone, tied to the phone last seen with that id.
+
+    Meta may withhold a user's number and name them by an id scoped to the business. Consent
+    is per channel, so such a text joins or confirms nothing; an opt-out is not, and must end
+    the brand's SMS subscriptions of the phone behind the id. Twilio posts the id beside the
+    phone when it knows both (stored as the text's address), so the phone last seen with the
+    id in this brand is the one; an id never seen with a phone has nothing to end: the text
+    is stored and the line logged. Only opt-outs are looked up (a brand-scoped scan, newest first).
+    """
+    if sms.from_phone is not None or sms.channel != "whatsapp" or whatsapp_user_id(sms.from_address) is None:
+        return sms
+    sender = state.rules.for_sender(sms.to, sms.service_id)
+    if sender is None or sender.match(sms.body, sms.opt_out_type).kind is not Kind.STOP:
+        return sms
+    brand, address = sender.brand.key, sms.from_address
+    try:
+        phone = await state.read(lambda conn: conn.execute(
+            sa.select(inbound_messages.c.from_phone)
+            .where(inbound_messages.c.brand == brand, inbound_messages.c.from_address == address,
+                   inbound_messages.c.from_phone.is_not(None))
+            .order_by(inbound_messages.c.id.desc()).limit(1)).scalar())
+    except SQLAlchemyError as exc:  # the database is away: the caller spools the text
+        raise DatabaseUnavailable(f"the database did not answer: {type(exc).__name__}") from exc
+    if phone is None:
+        log.info("WhatsApp opt-out %s from the business-scoped user id %s, never seen with a phone number: stored, "
+                 "no subscription to end", sms.message_id, mask(address))
+        return sms
+    log.info("WhatsApp opt-out %s from the business-scoped user id %s, last seen with %s: ending that phone's "
+             "subscriptions", sms.message_id, mask(address), mask(phone))
+    return replace(sms, from_phone=phone)
 
 
 async def twilio_status(request: Request) -> Response:
@@ -216,7 +253,7 @@ async def apply_spooled(state: AppState, records: list[Record]) -> None:
     for record in records:
         try:
             if record.kind == "inbound":
-                sms = parse_inbound(dict(record.form))
+                sms = await tie_whatsapp_user(state, parse_inbound(dict(record.form)))
                 jobs.append((record, state.writer.run(InboundJob(sms, state.rules, received_at=record.received_at),
                                                       locks=_locks(sms.from_phone))))
             elif record.kind == "event":
@@ -253,8 +290,13 @@ async def apply_spooled(state: AppState, records: list[Record]) -> None:
 
 async def apply_status(state: AppState, update: StatusUpdate, provider: str = PROVIDER) -> None:
     """Record a delivery report; Twilio's 21610 also opts the phone out (other providers send an OptOutSignal)."""
-    await state.writer.run(partial(record_delivery, message_id=update.message_id, status=update.status,
-                                   error_code=update.error_code))
+    if update.part is not None and update.parts is not None:
+        # One part of a long text: the text is delivered when every part is, failed when any is.
+        await state.writer.run(partial(record_part_delivery, message_id=update.message_id, part=update.part,
+                                       parts=update.parts, status=update.status, error_code=update.error_code))
+    else:
+        await state.writer.run(partial(record_delivery, message_id=update.message_id, status=update.status,
+                                       error_code=update.error_code))
     if provider == PROVIDER and update.error_code == ERROR_UNSUBSCRIBED:
         # The carrier refused delivery because the phone opted out there: honour it everywhere.
         row = await state.read(lambda conn: conn.execute(
@@ -292,7 +334,15 @@ async def provider_webhook(request: Request) -> Response:
     url = state.settings.public_url + request.scope["path"] + (f"?{query}" if query else "")
     webhook = WebhookRequest(url=url, headers=dict(request.headers.items()), body=body,
                              form=tuple(parse_form(text)) if content_type == FORM else None)
-    if not adapter.verify(webhook):
+    if request.method != "POST" or not adapter.verify(webhook):
+        # A provider set up for another of its APIs (Vonage's SMS API, which GETs by default)
+        # never passes: say what to change, in the answer and the log, rather than "signature".
+        why = adapter.refusal(webhook) if isinstance(adapter, ExplainsRefusals) else None
+        if why is not None:
+            _refused(url, why, 400)
+            return problem(400, why)
+        if request.method != "POST":
+            return problem(405, "webhooks are POSTed", headers={"Allow": "POST"})
         missing = state.settings.missing_webhook_secret(name)
         _refused(url, f"{missing} is not set" if missing else f"the {name} signature is missing or does not match")
         return problem(403, f"missing or invalid {name} signature")
