@@ -138,6 +138,10 @@ def parse_record(brand: Brand, line: int, record: Any, now: datetime) -> Row | s
     return Row(line=line, phone=phone, programs=programs, at=at)
 
 
+class Bad(str):
+    """Why the reader could not read a row (a CSV line with too many fields): reported by line, never applied."""
+
+
 class Reader:
     """Rows of a JSON array or a CSV file fed in chunks of bytes (streamed): `feed` then `close`, each yielding
     (line, record | error message)."""
@@ -192,7 +196,7 @@ class Reader:
                     raise InvalidInput("the CSV header must name a phoneNumber column", field="body")
                 continue
             if len(values) > len(self._header):
-                yield line, f"{len(values)} fields, the header has {len(self._header)}"
+                yield line, Bad(f"{len(values)} fields, the header has {len(self._header)}")
                 continue
             yield line, dict(zip(self._header, values, strict=False))
         self._line = base + reader.line_num
@@ -235,6 +239,8 @@ class Reader:
                 if final or n - pos > 1_000_000:
                     raise InvalidInput(f"row {self._line + 1} is not valid JSON", field="body") from None
                 break  # the value continues in the next chunk
+            except RecursionError:
+                raise InvalidInput(f"row {self._line + 1} is nested too deep", field="body") from None
             if end == n and not final and isinstance(value, (int, float)):
                 break  # a number may continue in the next chunk
             self._line += 1
@@ -381,7 +387,7 @@ def chunks(brand: Brand, tally: Tally, records: Iterable[tuple[int, Any]], now: 
         tally.rows += 1
         if tally.rows > MAX_ROWS:
             raise InvalidInput(f"an import holds at most {MAX_ROWS:,} rows", field="body")
-        row = parse_record(brand, line, record, now) if not isinstance(record, str) else record
+        row = record if isinstance(record, Bad) else parse_record(brand, line, record, now)
         if isinstance(row, str):
             tally.reject(line, row)
             continue

@@ -114,7 +114,7 @@ async def post_opt_out_import(request: Request) -> JSONResponse:
         tally.rows += 1
         if tally.rows > suppression.MAX_ROWS:
             raise InvalidInput(f"an import holds at most {suppression.MAX_ROWS:,} rows", field="body")
-        row = record if isinstance(record, str) else suppression.parse_record(brand, line, record, now)
+        row = record if isinstance(record, suppression.Bad) else suppression.parse_record(brand, line, record, now)
         if isinstance(row, str):
             tally.reject(line, row)
             continue
