@@ -136,6 +136,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {path}: {problem}; list it under retired: if it was taken out on purpose")
     if dropped:
         return 1
+    from app.keywords import load_rules
+    from app.rules.scope import describe
+
+    for brand in load_rules(path).brands.values():
+        print(describe(brand))
     print(f"{path}: ok ({len(report.warnings)} warning{'s' if len(report.warnings) != 1 else ''})")
     return 0
 
@@ -452,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: the whole ledger)")
     export.set_defaults(func=cmd_export)
 
+    from app.import_cli import add_parser as add_import_parser
+
+    add_import_parser(sub, formatter_class=_Help)
     from app.console.commands import add_parser as add_users_parser
 
     add_users_parser(sub, formatter_class=_Help)

@@ -33,6 +33,7 @@ from app.models import subscriptions
 from app.outbox import CANCELLED_BY_OPT_OUT, SMS_COLUMNS, OutboxStatus, cancel_queued, sms_row
 from app.phone import in_countries
 from app.providers.base import CHANNEL_SMS, InboundSms, Media
+from app.rules import scope as opt_out_scope
 from app.sql import Array, Raw
 from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status, transition
 
@@ -91,6 +92,9 @@ class _Plan:
     program: str | None = None
     reply: Reply | None = None
     language: str | None = None
+    # A stop reply's scope (app.rules.scope): it ended every program; it may offer STOP ALL.
+    ended_all: bool = False
+    clarify: bool = False
 
 
 class _Batch:
@@ -222,6 +226,9 @@ class _Batch:
         if plan.reply is None:
             return InboundResult(duplicate=False, kind=kind, program=plan.program)
         body = rules.render(brand.key, plan.program, plan.reply.value, plan.language)
+        if plan.ended_all or plan.clarify:
+            body = opt_out_scope.stop_reply(body, brand, ended_all=plan.ended_all, clarify=plan.clarify,
+                                            language=plan.language)
         if body is None:  # an optional message the brand did not configure
             return InboundResult(duplicate=False, kind=kind, program=plan.program)
         from_number, service_id = reply_route(rules, sender, plan.program, sms)
@@ -403,18 +410,22 @@ class _Ctx:
     def stop(self) -> _Plan:
         carrier = self.sms.opt_out_type == "STOP"
         other_channel = self.sms.channel != CHANNEL_SMS
+        brand = self.sender.brand
+        reach = opt_out_scope.PROGRAM
         if other_channel:
             # An opt-out is not channel-specific: STOP on WhatsApp ends the phone's SMS
             # subscriptions to every program of the brand (consent events name the channel).
-            scope = list(self.sender.brand.programs)
+            scope, reach = list(brand.programs), opt_out_scope.BRAND
         elif carrier or self.match.program is None:
-            # Twilio's Advanced Opt-Out blocks the whole sender, whatever program the text named.
-            scope = [p.key for p in self.sender.programs]
-            # And what the phone joined through this number, though keywords.yaml has since moved
-            # that program to another sender: a STOP is honoured by history too.
-            scope += sorted(key for key, sub in self.stored.items() if key not in scope and key in
-                            self.sender.brand.programs and sub.joined_via == self.via
-                            and sub.status in (Status.SUBSCRIBED.value, Status.PENDING.value))
+            # A plain opt-out ends the brand's programs (revoke-all) or, in sender scope, this
+            # number's; Twilio's Advanced Opt-Out blocks the whole sender whatever the text named.
+            scope, reach = opt_out_scope.plain_stop_programs(brand, self.sender.program_keys, self.match.normalized)
+            if reach == opt_out_scope.SENDER:
+                # And what the phone joined through this number, though keywords.yaml has since moved
+                # that program to another sender: a STOP is honoured by history too.
+                scope += sorted(key for key, sub in self.stored.items() if key not in scope and key in
+                                self.sender.brand.programs and sub.joined_via == self.via
+                                and sub.status in (Status.SUBSCRIBED.value, Status.PENDING.value))
         else:
             scope = [self.match.program]
         event = Event.CARRIER_OPT_OUT if carrier else Event.STOP
@@ -436,15 +447,21 @@ class _Ctx:
         for sub in subs:
             if reply:
                 sub.set(last_stop_reply_at=self.now)
-            apply_event(self.batch.writes, sub, event, now=self.now, proof=proof, sender=self.via,
+            # A program on another of the brand's numbers keeps the sender it was joined through.
+            here = sub.program in self.sender.program_keys
+            apply_event(self.batch.writes, sub, event, now=self.now, proof=proof, sender=self.via if here else None,
                         brand=self.sender.brand)
-        whole = other_channel or len(scope) == len(self.sender.programs)
+        whole = reach == opt_out_scope.BRAND or len(scope) == len(self.sender.programs)
         self.batch.cancel(self.now, brand=self.sender.brand.key, phone=self.phone, programs=None if whole else scope)
         program = scope[0] if len(scope) == 1 else None
         # In the language of the stop word, else the one the phone joined in (a LUNCH joiner of a
         # French program reads English), like help and welcome.
         joined = next((sub.language for sub in subs if sub.language), None)
-        return _Plan(program=program, reply=Reply.STOP if reply else None, language=self.match.language or joined)
+        # Sender scope: one line may tell a phone still subscribed elsewhere in the brand how to stop it all.
+        clarify = reach == opt_out_scope.SENDER and any(
+            s.status in (Status.SUBSCRIBED.value, Status.PENDING.value) for p, s in self.stored.items() if p not in scope)
+        return _Plan(program=program, reply=Reply.STOP if reply else None, language=self.match.language or joined,
+                     ended_all=reach == opt_out_scope.BRAND and program is None, clarify=clarify)
 
     def help(self) -> _Plan:
         program = self.match.program or self.batch.last_program(self.phone, self.sms.to)

@@ -14,6 +14,8 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
+from datetime import time as dt_time
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +25,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from app.errors import ConfigError, InvalidPhone
+from app.rules import config as consent_rules
 from app.matching import (
     BUILTIN_CONFIRM,
     BUILTIN_HELP,
@@ -80,6 +83,10 @@ class Program:
     # kind ("stop", "help", "start", "confirm", "join") -> every keyword active for this
     # program as written, floor and defaults included (for GET /v1/programs).
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _EMPTY)
+    # Consent rules (docs/compliance.md): at most this many texts to one phone in 24 h (None: no
+    # cap of the brand's own), and whether the program markets (state caps then apply too).
+    max_per_day: int | None = None
+    marketing: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,11 @@ class Brand:
     programs: Mapping[str, Program]  # key -> Program, in file order
     default_program: str | None = None  # receives API requests that name no program
     rules_sha256: str = ""  # of the keywords file this brand was loaded from (the consent ledger records it)
+    # What a plain opt-out ends: "brand" (every program, every sender; the FCC's revoke-all
+    # rule) or "sender" (the programs on the number texted). STOP <program> is always one program.
+    opt_out_scope: str = "brand"
+    # The brand's own sending window (local start, end), narrowing the law's; None: the law's alone.
+    quiet_hours: tuple[dt_time, dt_time] | None = None
 
 
 @dataclass(frozen=True)
@@ -321,6 +333,8 @@ _BRAND_FIELDS = (
     "messages",
     "events",
     "programs",
+    "opt_out_scope",
+    "quiet_hours",
 )
 _BRAND_MESSAGES = ("stop", "help")
 _EVENTS_FIELDS = ("url", "secret_env")
@@ -333,6 +347,8 @@ _PROGRAM_FIELDS = (
     "doi_expires_after",
     "prompt_cooldown",
     "language",
+    "max_per_day",
+    "marketing",
 )
 _SENDER_FIELDS = ("id", "provider", "rate")
 _PROGRAM_KEYWORD_FIELDS = ("join", "confirm", "stop", "help", "start")
@@ -416,6 +432,8 @@ class _RawProgram:
     keywords: dict[Kind, list[_Kw]] = field(default_factory=dict)
     messages: dict[str, dict[str | None, _Msg]] = field(default_factory=dict)
     messages_line: int = 0
+    max_per_day: int | None = None
+    marketing: bool = False
 
 
 @dataclass
@@ -434,6 +452,9 @@ class _RawBrand:
     programs: dict[str, _RawProgram] = field(default_factory=dict)
     default_program: str | None = None
     default_program_line: int = 0
+    opt_out_scope: str = "brand"
+    opt_out_scope_line: int = 0
+    quiet_hours: tuple[dt_time, dt_time] | None = None
 
 
 class _Loader:
@@ -445,6 +466,7 @@ class _Loader:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.brands: dict[str, _RawBrand] = {}
+        self.today: date | None = None
         self.retired: dict[str, frozenset[str]] = {name: frozenset() for name in _RETIRED_FIELDS}
         self.defaults = _RawProgram(brand="", key="", line=1)
         self.defaults.keywords = {
@@ -757,6 +779,7 @@ class _Loader:
                         f"{where}.events.secret_env: '{env}' is not an environment variable name",
                     )
                 brand.events_secret_env = env
+        consent_rules.load_brand_fields(self, brand, fields, where)
         # Plain-string messages take the brand's language, known only now.
         for by_lang in brand.messages.values():
             if None in by_lang:
@@ -797,6 +820,7 @@ class _Loader:
         if "language" in fields:
             program.language = self.language(fields["language"][1], f"{where}.language") or program.language
         self.settings(program, fields, where)
+        consent_rules.load_program_fields(self, program, fields, where)
         if "senders" in fields:
             kn, vn = fields["senders"]
             if not isinstance(vn, SequenceNode) or not vn.value:
@@ -1061,6 +1085,7 @@ class _Loader:
                     )
                 self.language_warnings(brand, program)
             self.brand_language_warnings(brand)
+            consent_rules.brand_warnings(self, brand)
 
     def provider_warnings(self, brand: _RawBrand, program: _RawProgram, providers: Sequence[str]) -> None:
         """A sender whose provider this deployment does not run could receive texts but never answer them."""
@@ -1187,6 +1212,8 @@ class _Loader:
                     join=_written(rp.keywords[Kind.JOIN]),
                     messages=_frozen_messages(rp.messages),
                     keywords=MappingProxyType({str(kind): _written(rp.keywords[kind]) for kind in Kind}),
+                    max_per_day=rp.max_per_day,
+                    marketing=rp.marketing,
                 )
                 entries[(raw.key, rp.key)] = [
                     KeywordEntry(kind, kw.words, kw.written, kw.language, rp.key if kind is Kind.JOIN else None)
@@ -1206,6 +1233,8 @@ class _Loader:
                 programs=MappingProxyType(programs),
                 default_program=raw.default_program,
                 rules_sha256=self.sha256,
+                opt_out_scope=raw.opt_out_scope,
+                quiet_hours=raw.quiet_hours,
             )
         senders: dict[str, SenderConfig] = {}
         for raw in self.brands.values():
@@ -1324,13 +1353,15 @@ def load_rules(path: str | os.PathLike[str]) -> Rules:
     return loader.build(file)
 
 
-def check(path: str | os.PathLike[str], *, providers: Sequence[str] | None = None) -> CheckReport:
+def check(path: str | os.PathLike[str], *, providers: Sequence[str] | None = None,
+          today: date | None = None) -> CheckReport:
     """Every error and warning in a keywords file, each with its line.
 
     `providers`: the deployment's OPTLINE_PROVIDERS, to warn about a sender naming another
     provider; None (the file alone) skips that warning.
     """
     _, loader = _read(path)
+    loader.today = today  # for date-bound warnings (opt_out_scope); None: today
     if not any(f.line == 0 for f in loader.errors):
         loader.collect_warnings(providers)
     return CheckReport(errors=_sorted(loader.errors), warnings=_sorted(loader.warnings))

@@ -34,6 +34,7 @@ from app.inbound import due_for_expiry, expire_due
 from app.http_protocol import configure as configure_http
 from app.keywords import Rules, load_rules
 from app.logs import setup_logging
+from app.holds import held_counts
 from app.metrics import Metrics
 from app.migrate import current_revision, head_revision
 from app.outbox import Deadlines, OutboxSender, backlog
@@ -44,7 +45,7 @@ from app.reload import RELOAD_SIGNAL, register, reload_rules, unregister
 from app.retire import check_rules_keep_subscribers
 from app.settings import Settings, load_settings
 from app.spool import Spool, drain_forever
-from app.web import api, api_profiles, api_proof, api_subscriptions, openapi, webhooks
+from app.web import api, api_profiles, api_proof, api_rules, api_subscriptions, openapi, webhooks
 from app.web.idempotency import IdempotencyMiddleware
 from app.web.problems import EXCEPTION_HANDLERS, problem
 from app.web.request_id import RequestIdMiddleware
@@ -182,6 +183,7 @@ async def metrics(request: Request) -> Response:
     now = state.clock()
     try:
         rows = await state.read(backlog)
+        state.metrics.set_held(await state.read(lambda conn: held_counts(conn, now)))
     except Exception:  # noqa: BLE001 - the counters are still worth serving when the database is not
         log.warning("outbox gauges unavailable", exc_info=True)
         rows = None
@@ -247,6 +249,7 @@ def create_app(
         *api_subscriptions.routes,
         *dialects.routes(),
         *api_proof.routes,
+        *api_rules.routes,
         console_pages.mount(),
     ]
     app = _Optline(

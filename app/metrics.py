@@ -11,6 +11,7 @@ Where each figure is taken, chosen so the webhook path does no extra database wo
     optline_sends_total{channel,outcome}, optline_send_seconds{channel}, optline_provider_errors_total{code}
         the outbox sender, around each provider (or brand events URL) call
     optline_outbox_depth{channel,status}, optline_outbox_oldest_due_seconds{channel}
+    optline_outbox_held{brand,reason}: texts held by quiet hours or a daily cap (app.holds)
         one GROUP BY over the unsent rows on a reader connection, when /metrics is scraped
 """
 
@@ -90,6 +91,8 @@ class Metrics:
                                        "labelled with its hash: keep it outside optline", ["hash"], registry=r)
         self.outbox_oldest_due = Gauge("optline_outbox_oldest_due_seconds",
                                        "How long the oldest due outbox row has been waiting", ["channel"], registry=r)
+        self.outbox_held = Gauge("optline_outbox_held", "Texts held by a consent rule (quiet hours, daily cap),"
+                                 " by brand and reason", ["brand", "reason"], registry=r)
 
     def inbound(self, result: Any) -> None:
         """Count one inbound text."""
@@ -146,6 +149,16 @@ class Metrics:
             self.outbox_depth.labels(channel, status).set(rows)
         for channel, seconds in oldest.items():
             self.outbox_oldest_due.labels(channel).set(seconds)
+
+    def set_held(self, held: Iterable[tuple[str, str, int]]) -> None:
+        """Set the held-texts gauge from (brand, reason, rows); a brand with none left drops to 0."""
+        seen = set()
+        for brand, reason, rows in held:
+            self.outbox_held.labels(brand, reason).set(rows)
+            seen.add((brand, reason))
+        for labels in list(self.outbox_held._metrics):  # noqa: SLF001 - the label sets set before
+            if labels not in seen:
+                self.outbox_held.labels(*labels).set(0)
 
     def render(self) -> bytes:
         """The text exposition format."""

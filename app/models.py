@@ -45,6 +45,8 @@ class Subscription(SQLModel, table=True):
         sa.Index("ix_subscriptions_brand_phone", "brand", "phone"),
         sa.Index("ix_subscriptions_status_doi_expires_at", "status", "doi_expires_at"),
         sa.Index("ix_subscriptions_phone_joined_via", "phone", "joined_via"),
+        # GET /v1/opt-outs pages the suppression list by time.
+        sa.Index("ix_subscriptions_brand_opted_out_at", "brand", "opted_out_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -182,6 +184,8 @@ class Outbox(SQLModel, table=True):
         sa.Index("ix_outbox_priority_due", "priority", "status", "next_attempt_at"),
         sa.Index("ix_outbox_brand_phone_status", "brand", "phone", "status"),
         sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
+        # Held texts, for metrics and the console (few rows carry a time here).
+        sa.Index("ix_outbox_brand_held_until", "brand", "held_until"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -212,6 +216,45 @@ class Outbox(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     sent_at: datetime | None = _ts()
+    # A text the phone did not just ask for, held by a consent rule (app.holds): due then, and why.
+    held_until: datetime | None = _ts()
+    held_reason: str | None = Field(default=None, max_length=32)  # "quiet_hours" | "daily_cap"
+
+
+class BrandSend(SQLModel, table=True):
+    """A text the brand sent itself and reported (POST /v1/sends): it counts toward the program's caps."""
+
+    __tablename__ = "brand_sends"
+    __table_args__ = (
+        # Caps count a phone's texts in one program over the last 24 h: one index range.
+        sa.Index("ix_brand_sends_brand_phone_program_sent_at", "brand", "phone", "program", "sent_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    brand: str = Field(max_length=64)
+    program: str = Field(max_length=64)
+    phone: str = Field(max_length=20)
+    sent_at: datetime = _ts(nullable=False)
+    external_id: str | None = Field(default=None, max_length=255)
+    api_key_id: int | None = Field(default=None, sa_type=BigId)
+    created_at: datetime = _ts(nullable=False)
+
+
+class OptOutImport(SQLModel, table=True):
+    """One opt-out list imported (API or CLI): what it held and what it changed."""
+
+    __tablename__ = "opt_out_imports"
+
+    id: str = Field(primary_key=True, max_length=40)  # imp_…, the batch id each consent event names
+    brand: str = Field(max_length=64, index=True)
+    origin: str = Field(max_length=16)  # "api" | "cli"
+    api_key_id: int | None = Field(default=None, sa_type=BigId)
+    rows: int = Field(default=0)
+    applied: int = Field(default=0)  # rows that opted a phone out of at least one program
+    unchanged: int = Field(default=0)  # rows already opted out
+    rejected: int = Field(default=0)
+    created_at: datetime = _ts(nullable=False)
+    finished_at: datetime | None = _ts()
 
 
 class DeliveryReport(SQLModel, table=True):
@@ -397,4 +440,6 @@ ledger_heads = LedgerHead.__table__  # type: ignore[attr-defined]
 ledger_checkpoints = LedgerCheckpoint.__table__  # type: ignore[attr-defined]
 ledger_checkpoint_heads = LedgerCheckpointHead.__table__  # type: ignore[attr-defined]
 erasures = Erasure.__table__  # type: ignore[attr-defined]
+brand_sends = BrandSend.__table__  # type: ignore[attr-defined]
+opt_out_imports = OptOutImport.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from app.consent import Proof, Sub, Writes, apply_event, load_subs
 from app.errors import Conflict, OptedOut, Unprocessable
 from app.events import iso
+from app.holds import enqueue_unasked
 from app.keywords import Brand, Rules
 from app.outbox import cancel_queued, enqueue_sms
 from app.phone import in_countries
@@ -133,8 +134,9 @@ def opt_in(
     writes.flush(conn)
     if reply is not None:
         if body is not None:
-            enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body, purpose=reply.value,
-                        from_number=from_number, service_id=service_id)
+            # Nothing the phone texted asked for this one: quiet hours and caps may hold it (app.holds).
+            enqueue_unasked(conn, now, rules=rules, brand=brand, program=program, phone=phone, body=body,
+                            purpose=reply.value, from_number=from_number, service_id=service_id)
     return sub
 
 

@@ -97,7 +97,8 @@ CHANNEL_EVENT = "event"
 
 CANCELLED_BY_OPT_OUT = "cancelled by opt-out"
 SMS_COLUMNS = ("channel", "brand", "program", "phone", "body", "purpose", "priority", "from_number", "service_id",
-               "status", "error_reason", "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at")
+               "status", "error_reason", "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at",
+               "held_until", "held_reason", "deadline_at")
 
 # Claim order: a stop confirmation first (CTIA, and it is the reply the phone is waiting on),
 # then answers to what the phone just asked, then prompts and brand events.
@@ -139,10 +140,20 @@ def enqueue_sms(
     from_number: str | None,
     service_id: str | None,
     inbound_id: int | None = None,
+    hold: tuple[datetime, str] | None = None,
 ) -> int:
-    """Queue one text in the caller's transaction; returns the outbox id."""
+    """Queue one text in the caller's transaction; returns the outbox id.
+
+    `hold` (until, reason), from app.holds: a consent rule holds the text until then. It
+    stays pending, due then, and keeps its whole retry budget from then (the default budget:
+    the caller does not know the deployment's).
+    """
     values = sms_row(now=now, brand=brand, program=program, phone=phone, body=body, purpose=purpose,
                      from_number=from_number, service_id=service_id, inbound_id=inbound_id)
+    if hold is not None:
+        until, reason = hold
+        values.update(next_attempt_at=until, held_until=until, held_reason=reason,
+                      deadline_at=until + Deadlines().budget(CHANNEL_SMS, purpose))
     return int(Raw(conn).scalar(insert_sql("outbox", SMS_COLUMNS, "id"), values))
 
 
@@ -154,7 +165,7 @@ def sms_row(*, now: datetime, brand: str, program: str | None, phone: str, body:
         "priority": priority_of(purpose), "from_number": from_number, "service_id": service_id,
         "status": OutboxStatus.PENDING.value,
         "error_reason": None, "attempts": 0, "next_attempt_at": now, "inbound_id": inbound_id, "created_at": now,
-        "updated_at": now,
+        "updated_at": now, "held_until": None, "held_reason": None, "deadline_at": None,
     }
 
 
@@ -240,10 +251,12 @@ def claim(conn: Connection, now: datetime, *, worker: str, limit: int, lease: ti
 
 
 # Other texts leave one at a time per phone, oldest first: a welcome queued behind its
-# confirmation prompt (a YES typed before the prompt went out) must not overtake it.
+# confirmation prompt (a YES typed before the prompt went out) must not overtake it. A text
+# held by a consent rule (quiet hours, caps) holds up nothing: the phone's answers go at once.
 _IN_TURN = ("(channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM outbox earlier WHERE earlier.brand = outbox.brand"
             " AND earlier.phone = outbox.phone AND earlier.channel = 'sms'"
-            " AND earlier.status IN ('pending', 'sending', 'dispatching') AND earlier.id < outbox.id))")
+            " AND earlier.status IN ('pending', 'sending', 'dispatching') AND earlier.id < outbox.id"
+            " AND (earlier.held_until IS NULL OR earlier.held_until <= :now)))")
 
 
 def claim_row(conn: Connection, now: datetime, *, row_id: int, worker: str, lease: timedelta) -> Claimed | None:
@@ -357,6 +370,7 @@ def _in_turn(raw: Raw, now: datetime, rows: list[dict[str, Any]], lock: str) -> 
         "SELECT o.id, o.brand, o.phone, o.status, o.next_attempt_at <= :now AS due FROM outbox o"
         " WHERE o.id IN (SELECT MIN(e.id) FROM outbox e WHERE e.channel = 'sms'"
         f" AND e.status IN ('pending', 'sending', 'dispatching') AND e.purpose <> 'stop' AND ({where})"
+        " AND (e.held_until IS NULL OR e.held_until <= :now)"
         " GROUP BY e.brand, e.phone)", params)}
     pulled = []
     for row in texts:

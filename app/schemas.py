@@ -509,12 +509,15 @@ class MessageOut(BaseModel):
     body: str
     media: list[dict[str, str | None]] = Field(description="MMS attachments: url and contentType.")
     flagged: bool = Field(description="Inbound: close to an opt-out but not honoured; a person should decide.")
-    status: str = Field(description="Inbound: how it matched (join, stop, unmatched, …). Outbound: pending, sending, "
-                                    "queued, sent, delivered, undelivered, failed, cancelled.")
+    status: str = Field(description="Inbound: how it matched (join, stop, unmatched, …). Outbound: pending, held, "
+                                    "sending, queued, sent, delivered, undelivered, failed, cancelled.")
     program: str | None
     provider_message_id: str | None
     error_code: int | None
     at: datetime = Field(description="Received (inbound) or queued (outbound).")
+    held_until: datetime | None = Field(default=None, description="Outbound: a consent rule holds the text until "
+                                                                  "then (the recipient's quiet hours, a daily cap).")
+    held_reason: str | None = Field(default=None, description="Outbound: quiet_hours or daily_cap.")
 
 
 class MessagePage(BaseModel):

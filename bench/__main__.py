@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from bench import default, ledger, optout, send
+from bench import default, ledger, optout, rules, send
 from bench.load import (
     LUA_DONE,
     Server,
@@ -311,8 +311,8 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--sends", type=int, default=3000, help="texts each send figure posts")
     parser.add_argument("--send-timeout", type=float, default=60.0)
-    parser.add_argument("--only", nargs="*", default=["default", "inbound", "burst", "api", "send", "optout", "ledger"],
-                        choices=["default", "inbound", "burst", "api", "send", "optout", "ledger"])
+    sections = ["default", "inbound", "burst", "api", "send", "rules", "optout", "ledger"]
+    parser.add_argument("--only", nargs="*", default=sections, choices=sections)
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     if args.only == ["optout"]:  # pure: no servers, no fake Twilio
@@ -341,6 +341,8 @@ def main() -> None:
                 api(args, fake, folder)
     if "send" in args.only:  # its own, faster fake Twilio (see bench.send)
         send.run(args, folder)
+    if "rules" in args.only:  # the send check and opt-out imports (see bench.rules)
+        rules.run(args, folder)
     if "optout" in args.only:
         optout.run()
     if "ledger" in args.only:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -37,6 +38,21 @@ def api(gateway: Gateway) -> Any:
     return Api()
 
 
+# Zones around the world; one of them is always in its afternoon.
+_ZONES = ("America/Los_Angeles", "America/New_York", "Europe/Paris", "Asia/Kolkata", "Asia/Tokyo", "Pacific/Auckland")
+
+
+def in_daytime(gateway: Gateway, api: Any, phone: str = PHONE) -> None:
+    """Give `phone` a profile in a time zone where it is now afternoon: an API prompt then goes at once.
+
+    (API-triggered prompts wait for the recipient's sending window, app.holds; these tests are
+    about what happens once the prompt is sent, whatever the hour the suite runs at.)
+    """
+    now = gateway.clock()
+    zone = next(z for z in _ZONES if 12 <= now.astimezone(ZoneInfo(z)).hour < 18)
+    assert api.post("/v1/profiles", {"phoneNumber": phone, "timezone": zone}).status_code in (200, 201)
+
+
 def opt_in_body(**changes: Any) -> dict[str, Any]:
     body = {"phoneNumber": PHONE, "program": "deals", "consentSource": "web-checkout",
             "consentedAt": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(), "consentProof": PROOF}
@@ -60,6 +76,7 @@ def test_opt_in_with_proof_subscribes_and_welcomes(gateway: Gateway, api: Any) -
 
 
 def test_opt_in_with_double_opt_in_prompts_and_waits_for_yes(gateway: Gateway, api: Any) -> None:
+    in_daytime(gateway, api)
     assert api.post("/v1/subscriptions/opt-in", opt_in_body(doubleOptIn=True)).json()["status"] == "pendingDOI"
     gateway.drain()
     assert gateway.replies(PHONE)[-1].startswith("ACME Deals: reply YES")
@@ -166,6 +183,7 @@ def test_opt_out_of_the_whole_brand_sends_the_brand_level_stop(gateway: Gateway,
 
 
 def test_opt_out_cancels_a_queued_prompt(gateway: Gateway, api: Any) -> None:
+    in_daytime(gateway, api)
     gateway.fake.fail_http(503, times=None)
     api.post("/v1/subscriptions/opt-in", opt_in_body(doubleOptIn=True))
     gateway.fake.wait_for_requests(1)
@@ -176,6 +194,7 @@ def test_opt_out_cancels_a_queued_prompt(gateway: Gateway, api: Any) -> None:
 
 
 def test_resubscribing_after_an_opt_out_needs_doi_again_by_contacts(gateway: Gateway, api: Any) -> None:
+    in_daytime(gateway, api)
     api.post("/v1/subscriptions/opt-in", opt_in_body())
     api.post("/v1/subscriptions/opt-out", {"phoneNumber": PHONE, "program": "deals", "notify": False})
     later = (gateway.clock() + timedelta(seconds=1)).isoformat()

@@ -51,7 +51,11 @@ def elsewhere(tmp_path: Path) -> Path:
 
 def test_check_accepts_the_shipped_keywords(env: dict[str, str], elsewhere: Path) -> None:
     result = optline("check", env=env, cwd=elsewhere)  # default file found from the package, not the cwd
-    assert result.stdout.strip() == f"{KEYWORDS}: ok (0 warnings)"
+    # Each brand's opt-out scope on a line of its own, then the verdict.
+    assert result.stdout.splitlines() == [
+        "brand 'acme': opt_out_scope brand: a plain STOP ends every program on every sender (revoke-all)",
+        "brand 'bistro': opt_out_scope brand: a plain STOP ends every program on every sender (revoke-all)",
+        f"{KEYWORDS}: ok (0 warnings)"]
 
 
 def test_check_refuses_a_bad_file_with_its_line(env: dict[str, str], elsewhere: Path) -> None:
@@ -74,13 +78,16 @@ def test_check_warns_about_a_sender_whose_provider_is_not_enabled(env: dict[str,
     warned = [f"warning: {path}:{line}: program 'bistro/menu' sender +15005550007: provider telnyx is not in "
               "OPTLINE_PROVIDERS (console) here: serve and worker refuse to start with it", f"{path}: ok (1 warning)"]
     # OPTLINE_PROVIDERS unset: console only; the file named, or the one OPTLINE_KEYWORDS names
-    assert optline("check", str(path), env=env, cwd=elsewhere).stdout.splitlines() == warned
-    assert optline("check", env={**env, "OPTLINE_KEYWORDS": str(path)}, cwd=elsewhere).stdout.splitlines() == warned
+    def findings(stdout: str) -> list[str]:  # the warnings and the verdict, not each brand's scope line
+        return [line for line in stdout.splitlines() if not line.startswith("brand '")]
+
+    assert findings(optline("check", str(path), env=env, cwd=elsewhere).stdout) == warned
+    assert findings(optline("check", env={**env, "OPTLINE_KEYWORDS": str(path)}, cwd=elsewhere).stdout) == warned
     enabled = {**env, "OPTLINE_PROVIDERS": "console,telnyx", "TELNYX_API_KEY": "KEY0123"}
-    assert optline("check", str(path), env=enabled, cwd=elsewhere).stdout.strip() == f"{path}: ok (0 warnings)"
+    assert findings(optline("check", str(path), env=enabled, cwd=elsewhere).stdout) == [f"{path}: ok (0 warnings)"]
     # settings that cannot load (telnyx without its key): the named file is checked alone, without that warning
     broken = optline("check", str(path), env={**env, "OPTLINE_PROVIDERS": "telnyx"}, cwd=elsewhere)
-    assert broken.stdout.strip() == f"{path}: ok (0 warnings)"
+    assert findings(broken.stdout) == [f"{path}: ok (0 warnings)"]
 
 
 def test_migrate_creates_the_sqlite_file_from_any_folder(tmp_path: Path, elsewhere: Path) -> None:

@@ -316,6 +316,12 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "sonar-customer": {"phone_number": PHONE, "email": "ada@example.com", "first_name": "Ada",
                        "picture_url": "http://pics.example/ada.png", "properties": {"a": "b"},
                        "timezone": "America/Los_Angeles"},
+    "send-check": {"items": [{"phoneNumber": PHONE, "program": "deals", "at": "2026-01-01T00:00:00Z"},
+                             {"phoneNumber": OTHER, "program": "news"}]},
+    "sends": {"items": [{"phoneNumber": PHONE, "program": "deals", "sentAt": "2026-01-01T00:00:00Z",
+                         "externalId": "c-1"}]},
+    "opt-out-import": [{"phoneNumber": PHONE, "optedOutAt": "2026-01-01T00:00:00Z", "program": "news"},
+                       {"phoneNumber": OTHER}],
 }
 
 
@@ -358,6 +364,10 @@ OPS = [
     Op("/v1/contacts/{phone}", ("PUT",), body="contact"),
     Op("/v1/programs", ("GET",)),
     Op("/v1/messages", ("GET",), (*LIST, "phoneNumber")),
+    Op("/v1/send-check", ("POST",), body="send-check"),
+    Op("/v1/sends", ("POST",), body="sends"),
+    Op("/v1/opt-outs/import", ("POST",), body="opt-out-import"),
+    Op("/v1/opt-outs", ("GET",), (*LIST, "since", "format")),
     *(Op(path, ("GET",)) for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")),
     Op("/compat/noticia/v1/profiles", ("POST",), body="noticia-profile"),
     Op("/compat/noticia/v1/profiles/{ref:path}", ("GET",)),
@@ -542,9 +552,10 @@ def sweep(op: Op) -> list[dict[str, Any]]:
             template = TEMPLATES[op.body]
             requests += [{"method": method, "url": good_path, "content": json.dumps(replaced(template, at, bad)).encode()}
                          for at in leaf_paths(template) for bad in BAD_JSON]
-            if isinstance(template, dict):
-                requests += [{"method": method, "url": good_path,
-                              "content": json.dumps({**template, "extra\x00": 1}).encode()}]
+            # A NUL in a field name (an opt-out import is a bare array: one of its rows carries it).
+            extra = ({**template, "extra\x00": 1} if isinstance(template, dict)
+                     else [*template, {"phoneNumber": PHONE, "extra\x00": 1}])
+            requests += [{"method": method, "url": good_path, "content": json.dumps(extra).encode()}]
             requests += [{"method": method, "url": good_path, "content": raw} for raw in RAW_BODIES]
     return [{**r, "style": op.auth} for r in requests]
 

@@ -216,13 +216,14 @@ async def list_messages(request: Request) -> JSONResponse:
         inbound_messages.c.to.label("peer"), inbound_messages.c.body, inbound_messages.c.kind.label("status"),
         inbound_messages.c.program, inbound_messages.c.message_id.label("provider_message_id"),
         sa.null().label("error_code"), inbound_messages.c.media, inbound_messages.c.flagged,
-        inbound_messages.c.received_at.label("at"),
+        inbound_messages.c.received_at.label("at"), sa.null().label("held_until"), sa.null().label("held_reason"),
     ).where(inbound_messages.c.brand == key.brand)
     outbound = sa.select(
         sa.literal("outbound").label("direction"), outbox.c.id, sa.literal("sms").label("channel"), outbox.c.phone,
         sa.null().label("address"), sa.func.coalesce(outbox.c.from_number, outbox.c.service_id).label("peer"),
         outbox.c.body, outbox.c.status, outbox.c.program, outbox.c.provider_message_id, outbox.c.error_code,
         sa.null().label("media"), sa.false().label("flagged"), outbox.c.created_at.label("at"),
+        outbox.c.held_until, outbox.c.held_reason,
     ).where(outbox.c.brand == key.brand, outbox.c.channel == "sms")
     if phone is not None:
         inbound = inbound.where(inbound_messages.c.from_phone == phone)
@@ -247,17 +248,26 @@ async def list_messages(request: Request) -> JSONResponse:
     rows = await state.read(lambda conn: conn.execute(query).all())
     more = len(rows) > limit
     rows = rows[:limit]
+    now = state.clock()
     items = [
         MessageOut(direction=r.direction, id=f"{'in' if r.direction == 'inbound' else 'out'}_{r.id}",
                    channel=r.channel, phone_number=r.phone, address=r.address, peer=r.peer, body=r.body,
-                   media=_json_list(r.media), flagged=bool(r.flagged), status=r.status, program=r.program,
-                   provider_message_id=r.provider_message_id, error_code=r.error_code, at=_aware(r.at))
+                   media=_json_list(r.media), flagged=bool(r.flagged), status=_shown_status(r, now), program=r.program,
+                   provider_message_id=r.provider_message_id, error_code=r.error_code, at=_aware(r.at),
+                   held_until=_aware(r.held_until) if r.held_until is not None else None, held_reason=r.held_reason)
         for r in rows
     ]
     last = rows[-1] if rows else None
     next_cursor = (encode_cursor([_aware(last.at).isoformat(), last.direction, last.id], state.settings)
                    if more and last else None)
     return JSONResponse(MessagePage(items=items, next_cursor=next_cursor).model_dump(mode="json"))
+
+
+def _shown_status(row: Any, now: datetime) -> str:
+    """The row's status; "held" for a text waiting on quiet hours or a daily cap (app.holds)."""
+    if row.status == "pending" and row.held_until is not None and _aware(row.held_until) > now:
+        return "held"
+    return str(row.status)
 
 
 def _json_list(value: Any) -> list[Any]:

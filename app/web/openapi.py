@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from app import dialects
 from app import proof_schemas as proof
 from app import schemas as s
+from app import schemas_rules as r
 
 PROBLEM = "application/problem+json"
 
@@ -53,6 +54,8 @@ class Op:
     form: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     bare_items: bool = False  # the body may also be the bare array of the request model's `items`
+    extra_body: dict[str, Any] = field(default_factory=dict)  # a body no model describes: media type -> schema
+    csv: bool = False  # the answer may also be text/csv (format=csv)
 
 
 STRING = {"type": "string"}
@@ -123,6 +126,23 @@ OPERATIONS: tuple[Op, ...] = (
            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page size"),
            Param("before", "query", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, "the `nextBefore` of the previous page")),
        errors=(400, 401)),
+    Op("post", "/v1/send-check", "May these sends go now (or at `at`)? Per item: allowed, reasons, nextAllowedAt",
+       "rules", response=r.SendCheckOut, request=r.SendCheckIn, errors=(400, 401, 413, 415, 422)),
+    Op("post", "/v1/sends", "Record texts the brand sent itself (they count toward caps)", "rules",
+       response=r.SendsOut, request=r.SendsIn, errors=(400, 401, 413, 415, 422)),
+    Op("post", "/v1/opt-outs/import", "Import an opt-out list (JSON array or CSV, streamed); bad rows reported by line",
+       "rules", response=r.OptOutImportOut, errors=(400, 401, 413, 415, 422),
+       extra_body={"application/json": {"type": "array", "maxItems": 1_000_000, "items": {
+           "type": "object", "required": ["phoneNumber"], "properties": {
+               "phoneNumber": {"type": "string"}, "optedOutAt": {"type": "string", "format": "date-time"},
+               "program": {"type": "string"}}}},
+           "text/csv": {"type": "string", "description": "a header line naming phoneNumber (and optionally "
+                                                         "optedOutAt, program), then one row a line"}}),
+    Op("get", "/v1/opt-outs", "The suppression list: phones opted out, by program and time (JSON pages or CSV)",
+       "rules", response=r.OptOutPage,
+       params=(LIMIT, CURSOR, Param("since", "query", {"type": "string", "format": "date-time"}),
+               Param("format", "query", {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                     "csv: text/csv, the next page's cursor in the Next-Cursor header")), csv=True),
 )
 
 
@@ -170,6 +190,9 @@ def document() -> dict[str, Any]:
                 schema = {"oneOf": [schema, {key: items[key] for key in ("type", "items", "minItems", "maxItems")
                                              if key in items}]}
             item["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        elif op.extra_body:
+            item["requestBody"] = {"required": True, "content": {
+                media: {"schema": schema} for media, schema in op.extra_body.items()}}
         elif op.form:
             item["requestBody"] = {"required": True, "content": {
                 "application/x-www-form-urlencoded": {"schema": TWILIO_FORM}}}
@@ -182,6 +205,8 @@ def document() -> dict[str, Any]:
         else:
             responses[str(op.ok)] = {"description": "ok", "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{op.response.__name__}"}}}}
+        if op.csv:
+            responses[str(op.ok)]["content"]["text/csv"] = {"schema": STRING}
         for status, model in op.extra.items():
             responses[status] = {"description": "created", "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}

@@ -1,0 +1,199 @@
+"""The send check: may the brand text these phones in these programs now (or at a planned time)?
+
+`POST /v1/send-check` asks for up to 1,000 (phone, program, at) at once; `check` answers
+each with the reasons it may not (app.schemas_rules.ReasonCode) and, when only time stands in
+the way, when it may. A handful of queries answer the whole batch, each walking an index
+once per phone (subscriptions by (brand, phone); profiles by (brand, phone); texts for caps
+by (brand, phone, …)): nothing scans, however many subscriptions the brand has.
+
+`record_sends` stores the texts the brand reports having sent (`POST /v1/sends`): they count
+toward caps exactly like optline's own texts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from app.errors import InvalidInput, Unprocessable
+from app.holds import CAP_WINDOW, DAILY_CAP, QUIET_HOURS, decide, per_phone, per_phone_tuples, program_cap, texts_for
+from app.keywords import Brand
+from app.phone import in_countries, to_e164
+from app.rules.area_codes import us_state
+from app.rules.quiet_hours import number_zones, recipient_zones, window_text
+from app.sql import Raw
+from app.subscriptions import OPT_OUT_EVENTS, Status
+
+# A North American number already in E.164 with a possible shape ([2-9]XX area code): no
+# need for libphonenumber, which costs more than the rest of a check.
+_NANP = re.compile(r"\+1[2-9]\d{9}")
+_OPT_OUT_EVENTS = tuple(sorted(e.value for e in OPT_OUT_EVENTS))
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One item to check: a valid E.164 phone, a known program, a time."""
+
+    index: int
+    phone: str
+    program: str
+    at: datetime
+
+
+def parse_items(brand: Brand, items: Sequence[Any], now: datetime) -> list[Planned]:
+    """Validated items (phone in E.164, known program); 422 naming the first bad one."""
+    out = []
+    for i, item in enumerate(items):
+        raw = item.phone_number
+        if _NANP.fullmatch(raw):
+            phone = raw
+        else:
+            try:
+                phone = to_e164(raw, brand.default_region)
+            except InvalidInput as exc:
+                raise Unprocessable(exc.message, field=f"items.{i}.phoneNumber") from None
+        if item.program not in brand.programs:
+            raise Unprocessable(f"unknown program {item.program!r}", field=f"items.{i}.program")
+        out.append(Planned(i, phone, item.program, item.at or now))
+    return out
+
+
+def _allowed_country(brand: Brand, phone: str) -> bool:
+    allowed = brand.allowed_countries
+    if allowed is None:
+        return True
+    if "US" in allowed and us_state(phone) is not None:
+        return True  # a US area code
+    return in_countries(phone, allowed)
+
+
+def _subscriptions(raw: Raw, brand: str, phones: list[str]) -> dict[tuple[str, str], tuple[str, Any]]:
+    """(status, opted_out_at as stored) of each (phone, program)."""
+    rows = per_phone_tuples(raw, brand, phones, "phone, program, status, opted_out_at", "subscriptions")
+    return {(phone, program): (status, opted) for phone, program, status, opted in rows}
+
+
+def _zones(raw: Raw, brand: str, phones: list[str]) -> dict[str, str]:
+    rows = per_phone_tuples(raw, brand, phones, "phone, timezone", "profiles",
+                            "deleted_at IS NULL AND timezone IS NOT NULL")
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def _iso(value: Any) -> str | None:
+    """A stored time (a datetime, or SQLite's naive UTC text) as RFC 3339."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _opt_outs(raw: Raw, brand: Brand, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(source, scope) of the latest opt-out of each (phone, program), from the ledger.
+
+    The scope is read from the events one opt-out wrote together (same phone, same time):
+    every program of the brand (or an import) is "brand", one program "program", else "sender".
+    """
+    if not keys:
+        return {}
+    events = ", ".join(f"'{e}'" for e in _OPT_OUT_EVENTS)
+    rows = per_phone(raw, brand.key, sorted({phone for phone, _program in keys}),
+                      "id, phone, program, source, created_at", "consent_events", f"event IN ({events})")
+    latest: dict[tuple[str, str], tuple[str, Any]] = {}
+    programs_at: dict[tuple[str, Any], set[str]] = {}
+    for row in sorted(rows, key=lambda r: r["id"]):
+        latest[(row["phone"], row["program"])] = (row["source"], row["created_at"])
+        programs_at.setdefault((row["phone"], row["created_at"]), set()).add(row["program"])
+    out = {}
+    for key in keys:
+        if key not in latest:
+            continue
+        source, created_at = latest[key]
+        together = programs_at[(key[0], created_at)]
+        if source == "import" or together >= set(brand.programs):
+            scope = "brand"
+        elif len(together) == 1:
+            scope = "program"
+        else:
+            scope = "sender"
+        out[key] = (source, scope)
+    return out
+
+
+def check(conn: Connection, now: datetime, *, brand: Brand, items: Sequence[Planned]) -> list[dict[str, Any]]:
+    """The send check's answer for each item, in order (JSON-ready: camelCase, times as text)."""
+    raw = Raw(conn)
+    phones = sorted({item.phone for item in items})
+    subs = _subscriptions(raw, brand.key, phones)
+    zones_by_phone = _zones(raw, brand.key, phones)
+    unsub, pending, subscribed = Status.UNSUBSCRIBED.value, Status.PENDING.value, Status.SUBSCRIBED.value
+    opted = {(i.phone, i.program) for i in items if subs.get((i.phone, i.program), ("",))[0] == unsub}
+    opt_outs = _opt_outs(raw, brand, opted)
+    caps = {(i.phone, i.program): cap for i in items
+            if (cap := program_cap(brand.programs[i.program], i.phone, i.at)) is not None}
+    earliest = min((i.at for i in items), default=now)
+    texts = texts_for(raw, brand.key, set(caps), earliest - CAP_WINDOW)
+    # Without a cap, the answer on time depends only on where the phone is and when: most of a
+    # batch shares a few area codes and one `at`, so each is worked out once.
+    windows: dict[tuple[Any, ...], Any] = {}
+    results = []
+    for item in items:
+        reasons: list[dict[str, Any]] = []
+        status, opted_at = subs.get((item.phone, item.program), (Status.NONE.value, None))
+        forever = True  # a reason no waiting cures
+        if not _allowed_country(brand, item.phone):
+            reasons.append({"code": "country_not_allowed"})
+        elif status == unsub:
+            source, scope = opt_outs.get((item.phone, item.program), (None, None))
+            reasons.append({"code": "opted_out", "at": _iso(opted_at), "source": source, "scope": scope})
+        elif status == pending:
+            reasons.append({"code": "pending_doi"})
+        elif status != subscribed:
+            reasons.append({"code": "not_subscribed"})
+        else:
+            forever = False
+        cap = caps.get((item.phone, item.program))
+        zone = zones_by_phone.get(item.phone)
+        if cap is None:
+            key = (zone or number_zones(item.phone), us_state(item.phone), item.at)
+            hold = windows.get(key, windows)
+            if hold is windows:
+                hold = windows[key] = decide(item.at, phone=item.phone, zones=recipient_zones(item.phone, zone),
+                                             brand_window=brand.quiet_hours, cap=None, times=())
+        else:
+            hold = decide(item.at, phone=item.phone, zones=recipient_zones(item.phone, zone),
+                          brand_window=brand.quiet_hours, cap=cap, times=texts.get((item.phone, item.program), ()))
+        until = None
+        if hold is not None:
+            until = _iso(hold.until)
+            for code in hold.reasons:
+                detail = (f"sending window {window_text(item.phone, item.at.date(), brand.quiet_hours)}"
+                          if code == QUIET_HOURS else f"at most {cap} texts in 24 h")
+                reasons.append({"code": code, "nextAllowedAt": until, "detail": detail})
+        results.append({
+            "index": item.index, "phoneNumber": item.phone, "program": item.program, "allowed": not reasons,
+            "reasons": reasons, "nextAllowedAt": until if not forever else None,
+        })
+    return results
+
+
+def record_sends(conn: Connection, now: datetime, *, brand: Brand, items: Sequence[Planned],
+                 external_ids: Sequence[str | None], api_key_id: int | None) -> list[int]:
+    """Store texts the brand sent (they count toward caps); the indexes of those to phones opted out of that program."""
+    raw = Raw(conn)
+    raw.insert_rows("brand_sends", ("brand", "program", "phone", "sent_at", "external_id", "api_key_id", "created_at"),
+                    [{"brand": brand.key, "program": i.program, "phone": i.phone, "sent_at": i.at,
+                      "external_id": ext, "api_key_id": api_key_id, "created_at": now}
+                     for i, ext in zip(items, external_ids, strict=True)])
+    subs = _subscriptions(raw, brand.key, sorted({i.phone for i in items}))
+    return [i.index for i in items if subs.get((i.phone, i.program), ("",))[0] == Status.UNSUBSCRIBED.value]
+
+
+__all__ = ["DAILY_CAP", "QUIET_HOURS", "Planned", "check", "parse_items", "record_sends"]
