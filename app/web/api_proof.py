@@ -56,9 +56,10 @@ async def get_checkpoints(request: Request) -> JSONResponse:
     api_key(request)
     raw_before = request.query_params.get("before")
     raw_limit = request.query_params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+    # ASCII digits only: str.isdigit also says yes to "²" and "٣", which int() refuses or reads.
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4) or not 1 <= int(raw_limit) <= 1000:
         raise InvalidInput("limit must be a whole number from 1 to 1000", field="limit")
-    if raw_before is not None and not (raw_before.isdigit() and len(raw_before) <= 18):
+    if raw_before is not None and not (raw_before.isascii() and raw_before.isdigit() and len(raw_before) <= 18):
         raise InvalidInput("before must be a checkpoint id", field="before")
     before = int(raw_before) if raw_before is not None else None
     limit = int(raw_limit)
