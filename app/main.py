@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 
 from app.auth import KeyCache
 from app.console import pages as console_pages
+from app.console.headers import ConsoleHeaders
 from app.db import Writer, make_engine, utcnow
 from app.errors import DatabaseUnavailable
 from app.events import EventPoster, event_environ
@@ -186,7 +187,7 @@ class _Optline(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack (server errors outermost) wrapped in RequestIdMiddleware."""
-        return RequestIdMiddleware(super().build_middleware_stack())
+        return RequestIdMiddleware(ConsoleHeaders(super().build_middleware_stack()))
 
 
 def create_app(

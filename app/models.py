@@ -297,6 +297,29 @@ class ConsoleUser(SQLModel, table=True):
     # Sessions issued before this are void: signing out ends the session in every browser.
     signed_out_at: datetime | None = _ts()
     last_sign_in_at: datetime | None = _ts()
+    # What the account may do in the console: "owner" (keys, users, and everything below),
+    # "compliance" (opt-outs, exports and every page), "viewer" (reads only). app.console.roles.
+    role: str = Field(default="viewer", max_length=16, sa_column_kwargs={"server_default": "owner"})
+    # A one-time password reset link (`optline users reset-password`): the SHA-256 of its
+    # token, and when it stops working. Used once, then both are cleared.
+    reset_token_hash: str | None = Field(default=None, max_length=64)
+    reset_expires_at: datetime | None = _ts()
+
+
+class ConsoleSignInAttempt(SQLModel, table=True):
+    """Failed console sign-ins of one email from one client address, shared by every process.
+
+    The row of account "*" counts an address's failures whatever the email. Each failure past
+    a few free ones makes the next try wait twice as long as the last (app.console.throttle).
+    """
+
+    __tablename__ = "console_sign_in_attempts"
+
+    account: str = Field(primary_key=True, max_length=254)  # the email typed, lower-case; "*" for the address
+    address: str = Field(primary_key=True, max_length=64)  # the client address (an IPv6 /64 network)
+    failures: int = Field(default=0)
+    last_failed_at: datetime = _ts(nullable=False, index=True)
+    blocked_until: datetime | None = _ts()
 
 
 class SenderRate(SQLModel, table=True):
@@ -321,4 +344,5 @@ profiles = Profile.__table__  # type: ignore[attr-defined]
 idempotency_keys = IdempotencyKey.__table__  # type: ignore[attr-defined]
 console_users = ConsoleUser.__table__  # type: ignore[attr-defined]
 sender_rates = SenderRate.__table__  # type: ignore[attr-defined]
+console_sign_in_attempts = ConsoleSignInAttempt.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -33,6 +33,7 @@ class Event(StrEnum):
     API_OPT_IN = "api_opt_in"  # API opt-in with consent proof, no DOI
     API_OPT_IN_DOI = "api_opt_in_doi"  # API opt-in that asks for DOI
     API_OPT_OUT = "api_opt_out"  # API opt-out
+    CONSOLE_OPT_OUT = "console_opt_out"  # a person opted the phone out in the console (with a reason)
     CARRIER_OPT_OUT = "carrier_opt_out"  # the carrier says the phone opted out (21610, OptOutType=STOP)
 
 
@@ -69,7 +70,7 @@ class Source(StrEnum):
 CLOCK_SKEW = timedelta(minutes=5)
 
 # Events that end consent: API consent must be newer than the latest of them.
-OPT_OUT_EVENTS = frozenset({Event.STOP, Event.API_OPT_OUT, Event.CARRIER_OPT_OUT})
+OPT_OUT_EVENTS = frozenset({Event.STOP, Event.API_OPT_OUT, Event.CONSOLE_OPT_OUT, Event.CARRIER_OPT_OUT})
 # Events by which the phone (or the brand, with proof) joins: START may only restart those.
 JOIN_EVENTS = frozenset({Event.JOIN, Event.JOIN_SINGLE, Event.CONFIRM, Event.API_OPT_IN, Event.API_OPT_IN_DOI})
 
@@ -111,6 +112,7 @@ TABLE: dict[tuple[Status, Event], Transition] = {
     **{(s, E.API_OPT_IN): Transition(S.SUBSCRIBED, R.WELCOME) for s in _ANY},
     **{(s, E.STOP): Transition(S.UNSUBSCRIBED, R.STOP) for s in _ANY},
     **{(s, E.API_OPT_OUT): Transition(S.UNSUBSCRIBED, R.STOP) for s in _ANY},
+    **{(s, E.CONSOLE_OPT_OUT): Transition(S.UNSUBSCRIBED, R.STOP) for s in _ANY},
     # The carrier (or Twilio's Advanced Opt-Out) already answered the phone: we stay silent.
     **{(s, E.CARRIER_OPT_OUT): Transition(S.UNSUBSCRIBED, None) for s in _ANY},
 }

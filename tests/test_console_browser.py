@@ -58,10 +58,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Pro
         try:
             created = subprocess.run(
                 [sys.executable, "-m", "app.cli", "users", "create", "--brand", "acme", "--email", EMAIL,
-                 "--password-stdin"], input=PASSWORD + "\n", env=procs.env(OPTLINE_PROVIDER="console"), cwd=tmp_path,
+                 "--role", "owner", "--password-stdin"], input=PASSWORD + "\n", env=procs.env(OPTLINE_PROVIDER="console"), cwd=tmp_path,
                 capture_output=True, text=True, timeout=60)
             assert created.returncode == 0, created.stderr
-            assert created.stdout.strip() == f"created console user {EMAIL} for brand acme"
+            assert created.stdout.strip() == f"created console user {EMAIL} (owner) for brand acme"
             proc = procs.serve("serve", inprocess_worker=True)
             with httpx.Client() as client:
                 for phone, texts in ((ADA, ["JOIN", "YES"]), (BOB, ["JOIN"]), (ZOE, ["JOIN", "YES", "STOP"])):
@@ -140,16 +140,20 @@ def test_a_person_uses_the_console(server: tuple[Proc, Processes], browser: Any,
             page.screenshot(path=str(tmp_path / "programs.png"), full_page=True)
 
         # A phone's timeline, the number typed as people type it.
-        nav.get_by_role("link", name="Phone timeline").click()
+        nav.get_by_role("link", name="Phone").click()
         page.get_by_label("Phone number", exact=True).fill("(415) 555-0203")
         page.get_by_role("button", name="Show").click()
-        page.wait_for_url("**/console/phone?number=*")
-        assert page.get_by_role("heading", level=2).inner_text() == f"Timeline of {ZOE}"
+        page.wait_for_url("**/console/phones/*")
+        assert page.get_by_role("heading", level=1).inner_text() == f"Phone {ZOE}"
         kinds = page.locator("ol.timeline > li").evaluate_all("items => items.map(i => i.dataset.kind)")
-        assert kinds == ["inbound", "consent", "outbound", "inbound", "consent", "outbound",
-                         "inbound", "consent", "consent", "outbound"]
+        assert kinds == list(reversed(["inbound", "consent", "outbound", "inbound", "consent", "outbound",
+                                       "inbound", "consent", "consent", "outbound"]))  # newest first
         assert "pendingDOI → subscribed" in page.locator("ol.timeline").inner_text()
-        assert nav.get_by_role("link", name="Phone timeline").get_attribute("aria-current") == "page"
+        header = page.locator('#phone-header li[data-program="deals"]')
+        assert header.locator('[data-field="status"]').inner_text() == "unsubscribed"
+        assert "keyword JOIN" in header.locator('[data-field="how"]').inner_text()
+        assert "by sms (stop)" in header.locator('[data-field="opt-out"]').inner_text()
+        assert page.locator("#evidence-link").get_attribute("href").endswith("/evidence")
 
         # The ledger, filtered by event, and its CSV.
         nav.get_by_role("link", name="Consent ledger").click()
@@ -169,7 +173,7 @@ def test_a_person_uses_the_console(server: tuple[Proc, Processes], browser: Any,
             ("stop", ZOE), ("stop", ZOE)]
 
         # The keyword playground: what a STOP from a subscriber would do, and nothing is stored.
-        nav.get_by_role("link", name="Keyword playground").click()
+        nav.get_by_role("link", name="Playground").click()
         page.get_by_label("Text", exact=True).fill("Stop")
         page.get_by_label("From phone", exact=True).fill("(415) 555-0201")
         page.get_by_role("button", name="Try it").click()
@@ -183,13 +187,18 @@ def test_a_person_uses_the_console(server: tuple[Proc, Processes], browser: Any,
         with httpx.Client() as client:
             assert post_text(client, base, "don't stop the deals!!", from_=ADA).status_code == 200
         nav.get_by_role("link", name="Flagged texts").click()
-        assert page.locator("table.flagged tbody tr").count() == 1
+        assert page.locator("ul.flagged > li").count() == 1
+        assert page.locator("ul.flagged [data-field=why]").inner_text()
         page.get_by_role("button", name=f"Treat the text from {ADA} as an opt-out").click()
+        assert f"{ADA} is unsubscribed from every program" in page.locator("#consequences").inner_text()
+        page.get_by_label("Reason (kept in the consent ledger)").fill("asked us by email")
+        page.get_by_role("button", name=f"Opt {ADA} out").click()
         page.wait_for_url("**/console/flagged?resolved=opted_out")
         assert "treated as an opt-out" in page.get_by_role("status").inner_text()
         assert page.locator("#flagged-empty").is_visible()
-        page.goto(base + "/console/phone?number=" + ADA.replace("+", "%2B"))
+        page.goto(base + "/console/phones/" + ADA.replace("+", "%2B"))
         assert f"console:{EMAIL}" in page.locator("ol.timeline").inner_text()
+        assert "asked us by email" in page.locator('#phone-header [data-field="opt-out"]').first.inner_text()
 
         # API keys: create one (shown once), use it, revoke it, and the API refuses it at once.
         nav.get_by_role("link", name="API keys").click()
@@ -197,7 +206,12 @@ def test_a_person_uses_the_console(server: tuple[Proc, Processes], browser: Any,
         page.get_by_role("button", name="Create key").click()
         key = page.locator("#new-key").input_value()
         prefix = key.split("_")[1]
+        page.reload()  # a refresh after creating a key neither shows it again nor makes another
+        assert page.locator("#new-key").count() == 0
+        assert page.locator("table.keys tbody tr").count() == 1
         assert httpx.get(base + "/v1/programs", headers={"x-api-key": key}).status_code == 200
+        page.get_by_role("button", name=f"Revoke key {prefix}").click()
+        assert "refused (401)" in page.locator("#consequences").inner_text()
         page.get_by_role("button", name=f"Revoke key {prefix}").click()
         page.wait_for_url(f"**/console/keys?revoked={prefix}")
         assert page.get_by_role("status").inner_text().startswith(f"Key {prefix} is revoked")
@@ -220,7 +234,7 @@ def test_the_console_fits_a_phone_screen(server: tuple[Proc, Processes], browser
     page = context.new_page()
     with screenshot_on_failure(page, tmp_path / "phone-failure.png"):
         sign_in(page, proc.base_url)
-        for path in ("/console/programs", f"/console/phone?number={ZOE.replace('+', '%2B')}", "/console/ledger",
+        for path in ("/console/programs", f"/console/phones/{ZOE.replace('+', '%2B')}", "/console/ledger",
                      "/console/playground", "/console/flagged", "/console/keys"):
             page.goto(proc.base_url + path)
             # The page itself never scrolls sideways: wide tables scroll inside their own region.

@@ -1,0 +1,52 @@
+"""console: sign-in throttle shared by every process, roles, password resets
+
+Revision ID: 0009
+Revises: 0006
+Create Date: 2026-12-07 19:40:00.000000
+
+The console's sign-in throttle lived in each process's memory and locked an email out for
+everyone; it now lives in `console_sign_in_attempts`, one row per email and client address
+(and one per address), so every process slows the same attacker and nobody else.
+Console accounts get a role (existing accounts keep everything they could do: owner) and a
+one-time password reset token (its hash only).
+"""
+from __future__ import annotations
+
+from alembic import op
+import sqlalchemy as sa
+import sqlmodel.sql.sqltypes
+import app.db
+
+
+revision = '0009'
+down_revision = '0006'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('console_sign_in_attempts',
+    sa.Column('account', sqlmodel.sql.sqltypes.AutoString(length=254), nullable=False),
+    sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('last_failed_at', app.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('blocked_until', app.db.UtcDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('account', 'address')
+    )
+    op.create_index(op.f('ix_console_sign_in_attempts_last_failed_at'), 'console_sign_in_attempts',
+                    ['last_failed_at'], unique=False)
+    # Plain ADD COLUMNs (no batch copy): every account made before roles existed could do everything.
+    op.add_column('console_users', sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False,
+                                             server_default='owner'))
+    op.add_column('console_users', sa.Column('reset_token_hash', sqlmodel.sql.sqltypes.AutoString(length=64),
+                                             nullable=True))
+    op.add_column('console_users', sa.Column('reset_expires_at', app.db.UtcDateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('console_users', schema=None) as batch_op:
+        batch_op.drop_column('reset_expires_at')
+        batch_op.drop_column('reset_token_hash')
+        batch_op.drop_column('role')
+    op.drop_index(op.f('ix_console_sign_in_attempts_last_failed_at'), table_name='console_sign_in_attempts')
+    op.drop_table('console_sign_in_attempts')
