@@ -44,6 +44,8 @@ class Subscription(SQLModel, table=True):
         sa.UniqueConstraint("brand", "program", "phone", name="uq_subscriptions_brand_program_phone"),
         sa.Index("ix_subscriptions_brand_phone", "brand", "phone"),
         sa.Index("ix_subscriptions_status_doi_expires_at", "status", "doi_expires_at"),
+        # The console's subscriber list filtered by status, paged by phone (app.console.subscribers_query).
+        sa.Index("ix_subscriptions_brand_program_status_phone", "brand", "program", "status", "phone"),
     )
 
     id: str = Field(primary_key=True, max_length=40)

@@ -7,7 +7,7 @@ Create Date: 2026-12-07 19:40:00.000000
 The console's sign-in throttle lived in each process's memory and locked an email out for
 everyone; it now lives in `console_sign_in_attempts`, one row per email and client address
 (and one per address), so every process slows the same attacker and nobody else.
-Console accounts get a role (existing accounts keep everything they could do: owner) and a
+The subscriber list filtered by status gets its index. Console accounts get a role (existing accounts keep everything they could do: owner) and a
 one-time password reset token (its hash only).
 """
 from __future__ import annotations
@@ -41,9 +41,13 @@ def upgrade() -> None:
     op.add_column('console_users', sa.Column('reset_token_hash', sqlmodel.sql.sqltypes.AutoString(length=64),
                                              nullable=True))
     op.add_column('console_users', sa.Column('reset_expires_at', app.db.UtcDateTime(timezone=True), nullable=True))
+    # The subscriber list filtered by status walks this in phone order.
+    op.create_index('ix_subscriptions_brand_program_status_phone', 'subscriptions',
+                    ['brand', 'program', 'status', 'phone'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_subscriptions_brand_program_status_phone', table_name='subscriptions')
     with op.batch_alter_table('console_users', schema=None) as batch_op:
         batch_op.drop_column('reset_expires_at')
         batch_op.drop_column('reset_token_hash')

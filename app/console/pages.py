@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from app.console import flagged, keys, overview, phone, playground, signin
+from app.console import flagged, keys, overview, phone, playground, signin, subscribers
 from app.console.web import HERE, NAV, not_found, redirect
 
 
@@ -30,6 +30,8 @@ routes = [
     Route("/account", signin.account, methods=["GET"], name="account"),
     Route("/account", signin.change_own_password, methods=["POST"], name="change_password"),
     Route("/programs", overview.programs, name="programs"),
+    Route("/programs/{program}.csv", subscribers.subscribers_csv, name="subscribers_csv"),
+    Route("/programs/{program}", subscribers.subscribers, name="subscribers"),
     Route("/phone", phone.phone, name="phone"),
     Route("/phones/{phone}", phone.phone_page, name="phone_page"),
     Route("/phones/{phone}/opt-out", phone.opt_out_page, methods=["POST"], name="opt_out"),

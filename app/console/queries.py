@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +27,11 @@ TIMELINE_LIMIT = 500  # per kind of row: a phone with more shows its newest
 CSV_BATCH = 1000
 # A spreadsheet runs a cell that starts with one of these as a formula; a text's body is
 # whatever the sender typed (OWASP "CSV injection"), so such cells get a leading apostrophe.
+# A spreadsheet whose locale separates fields with ";" (most of Europe) splits
+# `STOP;=cmd|' /C calc'!A0` into two cells, the second a formula: every piece after a ";"
+# or "," that would start with one gets its apostrophe too.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_PIECE = re.compile(r"([;,])(\s*)(?=[=+\-@\t\r])")
 _FREE_TEXT = frozenset({"raw_text", "keyword", "reason", "consent_source", "consent_proof"})
 LEDGER_COLUMNS = tuple(c.name for c in consent_events.columns)  # as `optline export consent` writes them
 
@@ -171,9 +176,15 @@ def csv_cell(column: str, value: Any) -> str:
     if isinstance(value, (dict, list)):
         value = json.dumps(value, ensure_ascii=False, sort_keys=True)
     text = str(value)
-    if column in _FREE_TEXT and text.startswith(_FORMULA_START):
-        return "'" + text
+    if column in _FREE_TEXT:
+        return neutralise(text)
     return text
+
+
+def neutralise(text: str) -> str:
+    """Free text made safe for a spreadsheet: no cell, nor piece after a ; or , separator, starts a formula."""
+    text = _FORMULA_PIECE.sub(r"\1\2'", text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def ledger_csv(engine: Engine, *, brand: str, where: LedgerFilter) -> Iterator[str]:
