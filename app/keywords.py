@@ -12,6 +12,7 @@ import math
 import os
 import re
 import string
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -96,6 +97,7 @@ class Brand:
     events_url: str | None
     events_secret_env: str | None
     programs: Mapping[str, Program]  # key -> Program, in file order
+    timezone: str = "UTC"  # IANA name: the brand's days and weeks in the console's analytics
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ class Rules:
         self.path = path
         self.sha256 = sha256  # of the file these rules were loaded from
         self.brands: Mapping[str, Brand] = MappingProxyType(dict(brands))
+        # (brand, program) -> its keywords with their kind and language (the console's keywords page).
+        self.entries: Mapping[tuple[str, str], list[KeywordEntry]] = MappingProxyType(dict(entries))
         if senders is None:  # every sender with its kind's defaults
             senders = {s: SenderConfig.of(s) for b in self.brands.values() for p in b.programs.values()
                        for s in p.senders}
@@ -314,6 +318,7 @@ _BRAND_FIELDS = (
     "messages",
     "events",
     "programs",
+    "timezone",
 )
 _BRAND_MESSAGES = ("stop", "help")
 _EVENTS_FIELDS = ("url", "secret_env")
@@ -419,6 +424,7 @@ class _RawBrand:
     events_url: str | None = None
     events_secret_env: str | None = None
     programs: dict[str, _RawProgram] = field(default_factory=dict)
+    timezone: str = "UTC"
 
 
 class _Loader:
@@ -687,6 +693,13 @@ class _Loader:
             brand.language = self.language(fields["language"][1], f"{where}.language") or brand.language
         if "default_region" in fields:
             brand.default_region = self.region(fields["default_region"][1], f"{where}.default_region")
+        if "timezone" in fields:
+            zone = self.text(fields["timezone"][1], f"{where}.timezone")
+            if zone is not None and not _is_zone(zone):
+                self.error(_line(fields["timezone"][1]), f"{where}.timezone: '{zone}' is not an IANA time zone "
+                                                         "(like America/New_York)")
+            elif zone is not None:
+                brand.timezone = zone
         if "allowed_countries" in fields:
             kn, vn = fields["allowed_countries"]
             if not isinstance(vn, SequenceNode):
@@ -1170,6 +1183,7 @@ class _Loader:
                 events_url=raw.events_url,
                 events_secret_env=raw.events_secret_env,
                 programs=MappingProxyType(programs),
+                timezone=raw.timezone,
             )
         senders: dict[str, SenderConfig] = {}
         for raw in self.brands.values():
@@ -1274,6 +1288,15 @@ def _read(path: str | os.PathLike[str]) -> tuple[str, _Loader]:
         return file, loader
     loader.load(text)
     return file, loader
+
+
+def _is_zone(name: str) -> bool:
+    """True for an IANA time zone name the system's tz database knows."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _sorted(findings: list[Finding]) -> list[Finding]:

@@ -11,7 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from app.console import flagged, keys, overview, phone, playground, signin, subscribers
+from app.console import (
+    flagged, keys, keywords_page, operations, overview, phone, playground, signin, subscribers,
+)
 from app.console.web import HERE, NAV, not_found, redirect
 
 
@@ -37,6 +39,8 @@ routes = [
     Route("/phones/{phone}/opt-out", phone.opt_out_page, methods=["POST"], name="opt_out"),
     Route("/ledger", overview.ledger, name="ledger"),
     Route("/ledger.csv", overview.ledger_csv, name="ledger_csv"),
+    Route("/keywords", keywords_page.keywords, name="keywords"),
+    Route("/operations", operations.operations, name="operations"),
     Route("/playground", playground.playground, methods=["GET"], name="playground"),
     Route("/playground", playground.try_text, methods=["POST"], name="try_text"),
     Route("/flagged", flagged.flagged, methods=["GET"], name="flagged"),

@@ -44,8 +44,10 @@ NAV = (
     NavItem("console:programs", "Programs"),
     NavItem("console:phone", "Phone"),
     NavItem("console:ledger", "Consent ledger"),
+    NavItem("console:operations", "Operations"),
     NavItem("console:playground", "Playground"),
     NavItem("console:flagged", "Flagged texts"),
+    NavItem("console:keywords", "Keywords"),
     NavItem("console:keys", "API keys", Role.OWNER),
     NavItem("console:account", "Account"),
 )
