@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 
 from app.auth import KeyCache
 from app.console import pages as console_pages
+from app.console import rollup
 from app.console.headers import ConsoleHeaders
 from app.db import Writer, make_engine, utcnow
 from app.errors import DatabaseUnavailable
@@ -215,6 +216,8 @@ def create_app(
         state.spool_wake = asyncio.Event()
         state.tasks.append(asyncio.create_task(drain_forever(
             state.spool, partial(webhooks.apply_spooled, state), wake=state.spool_wake), name="optline-spool"))
+        # The console's analytics counts, kept up from the ledger (app.console.rollup).
+        state.tasks.append(asyncio.create_task(rollup.keep_up(state), name="optline-rollup"))
         pid_file = listen_for_reload(state, "serve") if reload_on_signal else None
         try:
             yield

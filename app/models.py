@@ -324,6 +324,39 @@ class ConsoleSignInAttempt(SQLModel, table=True):
     blocked_until: datetime | None = _ts()
 
 
+class ConsentRollup(SQLModel, table=True):
+    """Consent events counted per brand, program, UTC hour, source and keyword (the console's analytics).
+
+    Built incrementally from the ledger by app.console.rollup; never the proof itself.
+    """
+
+    __tablename__ = "consent_rollup"
+
+    brand: str = Field(primary_key=True, max_length=64)
+    program: str = Field(primary_key=True, max_length=64)
+    hour: datetime = Field(primary_key=True, sa_type=UtcDateTime)  # the UTC hour the events fell in
+    source: str = Field(primary_key=True, max_length=16)
+    keyword: str = Field(primary_key=True, max_length=64)  # "" when the events had none
+    joins: int = Field(default=0)  # became pending or subscribed from none/unsubscribed
+    confirmations: int = Field(default=0)  # pendingDOI → subscribed
+    opt_outs: int = Field(default=0)  # subscribed or pending → unsubscribed
+    subscribed_in: int = Field(default=0)  # became subscribed
+    subscribed_out: int = Field(default=0)  # stopped being subscribed
+
+
+class RollupState(SQLModel, table=True):
+    """How far app.console.rollup has counted the ledger (one row)."""
+
+    __tablename__ = "rollup_state"
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_id: int = Field(default=0, sa_type=sa.BigInteger)  # every consent event up to this id is counted
+    # The highest id seen at `seen_at`: counted once `seen_at` is old enough that no transaction
+    # still holding a lower id can commit (ids are handed out before commit, not in commit order).
+    seen_id: int = Field(default=0, sa_type=sa.BigInteger)
+    seen_at: datetime | None = _ts()
+
+
 class SenderRate(SQLModel, table=True):
     """Where one sender stands against its send rate, shared by every process (app.ratelimit)."""
 
@@ -347,4 +380,6 @@ idempotency_keys = IdempotencyKey.__table__  # type: ignore[attr-defined]
 console_users = ConsoleUser.__table__  # type: ignore[attr-defined]
 sender_rates = SenderRate.__table__  # type: ignore[attr-defined]
 console_sign_in_attempts = ConsoleSignInAttempt.__table__  # type: ignore[attr-defined]
+consent_rollup = ConsentRollup.__table__  # type: ignore[attr-defined]
+rollup_state = RollupState.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -12,7 +12,7 @@ from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from app.console import (
-    flagged, keys, keywords_page, operations, overview, phone, playground, signin, subscribers,
+    analytics, flagged, keys, keywords_page, operations, overview, phone, playground, signin, subscribers,
 )
 from app.console.web import HERE, NAV, not_found, redirect
 
@@ -39,6 +39,8 @@ routes = [
     Route("/phones/{phone}/opt-out", phone.opt_out_page, methods=["POST"], name="opt_out"),
     Route("/ledger", overview.ledger, name="ledger"),
     Route("/ledger.csv", overview.ledger_csv, name="ledger_csv"),
+    Route("/analytics", analytics.analytics, name="analytics"),
+    Route("/analytics.csv", analytics.analytics_csv, name="analytics_csv"),
     Route("/keywords", keywords_page.keywords, name="keywords"),
     Route("/operations", operations.operations, name="operations"),
     Route("/playground", playground.playground, methods=["GET"], name="playground"),

@@ -44,6 +44,7 @@ NAV = (
     NavItem("console:programs", "Programs"),
     NavItem("console:phone", "Phone"),
     NavItem("console:ledger", "Consent ledger"),
+    NavItem("console:analytics", "Analytics"),
     NavItem("console:operations", "Operations"),
     NavItem("console:playground", "Playground"),
     NavItem("console:flagged", "Flagged texts"),

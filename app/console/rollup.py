@@ -1,0 +1,150 @@
+"""The ledger counted per brand, program, UTC hour, source and keyword, kept up incrementally.
+
+The console's analytics read `consent_rollup` (a few rows an hour per program) instead of the
+ledger (millions of rows), so a 90-day chart costs the same at 10,000 or 10,000,000 events.
+`catch_up` counts the consent events after `rollup_state.last_id`; `keep_up` runs it in every
+`serve` process every few seconds (they take turns on the state row: one counts, the others
+find nothing new).
+
+Ids are handed out when a row is inserted, not when its transaction commits, so a lower id
+can become visible after a higher one. An id range is therefore counted only once it has been
+seen for `SETTLE` (far longer than any ledger transaction lasts): `catch_up` notes the highest
+id it sees with the time, and later counts up to that id. What is not counted yet (the last
+seconds) the analytics read from the ledger directly (`tail`), so the figures are exact and
+current.
+
+Hours are UTC; a brand's day in its own time zone is made of whole UTC hours, so a zone with a
+half-hour offset (India, Newfoundland) has each hour's events counted in the day its UTC hour
+starts in (at most 30 minutes off at midnight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from app.db import UtcDateTime
+from app.models import consent_events, consent_rollup, rollup_state
+
+log = logging.getLogger("optline.console")
+
+NAME = "consent"
+SETTLE = timedelta(seconds=30)
+BATCH = 20_000
+INTERVAL = 5.0  # seconds between two catch-ups in a serve process
+COUNTS = ("joins", "confirmations", "opt_outs", "subscribed_in", "subscribed_out")
+_ACTIVE = frozenset({"pendingDOI", "subscribed"})
+_ZERO = (0, 0, 0, 0, 0)
+
+Key = tuple[str, str, datetime, str, str]  # brand, program, hour, source, keyword
+
+
+def counts(from_status: str, to_status: str) -> tuple[int, int, int, int, int]:
+    """What one consent event adds to each count (joins, confirmations, opt-outs, subscribed in, out)."""
+    if from_status == to_status:
+        return _ZERO
+    return (int(to_status in _ACTIVE and from_status not in _ACTIVE),
+            int(from_status == "pendingDOI" and to_status == "subscribed"),
+            int(to_status == "unsubscribed" and from_status in _ACTIVE),
+            int(to_status == "subscribed"),
+            int(from_status == "subscribed"))
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The UTC hour a moment falls in."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def add_up(rows: Iterable[Any]) -> dict[Key, list[int]]:
+    """Consent event rows (brand, program, source, keyword, from_status, to_status, created_at) summed by key."""
+    totals: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for r in rows:
+        add = counts(r.from_status, r.to_status)
+        if add == _ZERO:
+            continue
+        total = totals[(r.brand, r.program, hour_of(r.created_at), r.source, (r.keyword or "")[:64])]
+        for i, value in enumerate(add):
+            total[i] += value
+    return totals
+
+
+_COLUMNS = (consent_events.c.id, consent_events.c.brand, consent_events.c.program, consent_events.c.source,
+            consent_events.c.keyword, consent_events.c.from_status, consent_events.c.to_status,
+            consent_events.c.created_at)
+_UPSERT = sa.text(
+    "INSERT INTO consent_rollup (brand, program, hour, source, keyword, joins, confirmations, opt_outs,"
+    " subscribed_in, subscribed_out) VALUES (:brand, :program, :hour, :source, :keyword, :joins, :confirmations,"
+    " :opt_outs, :subscribed_in, :subscribed_out)"
+    " ON CONFLICT (brand, program, hour, source, keyword) DO UPDATE SET"
+    " joins = consent_rollup.joins + excluded.joins,"
+    " confirmations = consent_rollup.confirmations + excluded.confirmations,"
+    " opt_outs = consent_rollup.opt_outs + excluded.opt_outs,"
+    " subscribed_in = consent_rollup.subscribed_in + excluded.subscribed_in,"
+    " subscribed_out = consent_rollup.subscribed_out + excluded.subscribed_out"
+).bindparams(sa.bindparam("hour", type_=UtcDateTime))
+
+
+def _state(conn: Connection) -> Any:
+    conn.execute(sa.text("INSERT INTO rollup_state (name, last_id, seen_id) VALUES (:name, 0, 0)"
+                         " ON CONFLICT (name) DO NOTHING"), {"name": NAME})
+    return conn.execute(sa.select(rollup_state).where(rollup_state.c.name == NAME).with_for_update()).one()
+
+
+def catch_up(conn: Connection, now: datetime, *, batch: int = BATCH) -> int:
+    """Count up to `batch` settled consent events into consent_rollup; how many were read. A writer job."""
+    state = _state(conn)  # locked: one process counts at a time
+    last, seen_id, seen_at = int(state.last_id), int(state.seen_id), state.seen_at
+    target = seen_id if seen_at is not None and seen_at <= now - SETTLE else last
+    rows = []
+    if target > last:
+        rows = conn.execute(sa.select(*_COLUMNS).where(consent_events.c.id > last, consent_events.c.id <= target)
+                            .order_by(consent_events.c.id).limit(batch)).all()
+        totals = add_up(rows)
+        if totals:
+            conn.execute(_UPSERT, [{"brand": k[0], "program": k[1], "hour": k[2], "source": k[3], "keyword": k[4],
+                                    **dict(zip(COUNTS, v, strict=True))} for k, v in totals.items()])
+        last = int(rows[-1].id) if len(rows) == batch else target
+    values: dict[str, Any] = {"last_id": last}
+    if last >= seen_id:
+        # Everything seen is counted: note the newest id now, to count once it has settled.
+        newest = conn.execute(sa.select(sa.func.max(consent_events.c.id))).scalar()
+        values.update(seen_id=max(int(newest or 0), last), seen_at=now)
+    conn.execute(rollup_state.update().where(rollup_state.c.name == NAME).values(**values))
+    return len(rows)
+
+
+def counted_up_to(conn: Connection) -> int:
+    """The id up to which the ledger is in consent_rollup."""
+    return int(conn.execute(sa.select(rollup_state.c.last_id).where(rollup_state.c.name == NAME)).scalar() or 0)
+
+
+TAIL_LIMIT = 50_000
+
+
+def tail(conn: Connection, *, brand: str, after_id: int, since: datetime) -> tuple[dict[Key, list[int]], bool]:
+    """The brand's consent events not counted yet (id > after_id, from `since`), summed by key; True when
+    there were more than TAIL_LIMIT (the counting is behind, the figures incomplete)."""
+    rows = conn.execute(sa.select(*_COLUMNS).where(consent_events.c.brand == brand, consent_events.c.id > after_id,
+                                                   consent_events.c.created_at >= since)
+                        .order_by(consent_events.c.id).limit(TAIL_LIMIT + 1)).all()
+    return add_up(rows[:TAIL_LIMIT]), len(rows) > TAIL_LIMIT
+
+
+async def keep_up(state: Any) -> None:
+    """Count new consent events every INTERVAL seconds, for as long as the process runs."""
+    while True:
+        try:
+            while await state.writer.run(catch_up) == BATCH:
+                await asyncio.sleep(0)  # a backlog: the next batch at once, letting the webhooks in between
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a database hiccup must not end the loop; the next round retries
+            log.warning("consent rollup: catching up failed; retrying", exc_info=True)
+        await asyncio.sleep(INTERVAL)
