@@ -23,9 +23,8 @@ from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
 from app.console import chart, rollup
-from app.console.overview import parse_day
 from app.console.roles import Role
-from app.console.web import Ctx, page
+from app.console.web import Ctx, page, parse_day
 from app.errors import InvalidInput
 from app.models import consent_rollup, subscriptions
 
@@ -43,6 +42,7 @@ class Period:
     confirmations: int = 0
     opt_outs: int = 0
     net: int = 0  # became subscribed − stopped being subscribed
+    subscribed_in: int = 0  # became subscribed (confirmed, single opt-in, API opt-in)
     subscribers_at_start: int | None = None
 
     @property
@@ -146,6 +146,7 @@ def report(conn: Connection, *, brand: str, programs: list[str], where: Range) -
                 period.confirmations += v[1]
                 period.opt_outs += v[2]
                 period.net += v[3] - v[4]
+                period.subscribed_in += v[3]
             elif key > where.last:
                 beyond += v[3] - v[4]
         now_count = sum(subscribed.values()) if program is None else subscribed.get(program, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -9,8 +10,9 @@ from urllib.parse import urlencode
 from starlette.responses import Response, StreamingResponse
 
 from app.console import chart, queries
+from app.console.analytics import Range, report
 from app.console.roles import Role
-from app.console.web import Ctx, page
+from app.console.web import Ctx, page, parse_day
 from app.errors import InvalidInput
 from app.phone import to_e164
 from app.subscriptions import Event, Status
@@ -23,13 +25,15 @@ EVENTS = tuple(e.value for e in Event)
 @page("console:programs")
 async def programs(ctx: Ctx) -> Response:
     """GET /console/programs: counts per status and the 30-day chart."""
-    brand = ctx.brand.key
+    brand, programs_list = ctx.brand.key, list(ctx.brand.programs)
     today = ctx.state.clock().astimezone(UTC).date()
-    first = today - timedelta(days=CHART_DAYS - 1)
+    where = Range(today - timedelta(days=CHART_DAYS - 1), today, zoneinfo.ZoneInfo("UTC"), "day", None)
 
     def read(conn: Any) -> tuple[dict[str, dict[str, int]], list[tuple[date, int, int]]]:
+        # Joins here are subscriptions that became active; opt-outs, active or pending ones that ended.
+        found = report(conn, brand=brand, programs=programs_list, where=where)
         return (queries.status_counts(conn, brand=brand),
-                queries.daily_changes(conn, brand=brand, first_day=first, days=CHART_DAYS))
+                [(p.start, p.subscribed_in, p.opt_outs) for p in found.series[None]])
 
     counts, days = await ctx.state.read(read)
     names = {key: program.name for key, program in ctx.brand.programs.items()}
@@ -38,16 +42,6 @@ async def programs(ctx: Ctx) -> Response:
     totals = {s: sum(r[2][s] for r in rows) for s in STATUSES}
     return ctx.render("programs.html", rows=rows, totals=totals, statuses=STATUSES, chart=chart.build(days),
                       days=days)
-
-
-def parse_day(raw: str, field: str) -> date | None:
-    """A YYYY-MM-DD day from a filter field, None when empty; InvalidInput naming the field otherwise."""
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput(f"{field} must be a date like 2026-11-26", field=field) from None
 
 
 def _ledger_filter(ctx: Ctx) -> tuple[queries.LedgerFilter, dict[str, str]]:

@@ -9,9 +9,9 @@ from urllib.parse import quote, urlencode
 from starlette.responses import Response, StreamingResponse
 
 from app.console import subscribers_query as sq
-from app.console.overview import STATUSES, parse_day
+from app.console.overview import STATUSES
 from app.console.roles import Role
-from app.console.web import Ctx, page
+from app.console.web import Ctx, page, parse_day
 from app.errors import InvalidInput
 from app.keywords import Program
 

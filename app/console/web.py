@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +52,16 @@ NAV = (
     NavItem("console:keys", "API keys", Role.OWNER),
     NavItem("console:account", "Account"),
 )
+
+
+def parse_day(raw: str, field: str) -> date | None:
+    """A YYYY-MM-DD day from a filter field, None when empty; InvalidInput naming the field otherwise."""
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a date like 2026-11-26", field=field) from None
 
 
 def when(value: datetime | None) -> str:
