@@ -331,6 +331,9 @@ class ConsentRollup(SQLModel, table=True):
     """
 
     __tablename__ = "consent_rollup"
+    # On SQLite the rows live in primary-key order (brand, program, hour, …): a range of hours is read
+    # in one sweep instead of a lookup per row.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     brand: str = Field(primary_key=True, max_length=64)
     program: str = Field(primary_key=True, max_length=64)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from bench import optout, send
+from bench import console, optout, send
 from bench.load import (
     LUA_DONE,
     Server,
@@ -362,8 +362,13 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--sends", type=int, default=3000, help="texts each send figure posts")
     parser.add_argument("--send-timeout", type=float, default=60.0)
-    parser.add_argument("--only", nargs="*", default=["default", "inbound", "burst", "api", "send", "optout"],
-                        choices=["default", "inbound", "burst", "api", "send", "optout"])
+    parser.add_argument("--console-subscriptions", type=int, default=1_000_000,
+                        help="subscriptions the console figure loads (default: 1,000,000)")
+    parser.add_argument("--console-events", type=int, default=10_000_000,
+                        help="consent events the console figure loads (default: 10,000,000)")
+    parser.add_argument("--console-requests", type=int, default=20, help="requests of each console page")
+    figures = ["default", "inbound", "burst", "api", "send", "optout", "console"]
+    parser.add_argument("--only", nargs="*", default=figures, choices=figures)
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     if args.only == ["optout"]:  # pure: no servers, no fake Twilio
@@ -391,6 +396,8 @@ def main() -> None:
         send.run(args, folder)
     if "optout" in args.only:
         optout.run()
+    if "console" in args.only:  # a database of each engine filled to 1M subscriptions and 10M events
+        console.run(args, folder)
 
 
 if __name__ == "__main__":

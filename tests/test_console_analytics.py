@@ -121,7 +121,7 @@ def test_the_rollup_counts_each_event_once_whatever_the_batches(ada: Console) ->
     state = ada.gateway.state
     state.writer.call(rollup.catch_up)
     ada.gateway.clock.advance(seconds=rollup.SETTLE.total_seconds() + 1)
-    while state.writer.call(lambda c, now: rollup.catch_up(c, now, batch=2)) == 2:
+    while state.writer.call(lambda c, now: rollup.catch_up(c, now, span=2)) == 2:
         pass
     total = ada.gateway.query("SELECT count(*) FROM consent_events")[0][0]
     assert ada.gateway.query("SELECT last_id FROM rollup_state")[0][0] == total

@@ -54,7 +54,8 @@ def upgrade() -> None:
     sa.Column('opt_outs', sa.Integer(), nullable=False),
     sa.Column('subscribed_in', sa.Integer(), nullable=False),
     sa.Column('subscribed_out', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('brand', 'program', 'hour', 'source', 'keyword')
+    sa.PrimaryKeyConstraint('brand', 'program', 'hour', 'source', 'keyword'),
+    sqlite_with_rowid=False,
     )
     op.create_table('rollup_state',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),

@@ -131,15 +131,16 @@ def report(conn: Connection, *, brand: str, programs: list[str], where: Range) -
         for i in range(3):
             kinds[(program, source, keyword)][i] += values[i]
     starts = where.periods()
-    series: dict[str | None, list[Period]] = {}
-    for program in [*chosen, None]:
-        periods = {d: Period(d) for d in starts}
-        after: int = 0  # net change from the range's last period's start to now (and beyond the range)
-        beyond = 0
-        for (p, hour), v in hours.items():
-            if program is not None and p != program:
-                continue
-            key = where.period_of(hour)
+    keys: list[str | None] = [*chosen, None]
+    series_of = {k: {d: Period(d) for d in starts} for k in keys}
+    beyond = dict.fromkeys(keys, 0)  # net change after the range (to now)
+    period_of: dict[datetime, date] = {}
+    for (program, hour), v in hours.items():
+        key = period_of.get(hour)
+        if key is None:
+            key = period_of[hour] = where.period_of(hour)
+        for target in (program, None):
+            periods = series_of[target]
             if key in periods:
                 period = periods[key]
                 period.joins += v[0]
@@ -148,9 +149,12 @@ def report(conn: Connection, *, brand: str, programs: list[str], where: Range) -
                 period.net += v[3] - v[4]
                 period.subscribed_in += v[3]
             elif key > where.last:
-                beyond += v[3] - v[4]
+                beyond[target] += v[3] - v[4]
+    series: dict[str | None, list[Period]] = {}
+    for program in keys:
+        periods = series_of[program]
         now_count = sum(subscribed.values()) if program is None else subscribed.get(program, 0)
-        after = beyond
+        after = beyond[program]
         for d in reversed(starts):  # subscribers at a start = now − net change since that start
             after += periods[d].net
             periods[d].subscribers_at_start = now_count - after

@@ -86,14 +86,18 @@ def _chunks(items: list[Any]) -> list[list[Any]]:
 
 def stop_latencies(conn: Connection, *, brand: str, since: datetime) -> tuple[list[float], list[float]]:
     """Seconds from each STOP's arrival to its suppression (the opt-out recorded) and to its stop reply sent."""
+    # Newest first on (brand, created_at): a STOP that ended several programs has several events,
+    # the first of them is when it was applied.
     events = conn.execute(
-        sa.select(consent_events.c.phone, consent_events.c.provider_message_id,
-                  sa.func.min(consent_events.c.created_at))
+        sa.select(consent_events.c.phone, consent_events.c.provider_message_id, consent_events.c.created_at)
         .where(consent_events.c.brand == brand, consent_events.c.created_at >= since,
                consent_events.c.event == "stop", consent_events.c.provider_message_id.is_not(None))
-        .group_by(consent_events.c.phone, consent_events.c.provider_message_id)
-        .order_by(sa.func.min(consent_events.c.created_at).desc()).limit(SAMPLE)).all()
-    applied = {(r[0], r[1]): _aware(r[2]) for r in events}
+        .order_by(consent_events.c.created_at.desc()).limit(SAMPLE * 4)).all()
+    applied: dict[tuple[str, str], datetime] = {}
+    for phone, message_id, at in reversed(events):  # oldest first: the first event of each text wins
+        if len(applied) >= SAMPLE and (phone, message_id) not in applied:
+            continue
+        applied.setdefault((phone, message_id), _aware(at))  # type: ignore[arg-type]
     arrived: dict[int, tuple[datetime, datetime]] = {}  # inbound id -> (received, suppressed)
     for chunk in _chunks(list(applied)):
         rows = conn.execute(sa.select(inbound_messages.c.id, inbound_messages.c.from_phone,

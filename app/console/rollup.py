@@ -30,14 +30,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.db import UtcDateTime
 from app.models import consent_events, consent_rollup, rollup_state
 
 log = logging.getLogger("optline.console")
 
 NAME = "consent"
 SETTLE = timedelta(seconds=30)
-BATCH = 20_000
+SPAN = 200_000  # ids counted in one transaction
 INTERVAL = 5.0  # seconds between two catch-ups in a serve process
 COUNTS = ("joins", "confirmations", "opt_outs", "subscribed_in", "subscribed_out")
 _ACTIVE = frozenset({"pendingDOI", "subscribed"})
@@ -78,46 +77,62 @@ def add_up(rows: Iterable[Any]) -> dict[Key, list[int]]:
 _COLUMNS = (consent_events.c.id, consent_events.c.brand, consent_events.c.program, consent_events.c.source,
             consent_events.c.keyword, consent_events.c.from_status, consent_events.c.to_status,
             consent_events.c.created_at)
-_UPSERT = sa.text(
-    "INSERT INTO consent_rollup (brand, program, hour, source, keyword, joins, confirmations, opt_outs,"
-    " subscribed_in, subscribed_out) VALUES (:brand, :program, :hour, :source, :keyword, :joins, :confirmations,"
-    " :opt_outs, :subscribed_in, :subscribed_out)"
-    " ON CONFLICT (brand, program, hour, source, keyword) DO UPDATE SET"
-    " joins = consent_rollup.joins + excluded.joins,"
-    " confirmations = consent_rollup.confirmations + excluded.confirmations,"
-    " opt_outs = consent_rollup.opt_outs + excluded.opt_outs,"
-    " subscribed_in = consent_rollup.subscribed_in + excluded.subscribed_in,"
-    " subscribed_out = consent_rollup.subscribed_out + excluded.subscribed_out"
-).bindparams(sa.bindparam("hour", type_=UtcDateTime))
-
-
 def _state(conn: Connection) -> Any:
     conn.execute(sa.text("INSERT INTO rollup_state (name, last_id, seen_id) VALUES (:name, 0, 0)"
                          " ON CONFLICT (name) DO NOTHING"), {"name": NAME})
     return conn.execute(sa.select(rollup_state).where(rollup_state.c.name == NAME).with_for_update()).one()
 
 
-def catch_up(conn: Connection, now: datetime, *, batch: int = BATCH) -> int:
-    """Count up to `batch` settled consent events into consent_rollup; how many were read. A writer job."""
+def _hour(conn: Connection) -> str:
+    # The UTC hour of created_at, stored as the column stores times: naive UTC text on SQLite.
+    if conn.dialect.name == "sqlite":
+        return "substr(created_at, 1, 13) || ':00:00.000000'"
+    return "date_trunc('hour', created_at, 'UTC')"  # in UTC whatever the session's time zone
+
+
+_ACTIVE_SQL = "('pendingDOI', 'subscribed')"
+
+
+def _count_sql(conn: Connection) -> str:
+    hour = _hour(conn)
+    return (
+        "INSERT INTO consent_rollup (brand, program, hour, source, keyword, joins, confirmations, opt_outs,"
+        " subscribed_in, subscribed_out)"
+        f" SELECT brand, program, {hour}, source, substr(coalesce(keyword, ''), 1, 64),"
+        f" sum(CASE WHEN to_status IN {_ACTIVE_SQL} AND from_status NOT IN {_ACTIVE_SQL} THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN from_status = 'pendingDOI' AND to_status = 'subscribed' THEN 1 ELSE 0 END),"
+        f" sum(CASE WHEN to_status = 'unsubscribed' AND from_status IN {_ACTIVE_SQL} THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN to_status = 'subscribed' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN from_status = 'subscribed' THEN 1 ELSE 0 END)"
+        " FROM consent_events WHERE id > :after AND id <= :upto AND from_status <> to_status"
+        f" GROUP BY brand, program, {hour}, source, substr(coalesce(keyword, ''), 1, 64)"
+        " ON CONFLICT (brand, program, hour, source, keyword) DO UPDATE SET"
+        " joins = consent_rollup.joins + excluded.joins,"
+        " confirmations = consent_rollup.confirmations + excluded.confirmations,"
+        " opt_outs = consent_rollup.opt_outs + excluded.opt_outs,"
+        " subscribed_in = consent_rollup.subscribed_in + excluded.subscribed_in,"
+        " subscribed_out = consent_rollup.subscribed_out + excluded.subscribed_out"
+    )
+
+
+def catch_up(conn: Connection, now: datetime, *, span: int = SPAN) -> int:
+    """Count the settled consent events of the next `span` ids into consent_rollup, in the database; how
+    many ids it moved on (0: nothing settled to count). A writer job."""
     state = _state(conn)  # locked: one process counts at a time
     last, seen_id, seen_at = int(state.last_id), int(state.seen_id), state.seen_at
     target = seen_id if seen_at is not None and seen_at <= now - SETTLE else last
-    rows = []
-    if target > last:
-        rows = conn.execute(sa.select(*_COLUMNS).where(consent_events.c.id > last, consent_events.c.id <= target)
-                            .order_by(consent_events.c.id).limit(batch)).all()
-        totals = add_up(rows)
-        if totals:
-            conn.execute(_UPSERT, [{"brand": k[0], "program": k[1], "hour": k[2], "source": k[3], "keyword": k[4],
-                                    **dict(zip(COUNTS, v, strict=True))} for k, v in totals.items()])
-        last = int(rows[-1].id) if len(rows) == batch else target
-    values: dict[str, Any] = {"last_id": last}
-    if last >= seen_id:
+    upto = min(target, last + span)
+    if upto > last:
+        # One INSERT … SELECT … GROUP BY: the events never leave the database. (SQLite needs the
+        # WHERE to tell its upsert from a join; it is there.)
+        conn.execute(sa.text(_count_sql(conn)), {"after": last, "upto": upto})
+    values: dict[str, Any] = {"last_id": upto}
+    if upto >= seen_id:
         # Everything seen is counted: note the newest id now, to count once it has settled.
         newest = conn.execute(sa.select(sa.func.max(consent_events.c.id))).scalar()
-        values.update(seen_id=max(int(newest or 0), last), seen_at=now)
+        values.update(seen_id=max(int(newest or 0), upto), seen_at=now)
     conn.execute(rollup_state.update().where(rollup_state.c.name == NAME).values(**values))
-    return len(rows)
+    return upto - last
 
 
 def counted_up_to(conn: Connection) -> int:
@@ -141,7 +156,7 @@ async def keep_up(state: Any) -> None:
     """Count new consent events every INTERVAL seconds, for as long as the process runs."""
     while True:
         try:
-            while await state.writer.run(catch_up) == BATCH:
+            while await state.writer.run(catch_up) == SPAN:
                 await asyncio.sleep(0)  # a backlog: the next batch at once, letting the webhooks in between
         except asyncio.CancelledError:
             raise
