@@ -253,3 +253,73 @@ def test_the_console_fits_a_phone_screen(server: tuple[Proc, Processes], browser
         if os.environ.get("OPTLINE_KEEP_SCREENSHOTS"):
             page.screenshot(path=str(tmp_path / "phone-ledger.png"), full_page=True)
     context.close()
+
+
+def console_pages() -> dict[str, str]:
+    """Every console page a signed-in owner opens (the forms' results are reached by clicking)."""
+    zoe = ZOE.replace("+", "%2B")
+    return {
+        "programs": "/console/programs", "subscribers": "/console/programs/deals",
+        "subscribers-filtered": "/console/programs/deals?status=unsubscribed&number=1415",
+        "phone": f"/console/phones/{zoe}", "phone-search": "/console/phone", "ledger": "/console/ledger",
+        "analytics": "/console/analytics", "analytics-weekly": "/console/analytics?by=week&program=deals",
+        "operations": "/console/operations", "playground": "/console/playground", "flagged": "/console/flagged",
+        "keywords": "/console/keywords", "keys": "/console/keys", "account": "/console/account",
+        "not-found": "/console/nowhere",
+    }
+
+
+def _visit_all(page: Any, base: str, check: Any) -> None:
+    for name, path in console_pages().items():
+        page.goto(base + path)
+        check(name)
+    # Pages reached through forms: a playground result, a confirmation, and the signed-out ones.
+    page.goto(base + "/console/playground")
+    page.get_by_label("Text", exact=True).fill("JOIN")
+    page.get_by_label("From phone", exact=True).fill("+33612345678")
+    page.get_by_role("button", name="Try it").click()
+    check("playground-result")
+    page.goto(base + f"/console/phones/{BOB.replace('+', '%2B')}")
+    page.get_by_role("button", name="Opt out…").click()
+    check("confirm")
+    page.get_by_role("button", name="Sign out").click()
+    check("login")
+
+
+@pytest.mark.timeout(300)
+def test_every_page_passes_axe_and_fits_a_phone_and_200_percent_zoom(server: tuple[Proc, Processes], browser: Any,
+                                                                     tmp_path: Path) -> None:
+    from tests.axe_core import axe_script, serious_violations
+
+    axe_script()
+    proc, _procs = server
+    base = proc.base_url
+    found: dict[str, list[str]] = {}
+    # axe is injected as a script of the test's own: the console's CSP (script-src 'self') would refuse it.
+    for label, options in (("desktop", {"viewport": {"width": 1280, "height": 900}}),
+                           ("375px", {"viewport": PHONE_VIEWPORT, "device_scale_factor": 2, "is_mobile": True,
+                                      "has_touch": True}),
+                           # 200 % zoom of a 1280 px window: the page lays out in 640 CSS pixels.
+                           ("200%", {"viewport": {"width": 640, "height": 450}, "device_scale_factor": 2})):
+        context = browser.new_context(bypass_csp=True, **options)
+        page = context.new_page()
+        width = options["viewport"]["width"]  # type: ignore[index]
+
+        def check(name: str, label: str = label, page: Any = page, width: int = width) -> None:
+            wide = page.evaluate("() => document.documentElement.scrollWidth")
+            if wide > width:
+                found.setdefault(f"{label} {name}", []).append(f"the page is {wide}px wide")
+            if label != "200%":  # axe's verdicts do not depend on the zoom; twice is enough
+                problems = serious_violations(page)
+                if problems:
+                    found.setdefault(f"{label} {name}", []).extend(problems)
+
+        with screenshot_on_failure(page, tmp_path / f"axe-{label}.png"):
+            sign_in(page, base)
+            _visit_all(page, base, check)
+            if label == "desktop":  # the check itself can fail: an image without a text alternative is caught
+                page.evaluate("() => document.body.append(Object.assign(document.createElement('img'), "
+                              "{src: 'data:,'}))")
+                assert any(v.startswith("image-alt (critical)") for v in serious_violations(page))
+        context.close()
+    assert found == {}, "\n".join(f"{k}: {v}" for k, v in found.items())
