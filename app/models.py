@@ -347,6 +347,22 @@ class ConsentRollup(SQLModel, table=True):
     subscribed_out: int = Field(default=0)  # stopped being subscribed
 
 
+class ConsentRollupSeries(SQLModel, table=True):
+    """consent_rollup without source and keyword: one row per brand, program and UTC hour (the charts)."""
+
+    __tablename__ = "consent_rollup_series"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    brand: str = Field(primary_key=True, max_length=64)
+    program: str = Field(primary_key=True, max_length=64)
+    hour: datetime = Field(primary_key=True, sa_type=UtcDateTime)
+    joins: int = Field(default=0)
+    confirmations: int = Field(default=0)
+    opt_outs: int = Field(default=0)
+    subscribed_in: int = Field(default=0)
+    subscribed_out: int = Field(default=0)
+
+
 class RollupState(SQLModel, table=True):
     """How far app.console.rollup has counted the ledger (one row)."""
 
@@ -384,5 +400,6 @@ console_users = ConsoleUser.__table__  # type: ignore[attr-defined]
 sender_rates = SenderRate.__table__  # type: ignore[attr-defined]
 console_sign_in_attempts = ConsoleSignInAttempt.__table__  # type: ignore[attr-defined]
 consent_rollup = ConsentRollup.__table__  # type: ignore[attr-defined]
+consent_rollup_series = ConsentRollupSeries.__table__  # type: ignore[attr-defined]
 rollup_state = RollupState.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -57,6 +57,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('brand', 'program', 'hour', 'source', 'keyword'),
     sqlite_with_rowid=False,
     )
+    op.create_table('consent_rollup_series',
+    sa.Column('brand', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('program', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('hour', app.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('joins', sa.Integer(), nullable=False),
+    sa.Column('confirmations', sa.Integer(), nullable=False),
+    sa.Column('opt_outs', sa.Integer(), nullable=False),
+    sa.Column('subscribed_in', sa.Integer(), nullable=False),
+    sa.Column('subscribed_out', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('brand', 'program', 'hour'),
+    sqlite_with_rowid=False,
+    )
     op.create_table('rollup_state',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('last_id', sa.BigInteger(), nullable=False),
@@ -71,6 +83,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('rollup_state')
+    op.drop_table('consent_rollup_series')
     op.drop_table('consent_rollup')
     op.drop_index('ix_subscriptions_brand_program_status_phone', table_name='subscriptions')
     with op.batch_alter_table('console_users', schema=None) as batch_op:

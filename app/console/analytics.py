@@ -26,7 +26,7 @@ from app.console import chart, rollup
 from app.console.roles import Role
 from app.console.web import Ctx, page, parse_day
 from app.errors import InvalidInput
-from app.models import consent_rollup, subscriptions
+from app.models import consent_rollup, consent_rollup_series, subscriptions
 
 MAX_DAYS = 400
 DEFAULT_DAYS = 30
@@ -99,18 +99,19 @@ def _subscribed_now(conn: Connection, brand: str, programs: list[str]) -> dict[s
         s.brand == brand, s.program == p, s.status == "subscribed")).scalar() or 0) for p in programs}
 
 
-def report(conn: Connection, *, brand: str, programs: list[str], where: Range) -> Report:
-    """Everything the analytics page shows, read from the rollup and the ledger's tail."""
+def report(conn: Connection, *, brand: str, programs: list[str], where: Range, split_too: bool = True) -> Report:
+    """Everything the analytics page shows, read from the rollup and the ledger's tail (`split_too`
+    False: the series only, no breakdown by source and keyword)."""
     since = where.utc_start()
-    r = consent_rollup.c
+    r, h = consent_rollup.c, consent_rollup_series.c
     chosen = [where.program] if where.program else programs
-    by_hour = conn.execute(
-        sa.select(r.program, r.hour, *(sa.func.sum(getattr(r, c)) for c in rollup.COUNTS))
-        .where(r.brand == brand, r.hour >= since, r.program.in_(chosen)).group_by(r.program, r.hour)).all()
+    by_hour = conn.execute(  # one row per program and hour already: no grouping
+        sa.select(h.program, h.hour, *(getattr(h, c) for c in rollup.COUNTS))
+        .where(h.brand == brand, h.hour >= since, h.program.in_(chosen))).all()
     split = conn.execute(
         sa.select(r.program, r.source, r.keyword, *(sa.func.sum(getattr(r, c)) for c in rollup.COUNTS[:3]))
         .where(r.brand == brand, r.hour >= since, r.program.in_(chosen)).group_by(r.program, r.source, r.keyword)
-    ).all()
+    ).all() if split_too else []
     extra, behind = rollup.tail(conn, brand=brand, after_id=rollup.counted_up_to(conn), since=since)
     subscribed = _subscribed_now(conn, brand, chosen)
     # Everything per (program, hour), rollup and tail together.

@@ -31,7 +31,7 @@ async def programs(ctx: Ctx) -> Response:
 
     def read(conn: Any) -> tuple[dict[str, dict[str, int]], list[tuple[date, int, int]]]:
         # Joins here are subscriptions that became active; opt-outs, active or pending ones that ended.
-        found = report(conn, brand=brand, programs=programs_list, where=where)
+        found = report(conn, brand=brand, programs=programs_list, where=where, split_too=False)
         return (queries.status_counts(conn, brand=brand),
                 [(p.start, p.subscribed_in, p.opt_outs) for p in found.series[None]])
 

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,40 +47,6 @@ def status_counts(conn: Connection, *, brand: str) -> dict[str, dict[str, int]]:
     for program, status, count in rows:
         counts.setdefault(program, {})[status] = int(count)
     return counts
-
-
-def _day(conn: Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
-    # The UTC calendar day, as YYYY-MM-DD. SQLite keeps naive UTC text, so its first ten characters.
-    if conn.dialect.name == "sqlite":
-        return sa.func.substr(column, 1, 10)
-    return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
-
-
-# What the chart counts: a join is a subscription that became active (confirmed, single
-# opt-in or API opt-in); an opt-out is one that was active or pending and ended.
-_JOIN = sa.and_(consent_events.c.to_status == Status.SUBSCRIBED.value,
-                consent_events.c.from_status != Status.SUBSCRIBED.value)
-_OPT_OUT = sa.and_(consent_events.c.to_status == Status.UNSUBSCRIBED.value,
-                   consent_events.c.from_status.in_([Status.SUBSCRIBED.value, Status.PENDING.value]))
-
-
-def daily_changes(conn: Connection, *, brand: str, first_day: date, days: int) -> list[tuple[date, int, int]]:
-    """(day, joins, opt-outs) for each UTC day from `first_day`, `days` of them, zeros included."""
-    since = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
-    day = _day(conn, consent_events.c.created_at).label("day")
-    rows = conn.execute(
-        sa.select(day, sa.func.sum(sa.case((_JOIN, 1), else_=0)), sa.func.sum(sa.case((_OPT_OUT, 1), else_=0)))
-        .where(consent_events.c.brand == brand, consent_events.c.created_at >= since,
-               consent_events.c.created_at < since + timedelta(days=days), sa.or_(_JOIN, _OPT_OUT))
-        .group_by(day)
-    )
-    found = {str(d): (int(j or 0), int(o or 0)) for d, j, o in rows}
-    out = []
-    for offset in range(days):
-        current = first_day + timedelta(days=offset)
-        joins, opt_outs = found.get(current.isoformat(), (0, 0))
-        out.append((current, joins, opt_outs))
-    return out
 
 
 @dataclass(frozen=True)

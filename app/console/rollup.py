@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.models import consent_events, consent_rollup, rollup_state
+from app.models import consent_events, rollup_state
 
 log = logging.getLogger("optline.console")
 
@@ -93,26 +93,33 @@ def _hour(conn: Connection) -> str:
 _ACTIVE_SQL = "('pendingDOI', 'subscribed')"
 
 
-def _count_sql(conn: Connection) -> str:
-    hour = _hour(conn)
-    return (
+_SUMS = (
+    f" sum(CASE WHEN to_status IN {_ACTIVE_SQL} AND from_status NOT IN {_ACTIVE_SQL} THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN from_status = 'pendingDOI' AND to_status = 'subscribed' THEN 1 ELSE 0 END),"
+    f" sum(CASE WHEN to_status = 'unsubscribed' AND from_status IN {_ACTIVE_SQL} THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN to_status = 'subscribed' THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN from_status = 'subscribed' THEN 1 ELSE 0 END)"
+)
+_ADD = (
+    " joins = {t}.joins + excluded.joins, confirmations = {t}.confirmations + excluded.confirmations,"
+    " opt_outs = {t}.opt_outs + excluded.opt_outs, subscribed_in = {t}.subscribed_in + excluded.subscribed_in,"
+    " subscribed_out = {t}.subscribed_out + excluded.subscribed_out"
+)
+_RANGE = " FROM consent_events WHERE id > :after AND id <= :upto AND from_status <> to_status"
+
+
+def _count_sql(conn: Connection) -> list[str]:
+    """The two upserts that add an id range: by source and keyword, and the hourly series."""
+    hour, keyword = _hour(conn), "substr(coalesce(keyword, ''), 1, 64)"
+    return [
         "INSERT INTO consent_rollup (brand, program, hour, source, keyword, joins, confirmations, opt_outs,"
-        " subscribed_in, subscribed_out)"
-        f" SELECT brand, program, {hour}, source, substr(coalesce(keyword, ''), 1, 64),"
-        f" sum(CASE WHEN to_status IN {_ACTIVE_SQL} AND from_status NOT IN {_ACTIVE_SQL} THEN 1 ELSE 0 END),"
-        " sum(CASE WHEN from_status = 'pendingDOI' AND to_status = 'subscribed' THEN 1 ELSE 0 END),"
-        f" sum(CASE WHEN to_status = 'unsubscribed' AND from_status IN {_ACTIVE_SQL} THEN 1 ELSE 0 END),"
-        " sum(CASE WHEN to_status = 'subscribed' THEN 1 ELSE 0 END),"
-        " sum(CASE WHEN from_status = 'subscribed' THEN 1 ELSE 0 END)"
-        " FROM consent_events WHERE id > :after AND id <= :upto AND from_status <> to_status"
-        f" GROUP BY brand, program, {hour}, source, substr(coalesce(keyword, ''), 1, 64)"
-        " ON CONFLICT (brand, program, hour, source, keyword) DO UPDATE SET"
-        " joins = consent_rollup.joins + excluded.joins,"
-        " confirmations = consent_rollup.confirmations + excluded.confirmations,"
-        " opt_outs = consent_rollup.opt_outs + excluded.opt_outs,"
-        " subscribed_in = consent_rollup.subscribed_in + excluded.subscribed_in,"
-        " subscribed_out = consent_rollup.subscribed_out + excluded.subscribed_out"
-    )
+        f" subscribed_in, subscribed_out) SELECT brand, program, {hour}, source, {keyword},{_SUMS}{_RANGE}"
+        f" GROUP BY brand, program, {hour}, source, {keyword}"
+        " ON CONFLICT (brand, program, hour, source, keyword) DO UPDATE SET" + _ADD.format(t="consent_rollup"),
+        "INSERT INTO consent_rollup_series (brand, program, hour, joins, confirmations, opt_outs, subscribed_in,"
+        f" subscribed_out) SELECT brand, program, {hour},{_SUMS}{_RANGE} GROUP BY brand, program, {hour}"
+        " ON CONFLICT (brand, program, hour) DO UPDATE SET" + _ADD.format(t="consent_rollup_series"),
+    ]
 
 
 def catch_up(conn: Connection, now: datetime, *, span: int = SPAN) -> int:
@@ -125,7 +132,8 @@ def catch_up(conn: Connection, now: datetime, *, span: int = SPAN) -> int:
     if upto > last:
         # One INSERT … SELECT … GROUP BY: the events never leave the database. (SQLite needs the
         # WHERE to tell its upsert from a join; it is there.)
-        conn.execute(sa.text(_count_sql(conn)), {"after": last, "upto": upto})
+        for sql in _count_sql(conn):
+            conn.execute(sa.text(sql), {"after": last, "upto": upto})
     values: dict[str, Any] = {"last_id": upto}
     if upto >= seen_id:
         # Everything seen is counted: note the newest id now, to count once it has settled.
