@@ -83,6 +83,12 @@ def test_joins_confirmations_opt_outs_in_the_brands_time_zone_from_tail_and_roll
     assert ada.gateway.text("STOP", from_="+14155550101").status_code == 200
     later = ada.get("/console/analytics", to=today)
     assert series(later.text, "deals")[today][:3] == ["3", "2", "2"]
+    assert ("ACME Deals", "sms", "STOP", "0", "0", "2") in breakdown(later.text)
+    # A range that ended yesterday shows nothing of today, in its charts or its breakdown.
+    yesterday = (datetime.fromisoformat(today) - timedelta(days=1)).date().isoformat()
+    before = ada.get("/console/analytics", to=yesterday).text
+    assert today not in series(before, "deals") and 'id="split-empty"' in before
+    assert series(before, "deals")[yesterday][3] == "0"  # subscribers at its start: none yet
 
 
 def test_another_time_zone_weeks_and_the_csv(ada: Console) -> None:

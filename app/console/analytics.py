@@ -77,6 +77,12 @@ class Range:
             start += step
         return out
 
+    def utc_end(self) -> datetime:
+        """The first instant after the range's last period, in UTC."""
+        starts = self.periods()
+        end = (starts[-1] + timedelta(days=7 if self.grain == "week" else 1)) if starts else self.last
+        return datetime(end.year, end.month, end.day, tzinfo=self.zone).astimezone(UTC)
+
     def utc_start(self) -> datetime:
         """The first instant of the range in UTC (from the first period's midnight)."""
         first = self.periods()[0] if self.periods() else self.first
@@ -102,7 +108,7 @@ def _subscribed_now(conn: Connection, brand: str, programs: list[str]) -> dict[s
 def report(conn: Connection, *, brand: str, programs: list[str], where: Range, split_too: bool = True) -> Report:
     """Everything the analytics page shows, read from the rollup and the ledger's tail (`split_too`
     False: the series only, no breakdown by source and keyword)."""
-    since = where.utc_start()
+    since, until = where.utc_start(), where.utc_end()
     r, h = consent_rollup.c, consent_rollup_series.c
     chosen = [where.program] if where.program else programs
     by_hour = conn.execute(  # one row per program and hour already: no grouping
@@ -110,7 +116,8 @@ def report(conn: Connection, *, brand: str, programs: list[str], where: Range, s
         .where(h.brand == brand, h.hour >= since, h.program.in_(chosen))).all()
     split = conn.execute(
         sa.select(r.program, r.source, r.keyword, *(sa.func.sum(getattr(r, c)) for c in rollup.COUNTS[:3]))
-        .where(r.brand == brand, r.hour >= since, r.program.in_(chosen)).group_by(r.program, r.source, r.keyword)
+        .where(r.brand == brand, r.hour >= since, r.hour < until, r.program.in_(chosen))
+        .group_by(r.program, r.source, r.keyword)
     ).all() if split_too else []
     extra, behind = rollup.tail(conn, brand=brand, after_id=rollup.counted_up_to(conn), since=since)
     subscribed = _subscribed_now(conn, brand, chosen)
@@ -129,8 +136,9 @@ def report(conn: Connection, *, brand: str, programs: list[str], where: Range, s
             continue
         for i in range(5):
             hours[(program, hour)][i] += values[i]
-        for i in range(3):
-            kinds[(program, source, keyword)][i] += values[i]
+        if hour < until:  # the breakdown covers the range only; the series also needs what came after
+            for i in range(3):
+                kinds[(program, source, keyword)][i] += values[i]
     starts = where.periods()
     keys: list[str | None] = [*chosen, None]
     series_of = {k: {d: Period(d) for d in starts} for k in keys}
