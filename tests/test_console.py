@@ -447,6 +447,7 @@ BAD_TRIES = {
     "unknown-number": ({"to": "+15550000000"}, "receives no texts on"),
     "bad-phone": ({"phone": "12"}, "not"),
     "no-text": ({"text": "  "}, "Type a text"),
+    "nul": ({"text": "STOP\x00"}, "NUL character"),  # was a 500 on PostgreSQL
 }
 
 
@@ -459,6 +460,17 @@ def test_the_playground_refuses_bad_input_on_the_page(ada: Console, change: dict
     assert 'role="alert"' in page.text and message in page.text
     assert "data-fact" not in page.text
     assert _counts(ada.gateway) == before
+
+
+def test_the_playground_says_when_the_country_rule_refuses_a_number(ada: Console) -> None:
+    page = ada.post("/console/playground", csrf=ada.csrf("/console/playground"), text="JOIN", phone="+4915112345678",
+                    to=ACME_SENDER)
+    assert page.status_code == 200 and 'id="no-transitions"' in page.text
+    why = re.search(r'id="why-nothing">(.*?)</span>', page.text).group(1)  # type: ignore[union-attr]
+    assert "only texts numbers of CA, FR, US" in why and "is from DE" in why
+    us = ada.post("/console/playground", csrf=ada.csrf("/console/playground"), text="JOIN", phone="(415) 555-0199",
+                  to=ACME_SENDER)
+    assert 'id="why-nothing"' not in us.text
 
 
 def test_the_playground_offers_only_the_brands_numbers(console: Console) -> None:

@@ -30,9 +30,10 @@ def why_nothing(brand: Brand, phone: str, report: DryRun) -> str | None:
     allowed = brand.allowed_countries
     if report.transitions or kind not in _PROMPTING or allowed is None or in_countries(phone, allowed):
         return None
-    country = country_of(phone) or "unknown"
+    country = country_of(phone)
+    where = f"is from {country}" if country else "belongs to no country the numbering plan names"
     return (f"{brand.name} only texts numbers of {', '.join(sorted(allowed))} (allowed_countries in "
-            f"keywords.yaml); this number is from {country}, so the text would be stored and nothing else.")
+            f"keywords.yaml); this number {where}, so the text would be stored and nothing else.")
 
 
 def _page(ctx: Ctx, status: int = 200, *, text: str = "", number: str = "", to: str = "", error: str | None = None,
