@@ -12,6 +12,7 @@ import math
 import os
 import re
 import string
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -110,6 +111,7 @@ class Brand:
     opt_out_scope: str = "brand"
     # The brand's own sending window (local start, end), narrowing the law's; None: the law's alone.
     quiet_hours: tuple[dt_time, dt_time] | None = None
+    timezone: str = "UTC"  # IANA name: the brand's days and weeks in the console's analytics
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ class Rules:
         self.retired: Mapping[str, frozenset[str]] = MappingProxyType(dict(retired or {}))
         self.sha256 = sha256  # of the file these rules were loaded from
         self.brands: Mapping[str, Brand] = MappingProxyType(dict(brands))
+        # (brand, program) -> its keywords with their kind and language (the console's keywords page).
+        self.entries: Mapping[tuple[str, str], list[KeywordEntry]] = MappingProxyType(dict(entries))
         if senders is None:  # every sender with its kind's defaults
             senders = {s: SenderConfig.of(s) for b in self.brands.values() for p in b.programs.values()
                        for s in p.senders}
@@ -335,6 +339,7 @@ _BRAND_FIELDS = (
     "programs",
     "opt_out_scope",
     "quiet_hours",
+    "timezone",
 )
 _BRAND_MESSAGES = ("stop", "help")
 _EVENTS_FIELDS = ("url", "secret_env")
@@ -455,6 +460,7 @@ class _RawBrand:
     opt_out_scope: str = "brand"
     opt_out_scope_line: int = 0
     quiet_hours: tuple[dt_time, dt_time] | None = None
+    timezone: str = "UTC"
 
 
 class _Loader:
@@ -737,6 +743,13 @@ class _Loader:
             brand.language = self.language(fields["language"][1], f"{where}.language") or brand.language
         if "default_region" in fields:
             brand.default_region = self.region(fields["default_region"][1], f"{where}.default_region")
+        if "timezone" in fields:
+            zone = self.text(fields["timezone"][1], f"{where}.timezone")
+            if zone is not None and not _is_zone(zone):
+                self.error(_line(fields["timezone"][1]), f"{where}.timezone: '{zone}' is not an IANA time zone "
+                                                         "(like America/New_York)")
+            elif zone is not None:
+                brand.timezone = zone
         if "allowed_countries" in fields:
             kn, vn = fields["allowed_countries"]
             if not isinstance(vn, SequenceNode):
@@ -1235,6 +1248,7 @@ class _Loader:
                 rules_sha256=self.sha256,
                 opt_out_scope=raw.opt_out_scope,
                 quiet_hours=raw.quiet_hours,
+                timezone=raw.timezone,
             )
         senders: dict[str, SenderConfig] = {}
         for raw in self.brands.values():
@@ -1339,6 +1353,15 @@ def _read(path: str | os.PathLike[str]) -> tuple[str, _Loader]:
         return file, loader
     loader.load(text)
     return file, loader
+
+
+def _is_zone(name: str) -> bool:
+    """True for an IANA time zone name the system's tz database knows."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _sorted(findings: list[Finding]) -> list[Finding]:

@@ -26,6 +26,8 @@ from app.auth import KeyCache
 from app import dialects
 from app.console import pages as console_pages
 from app import erasure, ledger
+from app.console import rollup
+from app.console.headers import ConsoleHeaders
 from app.db import Writer, make_engine, utcnow
 from app.proof import ledger_key
 from app.errors import DatabaseUnavailable
@@ -197,7 +199,7 @@ class _Optline(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack (server errors outermost) wrapped in RequestIdMiddleware."""
-        return RequestIdMiddleware(super().build_middleware_stack())
+        return RequestIdMiddleware(ConsoleHeaders(super().build_middleware_stack()))
 
 
 def create_app(
@@ -225,6 +227,8 @@ def create_app(
         state.spool_wake = asyncio.Event()
         state.tasks.append(asyncio.create_task(drain_forever(
             state.spool, partial(webhooks.apply_spooled, state), wake=state.spool_wake), name="optline-spool"))
+        # The console's analytics counts, kept up from the ledger (app.console.rollup).
+        state.tasks.append(asyncio.create_task(rollup.keep_up(state), name="optline-rollup"))
         pid_file = listen_for_reload(state, "serve") if reload_on_signal else None
         try:
             yield

@@ -47,6 +47,8 @@ class Subscription(SQLModel, table=True):
         sa.Index("ix_subscriptions_phone_joined_via", "phone", "joined_via"),
         # GET /v1/opt-outs pages the suppression list by time.
         sa.Index("ix_subscriptions_brand_opted_out_at", "brand", "opted_out_at", "id"),
+        # The console's subscriber list filtered by status, paged by phone (app.console.subscribers_query).
+        sa.Index("ix_subscriptions_brand_program_status_phone", "brand", "program", "status", "phone"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -363,6 +365,81 @@ class ConsoleUser(SQLModel, table=True):
     # Sessions issued before this are void: signing out ends the session in every browser.
     signed_out_at: datetime | None = _ts()
     last_sign_in_at: datetime | None = _ts()
+    # What the account may do in the console: "owner" (keys, users, and everything below),
+    # "compliance" (opt-outs, exports and every page), "viewer" (reads only). app.console.roles.
+    role: str = Field(default="viewer", max_length=16, sa_column_kwargs={"server_default": "owner"})
+    # A one-time password reset link (`optline users reset-password`): the SHA-256 of its
+    # token, and when it stops working. Used once, then both are cleared.
+    reset_token_hash: str | None = Field(default=None, max_length=64)
+    reset_expires_at: datetime | None = _ts()
+
+
+class ConsoleSignInAttempt(SQLModel, table=True):
+    """Failed console sign-ins of one email from one client address, shared by every process.
+
+    The row of account "*" counts an address's failures whatever the email. Each failure past
+    a few free ones makes the next try wait twice as long as the last (app.console.throttle).
+    """
+
+    __tablename__ = "console_sign_in_attempts"
+
+    account: str = Field(primary_key=True, max_length=254)  # the email typed, lower-case; "*" for the address
+    address: str = Field(primary_key=True, max_length=64)  # the client address (an IPv6 /64 network)
+    failures: int = Field(default=0)
+    last_failed_at: datetime = _ts(nullable=False, index=True)
+    blocked_until: datetime | None = _ts()
+
+
+class ConsentRollup(SQLModel, table=True):
+    """Consent events counted per brand, program, UTC hour, source and keyword (the console's analytics).
+
+    Built incrementally from the ledger by app.console.rollup; never the proof itself.
+    """
+
+    __tablename__ = "consent_rollup"
+    # On SQLite the rows live in primary-key order (brand, program, hour, …): a range of hours is read
+    # in one sweep instead of a lookup per row.
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    brand: str = Field(primary_key=True, max_length=64)
+    program: str = Field(primary_key=True, max_length=64)
+    hour: datetime = Field(primary_key=True, sa_type=UtcDateTime)  # the UTC hour the events fell in
+    source: str = Field(primary_key=True, max_length=16)
+    keyword: str = Field(primary_key=True, max_length=64)  # "" when the events had none
+    joins: int = Field(default=0)  # became pending or subscribed from none/unsubscribed
+    confirmations: int = Field(default=0)  # pendingDOI → subscribed
+    opt_outs: int = Field(default=0)  # subscribed or pending → unsubscribed
+    subscribed_in: int = Field(default=0)  # became subscribed
+    subscribed_out: int = Field(default=0)  # stopped being subscribed
+
+
+class ConsentRollupSeries(SQLModel, table=True):
+    """consent_rollup without source and keyword: one row per brand, program and UTC hour (the charts)."""
+
+    __tablename__ = "consent_rollup_series"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    brand: str = Field(primary_key=True, max_length=64)
+    program: str = Field(primary_key=True, max_length=64)
+    hour: datetime = Field(primary_key=True, sa_type=UtcDateTime)
+    joins: int = Field(default=0)
+    confirmations: int = Field(default=0)
+    opt_outs: int = Field(default=0)
+    subscribed_in: int = Field(default=0)
+    subscribed_out: int = Field(default=0)
+
+
+class RollupState(SQLModel, table=True):
+    """How far app.console.rollup has counted the ledger (one row)."""
+
+    __tablename__ = "rollup_state"
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_id: int = Field(default=0, sa_type=sa.BigInteger)  # every consent event up to this id is counted
+    # The highest id seen at `seen_at`: counted once `seen_at` is old enough that no transaction
+    # still holding a lower id can commit (ids are handed out before commit, not in commit order).
+    seen_id: int = Field(default=0, sa_type=sa.BigInteger)
+    seen_at: datetime | None = _ts()
 
 
 class SenderRate(SQLModel, table=True):
@@ -442,4 +519,8 @@ ledger_checkpoint_heads = LedgerCheckpointHead.__table__  # type: ignore[attr-de
 erasures = Erasure.__table__  # type: ignore[attr-defined]
 brand_sends = BrandSend.__table__  # type: ignore[attr-defined]
 opt_out_imports = OptOutImport.__table__  # type: ignore[attr-defined]
+console_sign_in_attempts = ConsoleSignInAttempt.__table__  # type: ignore[attr-defined]
+consent_rollup = ConsentRollup.__table__  # type: ignore[attr-defined]
+consent_rollup_series = ConsentRollupSeries.__table__  # type: ignore[attr-defined]
+rollup_state = RollupState.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

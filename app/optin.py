@@ -142,11 +142,12 @@ def opt_in(
 
 def opt_out(
     conn: Connection, now: datetime, *, rules: Rules, brand: Brand, programs: list[str], phone: str, notify: bool,
-    actor: ApiActor | None, proof: Proof | None = None,
+    actor: ApiActor | None, proof: Proof | None = None, event: Event = Event.API_OPT_OUT,
 ) -> list[Sub]:
     """Opt `phone` out of `programs`; a stop reply goes out when asked and something changed.
 
-    The ledger records `proof` when given (a person in the console), else the API key `actor`.
+    The ledger records `proof` when given (a person in the console, with `event` console_opt_out),
+    else the API key `actor`.
     """
     subs = load_subs(conn, brand=brand.key, phone=phone, programs=programs)
     if proof is None:
@@ -157,7 +158,7 @@ def opt_out(
     writes = Writes()  # flushed once the stop reply is known: the ledger keeps its text
     for program in programs:
         sub = subs.get(program) or Sub.blank(brand=brand.key, program=program, phone=phone, now=now)
-        applied = apply_event(writes, sub, Event.API_OPT_OUT, now=now, proof=proof, brand=brand)
+        applied = apply_event(writes, sub, event, now=now, proof=proof, brand=brand)
         # Only someone who was (or was becoming) a subscriber is told: a stop text to a phone
         # that never joined this brand would be the first message it ever got from it.
         if applied.before in (Status.SUBSCRIBED, Status.PENDING):

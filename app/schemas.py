@@ -405,7 +405,7 @@ class ConsentEventOut(BaseModel):
     program: str
     phone_number: str
     event: str = Field(description="join, confirm, doi_expired, stop, api_opt_in, api_opt_in_doi, api_opt_out, "
-                                   "carrier_opt_out, …")
+                                   "console_opt_out, carrier_opt_out, …")
     from_status: str
     to_status: str
     source: Literal["sms", "api", "carrier", "system"]

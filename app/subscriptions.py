@@ -33,6 +33,7 @@ class Event(StrEnum):
     API_OPT_IN = "api_opt_in"  # API opt-in with consent proof, no DOI
     API_OPT_IN_DOI = "api_opt_in_doi"  # API opt-in that asks for DOI
     API_OPT_OUT = "api_opt_out"  # API opt-out
+    CONSOLE_OPT_OUT = "console_opt_out"  # a person opted the phone out in the console (with a reason)
     CARRIER_OPT_OUT = "carrier_opt_out"  # the carrier says the phone opted out (21610, OptOutType=STOP)
     IMPORT_OPT_OUT = "import_opt_out"  # a row of an opt-out list the brand imported (app.suppression)
 
@@ -91,7 +92,8 @@ def time_problem(value: datetime, now: datetime) -> str | None:
     return None
 
 # Events that end consent: API consent must be newer than the latest of them.
-OPT_OUT_EVENTS = frozenset({Event.STOP, Event.API_OPT_OUT, Event.CARRIER_OPT_OUT, Event.IMPORT_OPT_OUT})
+OPT_OUT_EVENTS = frozenset({Event.STOP, Event.API_OPT_OUT, Event.CONSOLE_OPT_OUT, Event.CARRIER_OPT_OUT,
+                            Event.IMPORT_OPT_OUT})
 # Who made an opt-out the phone's own: only the phone may undo it (by texting START or a join keyword).
 PHONE_SOURCES = frozenset({Source.SMS, Source.CARRIER, Source.WHATSAPP, Source.MESSENGER, Source.RCS})
 # Events by which the phone itself joins again, undoing its own opt-out.
@@ -137,6 +139,7 @@ TABLE: dict[tuple[Status, Event], Transition] = {
     **{(s, E.API_OPT_IN): Transition(S.SUBSCRIBED, R.WELCOME) for s in _ANY},
     **{(s, E.STOP): Transition(S.UNSUBSCRIBED, R.STOP) for s in _ANY},
     **{(s, E.API_OPT_OUT): Transition(S.UNSUBSCRIBED, R.STOP) for s in _ANY},
+    **{(s, E.CONSOLE_OPT_OUT): Transition(S.UNSUBSCRIBED, R.STOP) for s in _ANY},
     # The carrier (or Twilio's Advanced Opt-Out) already answered the phone: we stay silent.
     **{(s, E.CARRIER_OPT_OUT): Transition(S.UNSUBSCRIBED, None) for s in _ANY},
     # An imported opt-out list: the brand already honoured it elsewhere; no text to the phone.

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx2 as httpx
 import sqlalchemy as sa
 
-from bench import default, ledger, optout, rules, send
+from bench import console, default, ledger, optout, rules, send
 from bench.load import (
     LUA_DONE,
     Server,
@@ -311,7 +311,12 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--sends", type=int, default=3000, help="texts each send figure posts")
     parser.add_argument("--send-timeout", type=float, default=60.0)
-    sections = ["default", "inbound", "burst", "api", "send", "rules", "optout", "ledger"]
+    parser.add_argument("--console-subscriptions", type=int, default=1_000_000,
+                        help="subscriptions the console figure loads (default: 1,000,000)")
+    parser.add_argument("--console-events", type=int, default=10_000_000,
+                        help="consent events the console figure loads (default: 10,000,000)")
+    parser.add_argument("--console-requests", type=int, default=20, help="requests of each console page")
+    sections = ["default", "inbound", "burst", "api", "send", "rules", "optout", "ledger", "console"]
     parser.add_argument("--only", nargs="*", default=sections, choices=sections)
     parser.add_argument("--engines", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = parser.parse_args()
@@ -347,6 +352,8 @@ def main() -> None:
         optout.run()
     if "ledger" in args.only:
         ledger.run(args.engines, folder)
+    if "console" in args.only:  # a database of each engine filled to 1M subscriptions and 10M events
+        console.run(args, folder)
 
 
 if __name__ == "__main__":

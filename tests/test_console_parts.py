@@ -1,4 +1,4 @@
-"""The console's pure parts: the chart's geometry, CSV cells, the sign-in throttle, session cookies."""
+"""The console's pure parts: the chart's geometry, CSV cells, session cookies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.responses import Response
 from app.console import chart
 from app.console.accounts import hash_password, normalise_email, password_matches
 from app.console.queries import csv_cell
-from app.console.sessions import SESSION_SECONDS, SessionCodec, Throttle
+from app.console.sessions import SESSION_SECONDS, SessionCodec
 from app.errors import InvalidInput
 from app.settings import Settings
 
@@ -47,24 +47,6 @@ def test_the_chart_draws_two_bars_a_day_inside_its_frame() -> None:
 ], ids=["formula", "at-sign", "minus", "plain", "phone-keeps-plus", "null", "time", "json"])
 def test_csv_cells(column: str, value: object, text: str) -> None:
     assert csv_cell(column, value) == text
-
-
-def test_the_throttle_counts_failures_per_key_and_forgets_on_success() -> None:
-    throttle = Throttle(limit=3, window=60)
-    for _ in range(3):
-        assert throttle.retry_after("a") == 0
-        throttle.failed("a")
-    assert 0 < throttle.retry_after("a") <= 61
-    assert throttle.retry_after("b") == 0
-    throttle.succeeded("a")
-    assert throttle.retry_after("a") == 0
-
-
-def test_the_throttle_stays_bounded_under_a_flood_of_keys() -> None:
-    throttle = Throttle(limit=3, window=60, max_keys=100)
-    for i in range(1000):
-        throttle.failed(f"k{i}")
-    assert len(throttle._failures) <= 100
 
 
 @pytest.mark.parametrize(("raw", "email"), [(" Ada@ACME.example ", "ada@acme.example")], ids=["trim-and-lower"])

@@ -1,7 +1,7 @@
 """consent rules: held texts, texts the brand reports, opt-out imports
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 19:40:00.000000
 
 Quiet hours and daily caps hold a text in the outbox (`held_until`, `held_reason`) instead
@@ -18,7 +18,7 @@ import app.db
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

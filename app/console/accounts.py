@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -11,12 +13,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Connection
 
+from app.console.roles import ROLES, Role
+from app.console.throttle import forget_account
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import console_users
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is only a way to burn CPU
 MAX_EMAIL = 254
+RESET_VALID_FOR = timedelta(hours=24)
 
 # argon2id as OWASP's password storage guide recommends at least (19 MiB, 2 passes, 1 lane):
 # ~40 ms a check here. argon2-cffi's defaults (64 MiB, 3 passes, 4 lanes) took 350-450 ms on
@@ -43,6 +48,7 @@ class ConsoleUser:
     disabled_at: datetime | None
     signed_out_at: datetime | None
     last_sign_in_at: datetime | None
+    role: str = Role.VIEWER.value
 
     @property
     def active(self) -> bool:
@@ -85,17 +91,102 @@ def password_matches(password_hash: str | None, password: str) -> bool:
 
 def _user(row: sa.Row[tuple[object, ...]]) -> ConsoleUser:
     return ConsoleUser(row.id, row.brand, row.email, row.created_at, row.disabled_at, row.signed_out_at,
-                       row.last_sign_in_at)
+                       row.last_sign_in_at, row.role)
 
 
-def create_user(conn: Connection, now: datetime, *, brand: str, email: str, password_hash: str) -> ConsoleUser:
-    """Add an account; Conflict when the email already has one."""
+def check_role(role: str) -> Role:
+    """The Role named `role`; InvalidInput naming the roles otherwise."""
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r} (roles: {', '.join(ROLES)})", field="role")
+    return Role(role)
+
+
+def create_user(conn: Connection, now: datetime, *, brand: str, email: str, password_hash: str,
+                role: str = Role.VIEWER.value) -> ConsoleUser:
+    """Add an account; Conflict when the email already has one (a disabled one is enabled again, not re-created)."""
     email = normalise_email(email)
-    if conn.execute(sa.select(console_users.c.id).where(console_users.c.email == email)).first() is not None:
-        raise Conflict(f"{email} already has a console account", field="email")
+    role = check_role(role).value
+    existing = conn.execute(sa.select(console_users.c.disabled_at).where(console_users.c.email == email)).first()
+    if existing is not None:
+        hint = f": enable it with `optline users enable {email}`" if existing.disabled_at else ""
+        raise Conflict(f"{email} already has a console account{' (disabled)' if hint else ''}{hint}", field="email")
     user_id = conn.execute(console_users.insert().values(
-        brand=brand, email=email, password_hash=password_hash, created_at=now)).inserted_primary_key[0]
-    return ConsoleUser(int(user_id), brand, email, now, None, None, None)
+        brand=brand, email=email, password_hash=password_hash, created_at=now, role=role)).inserted_primary_key[0]
+    return ConsoleUser(int(user_id), brand, email, now, None, None, None, role)
+
+
+def _existing(conn: Connection, email: str) -> sa.Row[tuple[object, ...]]:
+    email = normalise_email(email)
+    row = conn.execute(sa.select(console_users).where(console_users.c.email == email)).first()
+    if row is None:
+        raise NotFound(f"no console account for {email}", field="email")
+    return row
+
+
+def enable_user(conn: Connection, now: datetime, *, email: str) -> ConsoleUser:
+    """Let a disabled account sign in again (its old sessions stay void: they ended when it was disabled)."""
+    row = _existing(conn, email)
+    if row.disabled_at is not None:
+        # Sessions issued before the account was disabled must not come back to life with it.
+        conn.execute(console_users.update().where(console_users.c.id == row.id)
+                     .values(disabled_at=None, signed_out_at=now))
+    return replace(_user(row), disabled_at=None)
+
+
+def set_role(conn: Connection, _now: datetime, *, email: str, role: str) -> ConsoleUser:
+    """Give an account another role; it applies from the account's next request."""
+    row = _existing(conn, email)
+    role = check_role(role).value
+    conn.execute(console_users.update().where(console_users.c.id == row.id).values(role=role))
+    return replace(_user(row), role=role)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_reset(conn: Connection, now: datetime, *, email: str,
+                valid_for: timedelta = RESET_VALID_FOR) -> tuple[ConsoleUser, str]:
+    """A one-time password reset token for the account (any earlier one stops working); the token is not stored."""
+    row = _existing(conn, email)
+    if row.disabled_at is not None:
+        raise Conflict(f"{row.email} is disabled: enable it first (`optline users enable {row.email}`)",
+                       field="email")
+    token = secrets.token_urlsafe(32)
+    conn.execute(console_users.update().where(console_users.c.id == row.id).values(
+        reset_token_hash=_token_hash(token), reset_expires_at=now + valid_for))
+    return _user(row), token
+
+
+def reset_holder(conn: Connection, now: datetime, *, token: str) -> ConsoleUser | None:
+    """The enabled account whose unexpired reset token this is, or None."""
+    if not 20 <= len(token) <= 100:
+        return None
+    row = conn.execute(sa.select(console_users).where(console_users.c.reset_token_hash == _token_hash(token))).first()
+    if row is None or row.disabled_at is not None or row.reset_expires_at is None or row.reset_expires_at <= now:
+        return None
+    return _user(row)
+
+
+def finish_reset(conn: Connection, now: datetime, *, token: str, password_hash: str) -> ConsoleUser:
+    """Set the new password of the token's account, use the token up, and end every session; NotFound if unusable."""
+    user = reset_holder(conn, now, token=token)
+    if user is None:
+        raise NotFound("this reset link is unknown, used or expired")
+    # Conditional on the token still being there: two submissions of one link set one password.
+    done = conn.execute(console_users.update().where(
+        console_users.c.id == user.id, console_users.c.reset_token_hash == _token_hash(token)).values(
+        password_hash=password_hash, reset_token_hash=None, reset_expires_at=None, signed_out_at=now)).rowcount
+    if done != 1:
+        raise NotFound("this reset link is unknown, used or expired")
+    forget_account(conn, email=user.email)
+    return user
+
+
+def change_password(conn: Connection, now: datetime, *, user_id: int, password_hash: str) -> None:
+    """Set a signed-in account's new password and end its sessions everywhere (the caller issues a new one)."""
+    conn.execute(console_users.update().where(console_users.c.id == user_id).values(
+        password_hash=password_hash, signed_out_at=now, reset_token_hash=None, reset_expires_at=None))
 
 
 def list_users(conn: Connection, *, brand: str | None = None) -> list[ConsoleUser]:
@@ -108,12 +199,10 @@ def list_users(conn: Connection, *, brand: str | None = None) -> list[ConsoleUse
 
 def disable_user(conn: Connection, now: datetime, *, email: str) -> ConsoleUser:
     """Disable an account; its sessions stop working at their next request (disabling twice keeps the first time)."""
-    email = normalise_email(email)
-    row = conn.execute(sa.select(console_users).where(console_users.c.email == email)).first()
-    if row is None:
-        raise NotFound(f"no console account for {email}", field="email")
+    row = _existing(conn, email)
     if row.disabled_at is None:
-        conn.execute(console_users.update().where(console_users.c.id == row.id).values(disabled_at=now))
+        conn.execute(console_users.update().where(console_users.c.id == row.id)
+                     .values(disabled_at=now, reset_token_hash=None, reset_expires_at=None))
     user = _user(row)
     return user if user.disabled_at else replace(user, disabled_at=now)
 

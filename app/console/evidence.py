@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.console.pages import Ctx, page
+from app.console.web import Ctx, page
 from app.errors import InvalidInput
 from app.evidence import evidence
 from app.phone import to_e164

@@ -16,7 +16,7 @@ from app.errors import NotFound
 from app.keywords import Brand, Rules
 from app.models import inbound_messages
 from app.optin import opt_out
-from app.subscriptions import Source
+from app.subscriptions import Event, Source
 
 
 class Resolution(StrEnum):
@@ -41,14 +41,21 @@ def _claim(conn: Connection, now: datetime, *, brand: str, message_id: int, reso
     return body  # type: ignore[no-any-return]
 
 
+def console_opt_out(conn: Connection, now: datetime, *, rules: Rules, brand: Brand, programs: list[str], phone: str,
+                    email: str, reason: str, raw_text: str | None = None) -> None:
+    """Opt `phone` out of `programs` as a person in the console: event console_opt_out, source console,
+    the person's email and their reason in the ledger; the stop reply goes out as for an API opt-out."""
+    proof = Proof(source=Source.CONSOLE, consent_source=f"console:{email}", raw_text=raw_text, reason=reason)
+    opt_out(conn, now, rules=rules, brand=brand, programs=programs, phone=phone, notify=True, actor=None,
+            proof=proof, event=Event.CONSOLE_OPT_OUT)
+
+
 def treat_as_opt_out(conn: Connection, now: datetime, *, rules: Rules, brand: Brand, message_id: int, phone: str,
-                     email: str) -> None:
+                     email: str, reason: str) -> None:
     """Resolve the flagged text as an opt-out and unsubscribe `phone` from every program of the brand."""
     body = _claim(conn, now, brand=brand.key, message_id=message_id, resolution=Resolution.OPTED_OUT, by=email)
-    proof = Proof(source=Source.CONSOLE, consent_source=f"console:{email}", raw_text=body,
-                  reason="a flagged text treated as an opt-out in the console")
-    opt_out(conn, now, rules=rules, brand=brand, programs=list(brand.programs), phone=phone, notify=True, actor=None,
-            proof=proof)
+    console_opt_out(conn, now, rules=rules, brand=brand, programs=list(brand.programs), phone=phone, email=email,
+                    reason=f"a flagged text treated as an opt-out in the console: {reason}", raw_text=body)
 
 
 def dismiss(conn: Connection, now: datetime, *, brand: Brand, message_id: int, email: str) -> None:
@@ -56,4 +63,4 @@ def dismiss(conn: Connection, now: datetime, *, brand: Brand, message_id: int, e
     _claim(conn, now, brand=brand.key, message_id=message_id, resolution=Resolution.DISMISSED, by=email)
 
 
-__all__ = ["Resolution", "dismiss", "treat_as_opt_out"]
+__all__ = ["Resolution", "console_opt_out", "dismiss", "treat_as_opt_out"]

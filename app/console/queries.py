@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,9 +27,11 @@ TIMELINE_LIMIT = 500  # per kind of row: a phone with more shows its newest
 CSV_BATCH = 1000
 # A spreadsheet runs a cell that starts with one of these as a formula; a text's body is
 # whatever the sender typed (OWASP "CSV injection"), so such cells get a leading apostrophe.
+# A spreadsheet whose locale separates fields with ";" (most of Europe) splits
+# `STOP;=cmd|' /C calc'!A0` into two cells, the second a formula: every piece after a ";"
+# or "," that would start with one gets its apostrophe too.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# A separator a spreadsheet may split a cell at, then (after spaces) what would start a formula there.
-_INNER_FORMULA = re.compile(r"([;,]\s*)([=+\-@\t\r])")
+_FORMULA_PIECE = re.compile(r"([;,])(\s*)(?=[=+\-@\t\r])")
 _FREE_TEXT = frozenset({"raw_text", "keyword", "reason", "consent_source", "consent_proof"})
 LEDGER_COLUMNS = tuple(c.name for c in consent_events.columns)  # as `optline export consent` writes them
 
@@ -45,40 +47,6 @@ def status_counts(conn: Connection, *, brand: str) -> dict[str, dict[str, int]]:
     for program, status, count in rows:
         counts.setdefault(program, {})[status] = int(count)
     return counts
-
-
-def _day(conn: Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
-    # The UTC calendar day, as YYYY-MM-DD. SQLite keeps naive UTC text, so its first ten characters.
-    if conn.dialect.name == "sqlite":
-        return sa.func.substr(column, 1, 10)
-    return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
-
-
-# What the chart counts: a join is a subscription that became active (confirmed, single
-# opt-in or API opt-in); an opt-out is one that was active or pending and ended.
-_JOIN = sa.and_(consent_events.c.to_status == Status.SUBSCRIBED.value,
-                consent_events.c.from_status != Status.SUBSCRIBED.value)
-_OPT_OUT = sa.and_(consent_events.c.to_status == Status.UNSUBSCRIBED.value,
-                   consent_events.c.from_status.in_([Status.SUBSCRIBED.value, Status.PENDING.value]))
-
-
-def daily_changes(conn: Connection, *, brand: str, first_day: date, days: int) -> list[tuple[date, int, int]]:
-    """(day, joins, opt-outs) for each UTC day from `first_day`, `days` of them, zeros included."""
-    since = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
-    day = _day(conn, consent_events.c.created_at).label("day")
-    rows = conn.execute(
-        sa.select(day, sa.func.sum(sa.case((_JOIN, 1), else_=0)), sa.func.sum(sa.case((_OPT_OUT, 1), else_=0)))
-        .where(consent_events.c.brand == brand, consent_events.c.created_at >= since,
-               consent_events.c.created_at < since + timedelta(days=days), sa.or_(_JOIN, _OPT_OUT))
-        .group_by(day)
-    )
-    found = {str(d): (int(j or 0), int(o or 0)) for d, j, o in rows}
-    out = []
-    for offset in range(days):
-        current = first_day + timedelta(days=offset)
-        joins, opt_outs = found.get(current.isoformat(), (0, 0))
-        out.append((current, joins, opt_outs))
-    return out
 
 
 @dataclass(frozen=True)
@@ -182,10 +150,14 @@ def csv_cell(column: str, value: Any) -> str:
         value = json.dumps(value, ensure_ascii=False, sort_keys=True)
     text = str(value)
     if column in _FREE_TEXT:
-        text = _INNER_FORMULA.sub(r"\1'\2", text)
-        if text.startswith(_FORMULA_START):
-            return "'" + text
+        return neutralise(text)
     return text
+
+
+def neutralise(text: str) -> str:
+    """Free text made safe for a spreadsheet: no cell, nor piece after a ; or , separator, starts a formula."""
+    text = _FORMULA_PIECE.sub(r"\1\2'", text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def ledger_csv(engine: Engine, *, brand: str, where: LedgerFilter) -> Iterator[str]:
@@ -237,16 +209,37 @@ class FlaggedText:
     channel: str
 
 
+    to: str = ""  # the number (or service) it was sent to
+    service_id: str | None = None
+    resolution: str | None = None  # "opted_out" | "dismissed" once decided
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+
+
+def _flagged(rows: Any) -> list[FlaggedText]:
+    return [FlaggedText(r.id, r.from_phone, r.from_address, _aware(r.received_at), r.body, r.program, r.channel, r.to,
+                        r.service_id, r.flag_resolution,
+                        _aware(r.flag_resolved_at) if r.flag_resolved_at else None, r.flag_resolved_by)
+            for r in rows]
+
+
 def flagged_texts(conn: Connection, *, brand: str, limit: int = FLAGGED_LIMIT) -> list[FlaggedText]:
     """The brand's unresolved flagged texts, newest first."""
     m = inbound_messages.c
-    rows = conn.execute(
-        sa.select(m.id, m.from_phone, m.from_address, m.received_at, m.body, m.program, m.channel)
-        .where(m.brand == brand, m.flagged == sa.true(), m.flag_resolution.is_(None))
+    return _flagged(conn.execute(
+        sa.select(inbound_messages).where(m.brand == brand, m.flagged == sa.true(), m.flag_resolution.is_(None))
         .order_by(m.id.desc()).limit(limit)
-    )
-    return [FlaggedText(r.id, r.from_phone, r.from_address, _aware(r.received_at), r.body, r.program, r.channel)
-            for r in rows]
+    ))
+
+
+def flag_decisions(conn: Connection, *, brand: str, limit: int = 50) -> list[FlaggedText]:
+    """The brand's most recently decided flagged texts, with who decided what and when (newest texts first)."""
+    m = inbound_messages.c
+    # Walks the (brand, flagged, id) index from the newest; decided texts are the flagged ones with a resolution.
+    return _flagged(conn.execute(
+        sa.select(inbound_messages).where(m.brand == brand, m.flagged == sa.true(), m.flag_resolution.is_not(None))
+        .order_by(m.id.desc()).limit(limit)
+    ))
 
 
 def flagged_phone(conn: Connection, *, brand: str, message_id: int) -> tuple[bool, str | None]:
@@ -257,3 +250,67 @@ def flagged_phone(conn: Connection, *, brand: str, message_id: int) -> tuple[boo
                                       m.flag_resolution.is_(None))
     ).first()
     return (row is not None, row.from_phone if row is not None else None)
+
+
+@dataclass(frozen=True)
+class ProgramLine:
+    """One line of a phone's header: where it stands in one program and how it got there."""
+
+    program: str
+    status: str
+    since: datetime | None  # when it entered that status
+    how: str | None  # "keyword JOIN", "API with proof", "import", "console", …
+    how_detail: str | None  # the consent source, proof or text behind it
+    joined_at: datetime | None
+    last_opt_out: dict[str, Any] | None  # the latest opt-out event: created_at, source, event, reason, consent_source
+
+
+def _how(event: dict[str, Any]) -> tuple[str, str | None]:
+    """How a phone came to join, from the consent event that made it join."""
+    source, kind = event["source"], event["event"]
+    if kind.startswith("api_opt_in"):
+        proof = event.get("consent_proof") or {}
+        detail = ", ".join(str(v) for v in [event.get("consent_source"), *proof.values()] if v)
+        return ("API with proof" if proof or event.get("consent_source") else "API"), detail or None
+    if source == "import":
+        return "import", event.get("consent_source")
+    if source == "console":
+        return "console", event.get("consent_source")
+    if event.get("keyword"):
+        channel = "" if source == "sms" else f" ({source})"
+        return f"keyword {event['keyword']}{channel}", event.get("raw_text")
+    return source, event.get("raw_text")
+
+
+_ACTIVE = (Status.SUBSCRIBED.value, Status.PENDING.value)
+HEADER_EVENTS = 5000  # a phone with more consent events with one brand has its header read from the newest
+
+
+def phone_header(conn: Connection, *, brand: str, phone: str) -> list[ProgramLine]:
+    """Per program the phone has a subscription in: status, since when, how it joined, its last opt-out."""
+    subs = conn.execute(sa.select(subscriptions).where(subscriptions.c.brand == brand, subscriptions.c.phone == phone)
+                        .order_by(subscriptions.c.program)).mappings().all()
+    events = conn.execute(
+        sa.select(consent_events).where(consent_events.c.brand == brand, consent_events.c.phone == phone)
+        .order_by(consent_events.c.id.desc()).limit(HEADER_EVENTS)
+    ).mappings().all()
+    lines = []
+    for sub in subs:
+        mine = [e for e in events if e["program"] == sub["program"]]  # newest first
+        joined = next((e for e in mine if e["to_status"] in _ACTIVE and e["from_status"] not in _ACTIVE), None)
+        confirmed = next((e for e in mine if e["to_status"] == Status.SUBSCRIBED.value
+                          and e["from_status"] != Status.SUBSCRIBED.value), None)
+        entered = next((e for e in mine if e["to_status"] == sub["status"] and e["from_status"] != sub["status"]), None)
+        left = next((e for e in mine if e["to_status"] == Status.UNSUBSCRIBED.value
+                     and e["from_status"] != Status.UNSUBSCRIBED.value), None) or \
+            next((e for e in mine if e["to_status"] == Status.UNSUBSCRIBED.value), None)
+        how, detail = _how(dict(joined)) if joined is not None else (None, None)
+        if confirmed is not None and joined is not None and confirmed["id"] != joined["id"] and \
+                sub["status"] == Status.SUBSCRIBED.value:
+            how = f"{how}, confirmed by {'keyword ' + confirmed['keyword'] if confirmed['keyword'] else confirmed['source']}"
+        since = _aware(entered["created_at"]) if entered is not None else (
+            _aware(sub["updated_at"]) if sub["updated_at"] else None)
+        lines.append(ProgramLine(sub["program"], sub["status"], since, how, detail,
+                                 _aware(joined["created_at"]) if joined is not None else None,
+                                 dict(left) if left is not None else None))
+    return lines

@@ -1,4 +1,4 @@
-"""Console sessions in signed cookies, CSRF tokens bound to them, and sign-in throttling.
+"""Console sessions in signed cookies, CSRF tokens bound to them, and one-time flashes.
 
 A session cookie holds `{"u": user id, "s": session nonce, "t": issued at}` signed with
 the process key (app.signing, purpose `console.session`). Nothing is stored server-side,
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +26,8 @@ PRE_SESSION_COOKIE = "optline_console_pre"
 COOKIE_PATH = "/console"
 SESSION_SECONDS = 12 * 3600  # a working day; then sign in again
 PRE_SESSION_SECONDS = 3600
+FLASH_COOKIE = "optline_console_flash"
+FLASH_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class SessionCodec:
         key = secret_key(settings)
         self._session = Signer(key, "console.session")
         self._csrf = Signer(key, "console.csrf")
+        self._flash = Signer(key, "console.flash")
         # Browsers send a Secure cookie back only over HTTPS: set it whenever optline is served that way.
         self.secure = settings.public_url.startswith("https://")
 
@@ -99,48 +100,32 @@ class SessionCodec:
         value = self._csrf.loads(token or "")
         return isinstance(value, str) and hmac.compare_digest(value.encode(), nonce.encode())
 
+    def flash(self, response: Response, value: str, *, session: Session, now: datetime) -> None:
+        """Hand `value` to this session's next page, once (a new API key after its POST-redirect-GET)."""
+        signed = self._flash.dumps({"v": value, "s": session.nonce, "t": now.timestamp()})
+        self._set(response, FLASH_COOKIE, signed, FLASH_SECONDS)
+
+    def has_flash(self, request: Request) -> bool:
+        """True when the browser holds a flash (the page must then `clear_flash`)."""
+        return FLASH_COOKIE in request.cookies
+
+    def clear_flash(self, response: Response) -> None:
+        """Delete the flash from the browser: it is shown once."""
+        response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH, secure=self.secure, httponly=True, samesite="lax")
+
+    def read_flash(self, request: Request, *, session: Session, now: datetime) -> str | None:
+        """The value `flash` handed this session (None when none, another session's, or stale)."""
+        raw = request.cookies.get(FLASH_COOKIE)
+        if raw is None:
+            return None
+        data = self._flash.loads(raw)
+        if not isinstance(data, dict) or data.get("s") != session.nonce or not isinstance(data.get("v"), str):
+            return None
+        issued = data.get("t")
+        if not isinstance(issued, (int, float)) or not issued <= now.timestamp() < issued + FLASH_SECONDS:
+            return None
+        return data["v"]  # type: ignore[no-any-return]
+
     def _set(self, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, secure=self.secure, httponly=True,
                             samesite="lax")
-
-
-class Throttle:
-    """At most `limit` failed sign-ins per key in a sliding `window` of seconds (per process).
-
-    Keys are the email and the client address, so one address cannot try many emails and
-    many addresses cannot try one email without each being slowed.
-    """
-
-    def __init__(self, *, limit: int, window: float, max_keys: int = 10_000):
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self._failures: dict[str, deque[float]] = {}
-
-    def retry_after(self, key: str) -> int:
-        """Seconds until `key` may try again; 0 when it may now."""
-        if key not in self._failures:
-            return 0
-        failures = self._recent(key)
-        if len(failures) < self.limit:
-            return 0
-        return max(1, int(failures[0] + self.window - time.monotonic()) + 1)
-
-    def failed(self, key: str) -> None:
-        """Count one failed sign-in for `key`."""
-        if len(self._failures) >= self.max_keys:
-            # A flood of distinct keys must not grow memory without bound; forget the oldest half.
-            for stale in list(self._failures)[: self.max_keys // 2]:
-                del self._failures[stale]
-        self._recent(key).append(time.monotonic())
-
-    def succeeded(self, key: str) -> None:
-        """Forget `key`'s failures."""
-        self._failures.pop(key, None)
-
-    def _recent(self, key: str) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        horizon = time.monotonic() - self.window
-        while failures and failures[0] < horizon:
-            failures.popleft()
-        return failures

@@ -1,0 +1,225 @@
+"""`make bench` (`--only console`): each console page's p95 at 1,000,000 subscriptions and 10,000,000
+consent events, on SQLite and PostgreSQL (goal: under 300 ms).
+
+Steps, each printed as one JSON line:
+1. fill: a new database of each engine gets `--console-subscriptions` subscriptions of acme (70 %
+   deals, 30 % news; a mix of statuses and of keyword and API joins) and `--console-events`
+   consent events spread over the last 365 days, by plain bulk inserts (COPY on PostgreSQL): the
+   write paths are measured elsewhere, this is about reading;
+2. rollup: the analytics rollup catches up with the whole ledger (app.console.rollup), timed;
+3. pages: `optline serve` on that database, a console user signed in over HTTP, each page
+   requested `--console-requests` times in turn; p50/p95/max per page.
+The full scale takes a while (the fill dominates: minutes per engine); `--console-subscriptions
+100000 --console-events 1000000` gives a quick look.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import sqlalchemy as sa
+
+from app.console import rollup
+from app.db import make_engine
+from bench.load import Server, database, emit, free_port, phone_number, unthrottled_keywords
+
+PASSWORD = "bench console password"
+EMAIL = "bench@acme.example"
+STATUSES = ("subscribed",) * 6 + ("unsubscribed",) * 3 + ("pendingDOI",)
+TRANSITIONS = (  # (event, from, to, source, keyword), weighted by repetition
+    ("join", "none", "pendingDOI", "sms", "JOIN"), ("confirm", "pendingDOI", "subscribed", "sms", "YES"),
+    ("join", "none", "pendingDOI", "sms", "DEALS"), ("confirm", "pendingDOI", "subscribed", "sms", "Y"),
+    ("api_opt_in", "none", "subscribed", "api", None), ("stop", "subscribed", "unsubscribed", "sms", "STOP"),
+    ("join", "unsubscribed", "pendingDOI", "sms", "JOIN"), ("doi_expired", "pendingDOI", "none", "system", None),
+    ("stop", "subscribed", "unsubscribed", "sms", "STOP"), ("join", "none", "pendingDOI", "sms", "JOIN"),
+)
+EVENT_COLUMNS = ("subscription_id", "brand", "program", "phone", "event", "from_status", "to_status", "source",
+                 "keyword", "provider_message_id", "raw_text", "consent_source", "created_at")
+SUB_COLUMNS = ("id", "brand", "program", "phone", "status", "keyword", "consent_source", "joined_at",
+               "subscribed_at", "unsubscribed_at", "created_at", "updated_at")
+CHUNK = 50_000
+
+
+def _program(n: int) -> str:
+    return "deals" if n % 10 < 7 else "news"
+
+
+def _ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _subscriptions(start: int, stop: int, now: datetime, rng: random.Random) -> list[tuple[Any, ...]]:
+    rows = []
+    for n in range(start, stop):
+        joined = now - timedelta(seconds=rng.randrange(365 * 86400))
+        status = STATUSES[n % len(STATUSES)]
+        api = n % 5 == 0
+        rows.append((f"sub_B{n:012d}", "acme", _program(n), phone_number(n), status,
+                     None if api else ("JOIN" if n % 3 else "YES"), "web-checkout" if api else None, _ts(joined),
+                     _ts(joined) if status != "pendingDOI" else None,
+                     _ts(joined + timedelta(days=3)) if status == "unsubscribed" else None, _ts(joined), _ts(joined)))
+    return rows
+
+
+def _events(start: int, stop: int, subscriptions: int, now: datetime, rng: random.Random) -> list[tuple[Any, ...]]:
+    rows = []
+    for n in range(start, stop):
+        sub = rng.randrange(subscriptions)
+        event, before, after, source, keyword = TRANSITIONS[n % len(TRANSITIONS)]
+        at = now - timedelta(seconds=rng.randrange(365 * 86400))
+        rows.append((f"sub_B{sub:012d}", "acme", _program(sub), phone_number(sub), event, before, after, source,
+                     keyword, f"SMbench{n:024d}" if source == "sms" else None, keyword,
+                     "web-checkout" if source == "api" else None, _ts(at)))
+    return rows
+
+
+def _insert(engine: sa.Engine, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            cursor = conn.connection.driver_connection.cursor()
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    with engine.begin() as conn:
+        conn.connection.driver_connection.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+
+
+def fill(url: str, *, subscriptions: int, events: int) -> None:
+    """Bulk-load the subscriptions and the ledger; print how long each took."""
+    engine = make_engine(url)
+    now, rng = datetime.now(UTC), random.Random(20261207)
+    started = time.perf_counter()
+    for start in range(0, subscriptions, CHUNK):
+        _insert(engine, "subscriptions", SUB_COLUMNS, _subscriptions(start, min(subscriptions, start + CHUNK), now, rng))
+    loaded = time.perf_counter()
+    for start in range(0, events, CHUNK):
+        _insert(engine, "consent_events", EVENT_COLUMNS, _events(start, min(events, start + CHUNK), subscriptions,
+                                                                 now, rng))
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE"))
+    emit(figure="console_fill", engine=engine.dialect.name, subscriptions=subscriptions, events=events,
+         subscriptions_s=round(loaded - started, 1), events_s=round(time.perf_counter() - loaded, 1))
+    engine.dispose()
+
+
+def roll_up(url: str, engine_name: str, events: int) -> None:
+    """Count the whole ledger into consent_rollup, as the serve processes would, and time it."""
+    engine = make_engine(url, writer=True)
+    later = datetime.now(UTC) + rollup.SETTLE + timedelta(seconds=1)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        rollup.catch_up(conn, datetime.now(UTC))  # notes the newest id
+    counted = 0
+    while True:
+        with engine.begin() as conn:
+            done = rollup.catch_up(conn, later)
+        counted += done
+        if done < rollup.SPAN:
+            break
+    seconds = time.perf_counter() - started
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM consent_rollup")).scalar()
+    emit(figure="console_rollup", engine=engine_name, events=counted, rollup_rows=rows, seconds=round(seconds, 1),
+         events_per_s=round(counted / seconds) if seconds else None)
+    engine.dispose()
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF token"
+    return found.group(1)
+
+
+def pages(subscriptions: int) -> dict[str, str]:
+    """Every console page, as a person opens it (the heaviest choice where there is one)."""
+    phone = phone_number(7).replace("+", "%2B")
+    deep = phone_number(subscriptions // 2)
+    return {
+        "programs": "/console/programs",
+        "subscribers": "/console/programs/deals",
+        "subscribers_status": "/console/programs/deals?status=pendingDOI",
+        "subscribers_deep": f"/console/programs/deals?after={deep.replace('+', '%2B')}",
+        "subscribers_search": "/console/programs/deals?number=1415250",
+        "subscribers_joined": "/console/programs/news?joined_since=2026-06-01&joined_until=2026-06-30",
+        "phone": f"/console/phones/{phone}",
+        "ledger": "/console/ledger",
+        "ledger_filtered": "/console/ledger?event=stop&program=news",
+        "analytics_30_days": "/console/analytics",
+        "analytics_year_weekly": f"/console/analytics?by=week&from={(datetime.now(UTC) - timedelta(days=364)).date()}",
+        "operations": "/console/operations",
+        "flagged": "/console/flagged",
+        "keywords": "/console/keywords",
+        "playground": "/console/playground",
+        "account": "/console/account",
+        "keys": "/console/keys",
+    }
+
+
+def measure(url: str, engine_name: str, folder: Path, *, subscriptions: int, requests: int) -> None:
+    """`optline serve` on the filled database; each page's p50/p95/max over `requests` rounds."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OPTLINE_DATABASE_URL": url, "OPTLINE_PUBLIC_URL": base,
+           "OPTLINE_PROVIDER": "console", "OPTLINE_LOG_LEVEL": "WARNING",
+           "OPTLINE_KEYWORDS": str(unthrottled_keywords(folder)), "OPTLINE_SECRET_KEY": "bench-console-" + "k" * 32}
+    subprocess.run([sys.executable, "-m", "app.cli", "users", "create", "--brand", "acme", "--email", EMAIL,
+                    "--role", "owner", "--password-stdin"], input=PASSWORD + "\n", env=env, check=True,
+                   capture_output=True, text=True)
+    server = Server([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+                    ready_url=f"{base}/readyz", log=folder / f"console-{engine_name}.log")
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            token = _csrf(client.get("/console/login").text)
+            signed = client.post("/console/login", data={"csrf": token, "email": EMAIL, "password": PASSWORD})
+            assert signed.status_code in (200, 303), signed.text[:300]
+            paths = pages(subscriptions)
+            times: dict[str, list[float]] = {name: [] for name in paths}
+            for name, path in paths.items():  # once each first: caches warm, every page answers
+                response = client.get(path)
+                assert response.status_code == 200, (name, response.status_code, response.text[:300])
+            for _ in range(requests):
+                for name, path in paths.items():
+                    started = time.perf_counter()
+                    response = client.get(path)
+                    times[name].append(time.perf_counter() - started)
+            for name, values in times.items():
+                ordered = sorted(values)
+                p95 = ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
+                emit(figure="console_page", engine=engine_name, page=name, subscriptions=subscriptions,
+                     p50_ms=round(statistics.median(values) * 1000, 1), p95_ms=round(p95 * 1000, 1),
+                     max_ms=round(ordered[-1] * 1000, 1), under_300ms=p95 < 0.3)
+    finally:
+        server.stop()
+
+
+def run(args: Any, folder: Path) -> None:
+    """The whole console figure, for each engine asked."""
+    for engine_name in args.engines:
+        with database(engine_name, folder, "console") as url:
+            if url is None:
+                continue
+            subprocess.run([sys.executable, "-m", "app.cli", "migrate"], check=True, capture_output=True,
+                           env={**os.environ, "OPTLINE_DATABASE_URL": url})
+            fill(url, subscriptions=args.console_subscriptions, events=args.console_events)
+            roll_up(url, engine_name, args.console_events)
+            measure(url, engine_name, folder, subscriptions=args.console_subscriptions,
+                    requests=args.console_requests)
+
+
+__all__ = ["fill", "measure", "roll_up", "run"]
