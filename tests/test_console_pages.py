@@ -4,6 +4,7 @@ the brand) and operations (backlog, held texts, failures by code, STOP latency).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
@@ -56,8 +57,9 @@ def test_the_operations_page(ada: Console) -> None:
             _outbox_row(status="failed", error_code=30007, error_reason="carrier filtered", created_at=now,
                         updated_at=now),
             _outbox_row(status="undelivered", error_code=30003, created_at=now, updated_at=now),
-            _outbox_row(status="held", error_reason="quiet hours in FL until 08:00", next_attempt_at=now,
-                        created_at=now, updated_at=now),
+            # Held for quiet hours (app.holds): pending, due when the window opens, with why.
+            _outbox_row(status="pending", held_until=now + timedelta(hours=9), held_reason="quiet_hours",
+                        next_attempt_at=now + timedelta(hours=9), created_at=now, updated_at=now),
             _outbox_row(status="pending", next_attempt_at=now, created_at=now, updated_at=now,
                         brand="bistro"),  # another brand's backlog is not shown
         ]:
@@ -65,10 +67,10 @@ def test_the_operations_page(ada: Console) -> None:
 
     ada.gateway.state.writer.call(add)
     html = ada.get("/console/operations").text
-    assert re.search(r'<tr data-status="pending"><th scope="row">pending</th><td class="num" data-field="count">0<',
+    assert re.search(r'<tr data-status="pending"><th scope="row">pending</th><td class="num" data-field="count">1<',
                      html)
-    assert re.search(r'data-status="held">.*?data-field="count">1<', html, re.S)
-    assert "quiet hours in FL until 08:00" in html and 'id="held-empty"' not in html
+    held = re.search(r'<table class="held">(.*?)</table>', html, re.S).group(1)  # type: ignore[union-attr]
+    assert ADA in held and "quiet hours" in held and 'id="held-empty"' not in html
     assert re.search(r'<tr data-code="30007"><td>failed</td><td>30007</td><td>carrier filtered</td>'
                      r'<td class="num">2</td>', html)
     assert 'data-code="30003"' in html

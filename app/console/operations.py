@@ -19,9 +19,10 @@ from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
 from app.console.web import Ctx, page
+from app.holds import list_held
 from app.models import consent_events, inbound_messages, outbox
 
-QUEUE_STATES = ("pending", "dispatching", "sending", "held", "failed", "undelivered")
+QUEUE_STATES = ("pending", "dispatching", "sending")  # a held text is pending with held_until (app.holds)
 FAILED_STATES = ("failed", "undelivered")
 SAMPLE = 2000  # STOPs per window the latencies are computed from (the newest)
 HELD_LIMIT = 50
@@ -56,10 +57,10 @@ def backlog(conn: Connection, *, brand: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         sa.select(outbox.c.status, sa.func.count(), sa.func.min(outbox.c.next_attempt_at),
                   sa.func.min(outbox.c.created_at))
-        .where(outbox.c.status.in_(QUEUE_STATES[:4]), outbox.c.brand == brand).group_by(outbox.c.status))
+        .where(outbox.c.status.in_(QUEUE_STATES), outbox.c.brand == brand).group_by(outbox.c.status))
     found = {r[0]: (int(r[1]), _aware(r[2]), _aware(r[3])) for r in rows}
     return [{"status": s, "count": found.get(s, (0, None, None))[0], "oldest_due": found.get(s, (0, None, None))[1],
-             "oldest_created": found.get(s, (0, None, None))[2]} for s in QUEUE_STATES[:4]]
+             "oldest_created": found.get(s, (0, None, None))[2]} for s in QUEUE_STATES]
 
 
 def failures(conn: Connection, *, brand: str, since: datetime) -> list[tuple[str, int | None, str | None, int]]:
@@ -69,15 +70,6 @@ def failures(conn: Connection, *, brand: str, since: datetime) -> list[tuple[str
         .where(outbox.c.status.in_(FAILED_STATES), outbox.c.brand == brand, outbox.c.created_at >= since)
         .group_by(outbox.c.status, outbox.c.error_code).order_by(sa.func.count().desc()))
     return [(r[0], r[1], r[2], int(r[3])) for r in rows]
-
-
-def held(conn: Connection, *, brand: str) -> list[dict[str, Any]]:
-    """Texts held back (quiet hours and the like), the oldest first, with why."""
-    rows = conn.execute(sa.select(outbox.c.id, outbox.c.phone, outbox.c.program, outbox.c.purpose,
-                                  outbox.c.next_attempt_at, outbox.c.error_reason, outbox.c.created_at)
-                        .where(outbox.c.status == "held", outbox.c.brand == brand)
-                        .order_by(outbox.c.next_attempt_at).limit(HELD_LIMIT)).mappings().all()
-    return [dict(r) for r in rows]
 
 
 def _chunks(items: list[Any]) -> list[list[Any]]:
@@ -133,7 +125,7 @@ async def operations(ctx: Ctx) -> Response:
     now = ctx.state.clock()
 
     def read(conn: Connection) -> dict[str, Any]:
-        out: dict[str, Any] = {"backlog": backlog(conn, brand=brand), "held": held(conn, brand=brand),
+        out: dict[str, Any] = {"backlog": backlog(conn, brand=brand), "held": list_held(conn, now, brand=brand, limit=HELD_LIMIT),
                                "failures": failures(conn, brand=brand, since=now - timedelta(days=1))}
         suppress, reply = [], []
         for window, span in (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1))):
