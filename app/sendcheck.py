@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from app.errors import InvalidInput, Unprocessable
 from app.holds import CAP_WINDOW, DAILY_CAP, QUIET_HOURS, decide, per_phone, per_phone_tuples, program_cap, texts_for
 from app.keywords import Brand
+from app.ledger import phone_key, pseudonym
 from app.phone import in_countries, to_e164
 from app.rules.area_codes import us_state
 from app.rules.quiet_hours import number_zones, recipient_zones, window_text
@@ -72,9 +73,20 @@ def _allowed_country(brand: Brand, phone: str) -> bool:
     return in_countries(phone, allowed)
 
 
+def _erased_aliases(phones: Sequence[str], found: set[str]) -> dict[str, str]:
+    """The pseudonym of each phone with no row under its number: an erased number keeps its consent
+    (and its opt-outs) under its pseudonym until it is seen again (app.erasure). Alias -> phone."""
+    return {pseudonym(phone_key(phone)): phone for phone in phones if phone not in found}
+
+
 def _subscriptions(raw: Raw, brand: str, phones: list[str]) -> dict[tuple[str, str], tuple[str, Any]]:
-    """(status, opted_out_at as stored) of each (phone, program)."""
-    rows = per_phone_tuples(raw, brand, phones, "phone, program, status, opted_out_at", "subscriptions")
+    """(status, opted_out_at as stored) of each (phone, program), erased numbers included."""
+    columns = "phone, program, status, opted_out_at"
+    rows = per_phone_tuples(raw, brand, phones, columns, "subscriptions")
+    aliases = _erased_aliases(phones, {row[0] for row in rows})
+    if aliases:
+        rows = [*rows, *((aliases[alias], *rest) for alias, *rest in
+                         per_phone_tuples(raw, brand, sorted(aliases), columns, "subscriptions"))]
     return {(phone, program): (status, opted) for phone, program, status, opted in rows}
 
 
@@ -104,8 +116,13 @@ def _opt_outs(raw: Raw, brand: Brand, keys: set[tuple[str, str]]) -> dict[tuple[
     if not keys:
         return {}
     events = ", ".join(f"'{e}'" for e in _OPT_OUT_EVENTS)
-    rows = per_phone(raw, brand.key, sorted({phone for phone, _program in keys}),
-                      "id, phone, program, source, created_at", "consent_events", f"event IN ({events})")
+    phones = sorted({phone for phone, _program in keys})
+    columns, where = "id, phone, program, source, created_at", f"event IN ({events})"
+    rows = per_phone(raw, brand.key, phones, columns, "consent_events", where)
+    aliases = _erased_aliases(phones, {row["phone"] for row in rows})
+    if aliases:
+        rows = [*rows, *({**row, "phone": aliases[row["phone"]]} for row in
+                         per_phone(raw, brand.key, sorted(aliases), columns, "consent_events", where))]
     latest: dict[tuple[str, str], tuple[str, Any]] = {}
     programs_at: dict[tuple[str, Any], set[str]] = {}
     for row in sorted(rows, key=lambda r: r["id"]):

@@ -122,6 +122,13 @@ def test_an_erased_opted_out_number_stays_suppressed_and_the_ledger_verifies(gat
     put = gateway.client.put(f"/v1/contacts/{PHONE}", headers={"x-api-key": key}, json={
         "channels": {"sms": {"programs": {"deals": {"subscribeStatus": "subscribed"}}}}})
     assert put.status_code == 409, put.text
+    # So does the send check, with the opt-out's time and source (read under the number's pseudonym).
+    check = gateway.client.post("/v1/send-check", headers={"x-api-key": key}, json={
+        "items": [{"phoneNumber": PHONE, "program": "deals"}]})
+    assert check.status_code == 200, check.text
+    [answer] = check.json()["items"]
+    assert answer["allowed"] is False
+    assert [(r["code"], r.get("source")) for r in answer["reasons"]][:1] == [("opted_out", "sms")]
     # A text from the number finds its subscription again, with the opt-out time it had.
     gateway.text("HELP", from_=PHONE)
     assert gateway.query("SELECT opted_out_at FROM subscriptions WHERE phone = :p AND program = 'deals'",
