@@ -34,8 +34,10 @@ run: $(RUN_STAMP)
 	$(BIN)/optline migrate
 	$(BIN)/optline serve --host $(HOST) --port $(PORT)
 
+# The suite runs in one worker process per core (pytest-xdist); a test module's tests stay in one
+# worker, so its module-scoped servers start once.
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadscope
 
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk))
