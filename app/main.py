@@ -28,6 +28,7 @@ from app.console import pages as console_pages
 from app import erasure, ledger
 from app.console import rollup
 from app.console.headers import ConsoleHeaders
+from app.carrier import carrier_opt_out
 from app.db import Writer, make_engine, utcnow
 from app.proof import ledger_key
 from app.errors import DatabaseUnavailable
@@ -97,6 +98,7 @@ def build_state(
         concurrency=settings.send_concurrency, deadlines=deadlines(settings),
         retry_base=settings.retry_base_seconds, retry_cap=settings.retry_cap_seconds,
         poll_seconds=settings.poll_seconds, clock=clock, event_poster=event_poster, metrics=metrics,
+        carrier_opt_out=carrier_opt_out,
     )
     return state
 

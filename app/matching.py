@@ -18,7 +18,7 @@ from app.optout import Outcome, detect_normalized, symbol_verdict
 from app.optout.detector import only_politeness
 
 if TYPE_CHECKING:
-    from app.keywords import Brand, Program
+    from app.brands import Brand, Program
 
 
 class Kind(StrEnum):

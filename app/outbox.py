@@ -42,7 +42,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from app.consent import Proof, apply_event, load_subs
 from app.db import Writer, utcnow
 from app.errors import DatabaseUnavailable
 from app.keywords import Rules
@@ -55,6 +54,11 @@ from app.ratelimit import take
 from app.providers.twilio import ERROR_UNSUBSCRIBED
 from app.sql import Array, Raw, in_list, insert_sql
 from app.subscriptions import Event, Source
+
+# Applies a carrier's opt-out (21610 and the like) in the caller's transaction: app.carrier's
+# `carrier_opt_out`, handed in by whoever builds the sender, since consent changes are not the
+# queue's to make (and the consent room already depends on this one).
+CarrierOptOut = Callable[..., object]
 
 log = logging.getLogger("optline.outbox")
 
@@ -490,8 +494,9 @@ def _settle_wait(raw: Raw, now: datetime, row_id: int, wait: float) -> float:
 
 
 def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, result: SendResult,
-                rules: Rules | None = None) -> None:
-    """Record the provider's acceptance (merging a delivery report that may have come first)."""
+                rules: Rules | None = None, opt_out: CarrierOptOut | None = None) -> None:
+    """Record the provider's acceptance (merging a delivery report that may have come first); a 21610 report that
+    came first opts the phone out through `opt_out`."""
     raw = Raw(conn)
     # A brand event is done when the CRM answered 2xx; a text is only queued at the provider.
     status = OutboxStatus.DELIVERED if result.status == "delivered" else OutboxStatus.QUEUED
@@ -512,9 +517,9 @@ def record_sent(conn: Connection, now: datetime, *, row_id: int, worker: str, re
          "worker": worker},
     )
     row = rows[0] if rows else None
-    if row is not None and error_code == ERROR_UNSUBSCRIBED and row["brand"] and row["phone"]:
+    if opt_out is not None and row is not None and error_code == ERROR_UNSUBSCRIBED and row["brand"] and row["phone"]:
         # The carrier's 21610 report beat us here (the webhook found no row by this id yet).
-        carrier_opt_out(conn, now, rules=rules, brand=row["brand"], phone=row["phone"], to=row["from_number"],
+        opt_out(conn, now, rules=rules, brand=row["brand"], phone=row["phone"], to=row["from_number"],
                         service_id=row["service_id"], code=error_code, message_id=result.message_id)
 
 
@@ -526,9 +531,11 @@ class SentRecord:
     worker: str
     result: SendResult
     rules: Rules | None
+    opt_out: CarrierOptOut | None = None
 
     def __call__(self, conn: Connection, now: datetime) -> None:
-        record_sent(conn, now, row_id=self.row_id, worker=self.worker, result=self.result, rules=self.rules)
+        record_sent(conn, now, row_id=self.row_id, worker=self.worker, result=self.result, rules=self.rules,
+                    opt_out=self.opt_out)
 
 
 def record_sent_many(conn: Connection, now: datetime, records: Sequence[SentRecord]) -> None:
@@ -577,9 +584,9 @@ def record_sent_many(conn: Connection, now: datetime, records: Sequence[SentReco
 
 def record_failure(
     conn: Connection, now: datetime, *, row: Claimed, worker: str, error: SendError, retry_at: datetime | None,
-    rules: Rules | None,
+    rules: Rules | None, opt_out: CarrierOptOut | None = None,
 ) -> None:
-    """Record a failed send: back to pending for a retry, or failed; 21610 also opts the phone out."""
+    """Record a failed send: back to pending for a retry, or failed; 21610 also opts the phone out (`opt_out`)."""
     values: dict[str, Any] = {
         "error_code": error.code, "error_reason": str(error)[:500], "now": now, "id": row.id, "worker": worker,
         "status": OutboxStatus.PENDING.value if retry_at is not None else OutboxStatus.FAILED.value,
@@ -597,32 +604,9 @@ def record_failure(
         raw.execute(f"UPDATE outbox SET status = 'cancelled', error_reason = :reason, updated_at = :now"
                     f" WHERE id = :id AND status = 'pending' AND NOT {_STILL_ALLOWED}",
                     {"id": row.id, "now": now, "reason": CANCELLED_BY_OPT_OUT})
-    if error.opted_out and row.brand and row.phone:
-        carrier_opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone,
+    if opt_out is not None and error.opted_out and row.brand and row.phone:
+        opt_out(conn, now, rules=rules, brand=row.brand, phone=row.phone,
                         to=row.from_number, service_id=row.service_id, code=error.code)
-
-
-def carrier_opt_out(
-    conn: Connection, now: datetime, *, rules: Rules | None, brand: str, phone: str, to: str | None,
-    service_id: str | None, code: int | None, message_id: str | None = None, raw_text: str | None = None,
-) -> list[str]:
-    """Unsubscribe `phone` from every program on that sender (source carrier); returns the programs."""
-    programs: list[str] | None = None
-    if rules is not None:
-        sender = rules.for_sender(to, service_id)
-        if sender is not None:
-            programs = [p.key for p in sender.programs]
-    subs = load_subs(conn, brand=brand, phone=phone, programs=programs)
-    proof = Proof(source=Source.CARRIER, message_id=message_id, raw_text=raw_text,
-                  keyword=f"error {code}" if code else None)
-    from app.consent import Sub  # local: keeps the import graph one-way for readers
-
-    for program in programs or list(subs):
-        sub = subs.get(program) or Sub.blank(brand=brand, program=program, phone=phone, now=now)
-        apply_event(conn, sub, Event.CARRIER_OPT_OUT, now=now, proof=proof,
-                    brand=rules.brands.get(brand) if rules is not None else None)
-    cancel_queued(conn, [{"brand": brand, "phone": phone, "now": now}], programs=programs)
-    return programs or list(subs)
 
 
 def backlog(conn: Connection) -> list[tuple[str, str, int, datetime | None]]:
@@ -687,8 +671,10 @@ class OutboxSender:
         clock: Callable[[], datetime],
         event_poster: Callable[[Claimed], None] | None = None,
         metrics: Metrics | None = None,
+        carrier_opt_out: CarrierOptOut | None = None,
     ) -> None:
         self.writer = writer
+        self.carrier_opt_out = carrier_opt_out  # applies a 21610 refusal's opt-out (app.carrier)
         self.reader = reader
         self.providers = providers
         self.rules = rules
@@ -901,7 +887,7 @@ class OutboxSender:
         if isinstance(outcome, SendResult):
             self.sent += 1
             self.metrics.sent(row.channel, "sent")
-            self._record_later(SentRecord(row.id, self.worker_id, outcome, self.rules),
+            self._record_later(SentRecord(row.id, self.worker_id, outcome, self.rules, self.carrier_opt_out),
                                row, locks=[row.phone] if row.phone else (), sent=True)
             return
         retry_at = None
@@ -918,7 +904,8 @@ class OutboxSender:
         log.warning("send of outbox row %s to %s failed: %s%s", row.id, mask(row.phone), outcome,
                     " (will retry)" if retry_at else "")
         self._record_later(lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
-                                                         retry_at=retry_at, rules=self.rules),
+                                                         retry_at=retry_at, rules=self.rules,
+                                                         opt_out=self.carrier_opt_out),
                            row, locks=[row.phone] if outcome.opted_out and row.phone else (), sent=False)
 
     def _record_later(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...], sent: bool) -> None:

@@ -28,6 +28,7 @@ from app.db import make_engine
 from app.keywords import load_rules
 from app.main import create_app
 from app.models import outbox
+from app.carrier import carrier_opt_out
 from app.outbox import Claimed, backoff, cancel_queued, claim, dispatch, enqueue_sms, record_delivery, record_failure, record_sent
 from app.providers.base import DeliveryStatus, SendError, SendResult
 from app.providers.twilio import TwilioProvider
@@ -352,7 +353,7 @@ def test_21610_callback_arriving_before_record_sent_still_opts_out(gateway: Gate
     assert gateway.status(sid, "failed", ErrorCode="21610").status_code == 200
     gateway.state.writer.call(lambda c, now: record_sent(c, now, row_id=claimed.id, worker="w1",
                                                          result=SendResult(message_id=sid, status="accepted"),
-                                                         rules=gateway.state.rules))
+                                                         rules=gateway.state.rules, opt_out=carrier_opt_out))
     assert tuple(outbox_row(gateway)[1:4]) == ("failed", 1, 21610)
     assert gateway.subs(PHONE) == {"deals": "unsubscribed", "news": "unsubscribed"}
 

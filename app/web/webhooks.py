@@ -30,12 +30,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.carrier import carrier_opt_out
 from app.delivery_parts import record_part_delivery
 from app.errors import DatabaseUnavailable, InvalidPayload
 from app.inbound import InboundJob, InboundResult
 from app.keywords import Kind
 from app.models import inbound_messages, outbox
-from app.outbox import carrier_opt_out, record_delivery
+from app.outbox import record_delivery
 from app.phone import mask, whatsapp_user_id
 from app.providers.base import ExplainsRefusals, InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
 from app.providers.twilio import (
