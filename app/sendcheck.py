@@ -73,17 +73,28 @@ def _allowed_country(brand: Brand, phone: str) -> bool:
     return in_countries(phone, allowed)
 
 
-def _erased_aliases(phones: Sequence[str], found: set[str]) -> dict[str, str]:
-    """The pseudonym of each phone with no row under its number: an erased number keeps its consent
-    (and its opt-outs) under its pseudonym until it is seen again (app.erasure). Alias -> phone."""
-    return {pseudonym(phone_key(phone)): phone for phone in phones if phone not in found}
+def _erased_aliases(raw: Raw, brand: str, phones: Sequence[str], found: set[str]) -> dict[str, str]:
+    """The pseudonym of each erased phone with no row under its number: an erased number keeps its consent
+    (and its opt-outs) under its pseudonym until it is seen again (app.erasure). Alias -> phone.
+
+    One probe of `erasures` per phone not found, by its keyed hash: a check of phones that are
+    simply unknown pays no second look at the subscriptions.
+    """
+    keys = {phone_key(phone): phone for phone in phones if phone not in found}
+    if not keys:
+        return {}
+    params: dict[str, Any] = {"brand": brand}
+    source = raw.each("k", list(keys), params)
+    erased = raw.execute(f"SELECT k.value FROM {source} WHERE EXISTS (SELECT 1 FROM erasures e"
+                         " WHERE e.phone_key = k.value AND e.brand = :brand)", params).fetchall()
+    return {pseudonym(key): keys[key] for key, in erased}
 
 
 def _subscriptions(raw: Raw, brand: str, phones: list[str]) -> dict[tuple[str, str], tuple[str, Any]]:
     """(status, opted_out_at as stored) of each (phone, program), erased numbers included."""
     columns = "phone, program, status, opted_out_at"
     rows = per_phone_tuples(raw, brand, phones, columns, "subscriptions")
-    aliases = _erased_aliases(phones, {row[0] for row in rows})
+    aliases = _erased_aliases(raw, brand, phones, {row[0] for row in rows})
     if aliases:
         rows = [*rows, *((aliases[alias], *rest) for alias, *rest in
                          per_phone_tuples(raw, brand, sorted(aliases), columns, "subscriptions"))]
@@ -119,7 +130,7 @@ def _opt_outs(raw: Raw, brand: Brand, keys: set[tuple[str, str]]) -> dict[tuple[
     phones = sorted({phone for phone, _program in keys})
     columns, where = "id, phone, program, source, created_at", f"event IN ({events})"
     rows = per_phone(raw, brand.key, phones, columns, "consent_events", where)
-    aliases = _erased_aliases(phones, {row["phone"] for row in rows})
+    aliases = _erased_aliases(raw, brand.key, phones, {row["phone"] for row in rows})
     if aliases:
         rows = [*rows, *({**row, "phone": aliases[row["phone"]]} for row in
                          per_phone(raw, brand.key, sorted(aliases), columns, "consent_events", where))]

@@ -66,8 +66,13 @@ _BY_STATE: dict[str, str] = {
 STATE_OF_AREA_CODE = MappingProxyType({int(npa): state for state, codes in _BY_STATE.items() for npa in codes.split()})
 
 
+# The same, keyed by the area code as written: the send check asks this twice for each of
+# thousands of numbers a second, and a string key spares the int() each time.
+_STATE_OF_NPA_TEXT = {f"{npa:03d}": state for npa, state in STATE_OF_AREA_CODE.items()}
+
+
 def us_state(phone: str) -> str | None:
     """The two-letter state of a +1 number's area code, None when it has none (or is not +1)."""
-    if not phone.startswith("+1") or len(phone) < 5 or not phone[2:5].isdigit():
+    if not phone.startswith("+1"):
         return None
-    return STATE_OF_AREA_CODE.get(int(phone[2:5]))
+    return _STATE_OF_NPA_TEXT.get(phone[2:5])
