@@ -277,12 +277,17 @@ def _visit_all(page: Any, base: str, check: Any) -> None:
     page.goto(base + "/console/playground")
     page.get_by_label("Text", exact=True).fill("JOIN")
     page.get_by_label("From phone", exact=True).fill("+33612345678")
-    page.get_by_role("button", name="Try it").click()
+    # Each of these buttons posts a form: wait for the page it leads to before looking at it
+    # (looking at once could find no document between the two pages).
+    with page.expect_navigation():
+        page.get_by_role("button", name="Try it").click()
     check("playground-result")
     page.goto(base + f"/console/phones/{BOB.replace('+', '%2B')}")
-    page.get_by_role("button", name="Opt out…").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Opt out…").click()
     check("confirm")
-    page.get_by_role("button", name="Sign out").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
     check("login")
 
 
