@@ -183,10 +183,12 @@ class Reader:
         if cut <= 0:
             return
         self._text = text[cut:]
-        reader = csv.reader(io.StringIO(text[:cut]))
+        # newline="": the reader sees the line breaks as written (a lone CR ends a line too), as
+        # the csv module wants; what it still cannot read is a 400 naming where, never a 500.
+        reader = csv.reader(io.StringIO(text[:cut], newline=""))
         base = self._line
         start = base + 1
-        for values in reader:
+        for values in _csv_rows(reader, base):
             line, start = start, base + reader.line_num + 1
             if not values or not any(v.strip() for v in values):
                 continue
@@ -433,3 +435,11 @@ def export_page(conn: Connection, *, brand: str, since: datetime | None, after: 
     for r in rows:
         r["source"] = source.get((r["phone"], r["program"]))
     return rows
+
+
+def _csv_rows(reader: Any, base: int) -> Iterator[list[str]]:
+    """The reader's rows; InvalidInput naming the line the csv module cannot read."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise InvalidInput(f"line {base + reader.line_num} is not CSV: {exc}", field="body") from None
