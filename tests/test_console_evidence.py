@@ -23,7 +23,9 @@ import pytest
 from app.migrate import upgrade
 from tests.fake_twilio import FakeTwilio, sign_twilio, twilio_status_params
 from tests.scenario_support import Proc, Processes, post_text, wait_until
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS, EMAIL, PASSWORD, screenshot_on_failure, sign_in
+from tests.test_console_browser import (  # noqa: F401 - browser: the fixture, shared
+    CHROMIUM, EMAIL, PASSWORD, browser, screenshot_on_failure, sign_in,
+)
 
 ZOE = "+14155550213"
 
@@ -130,15 +132,3 @@ def test_the_evidence_page_shows_every_proof_and_prints_one_program_a_sheet(
         response = page.goto(f"{base}/console/phones/not-a-phone/evidence")
         assert response is not None and response.status == 400
     context.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
