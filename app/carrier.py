@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from app.consent import Proof, Sub, apply_event, load_subs
 from app.keywords import Rules
-from app.outbox import cancel_queued
+from app.outbox.queue import cancel_queued
 from app.subscriptions import Event, Source
 
 

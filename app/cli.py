@@ -310,7 +310,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     """Re-drive failed outbox rows that are still allowed (a provider outage outlived their deadline)."""
     from app.db import make_engine, run_in_transaction
     from app.main import check_database, deadlines
-    from app.outbox import redrive
+    from app.outbox.queue import redrive
     from app.settings import load_settings
 
     settings = load_settings()

@@ -7,7 +7,7 @@ A provider may split a long text and report each part on its own (Plivo: `PartIn
   error code: the person did not get the whole text, and no later report can mend that;
 - it is **delivered** only when every part is;
 - until then it is as far along as its least advanced part (a part not reported yet counts as
-  queued), and a row never moves backwards (app.outbox.record_delivery).
+  queued), and a row never moves backwards (app.outbox.reports.record_delivery).
 
 Each part's own report is kept in `delivery_reports` as `<text id>#<part>`, so reports in any
 order, and a provider's retries, settle to the same status.
@@ -19,7 +19,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from app.outbox import record_delivery
+from app.outbox.reports import record_delivery
 from app.providers.base import DeliveryStatus
 from app.sql import Raw, in_list
 

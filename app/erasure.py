@@ -26,8 +26,7 @@ from app.ledger import by_keys, phone_key, pseudonym
 from app.sql import Raw
 from app.subscriptions import Source
 
-# Texts whose body no send needs any more (app.outbox.OutboxStatus; not imported, the outbox
-# imports the consent rules).
+# Texts whose body no send needs any more (app.outbox.queue.OutboxStatus, written out here).
 _SETTLED = ("queued", "sending_provider", "sent", "delivered", "undelivered", "failed", "cancelled")
 ERASED = "erased"  # the consent event an erasure writes (one per subscription of the number)
 

@@ -31,8 +31,8 @@ and give the same value to the brand, whose receiver checks each delivery with a
 Webhooks library, e.g. `standardwebhooks.Webhook(secret).verify(body, headers)`. A brand with
 `events.url` whose variable is unset, empty or not such a secret stops start-up with one line.
 
-This module must not import app.outbox at run time: app.consent calls `event_row`, and
-app.outbox imports app.consent.
+The queue's channel and pending status are written here as plain strings
+(app.outbox.queue.CHANNEL_EVENT, OutboxStatus.PENDING); its `Claimed` is imported for types only.
 """
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ from app.providers.base import SendError
 from app.providers.rest import transport_error
 
 if TYPE_CHECKING:
-    from app.outbox import Claimed
+    from app.outbox.queue import Claimed
 
 SUBSCRIPTION_UPDATED = "subscription.updated"  # a consent event was written
 MESSAGE_RECEIVED = "message.received"  # an inbound text matched no keyword
 MESSAGE_FLAGGED = "message.flagged"  # one close to an opt-out that was not honoured: a person should decide
 
-CHANNEL = "event"  # app.outbox.CHANNEL_EVENT (not imported: see the module docstring)
-_PENDING = "pending"  # app.outbox.OutboxStatus.PENDING
+CHANNEL = "event"  # app.outbox.queue.CHANNEL_EVENT (see the module docstring)
+_PENDING = "pending"  # app.outbox.queue.OutboxStatus.PENDING
 
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES = 24  # Standard Webhooks: secrets SHOULD be 24 to 64 random bytes

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from app.events import EVENT_COLUMNS, event_row, iso
 from app.keywords import Brand, Program, Rules
-from app.outbox import enqueue_sms
+from app.outbox.queue import enqueue_sms
 from app.rules.quiet_hours import marketing_cap, next_allowed, recipient_zones
 from app.sql import Raw
 
@@ -48,7 +48,7 @@ class Hold:
     reasons: tuple[str, ...] = ()
 
     def as_tuple(self) -> tuple[datetime, str]:
-        """(until, reason), as app.outbox.enqueue_sms takes it."""
+        """(until, reason), as app.outbox.queue.enqueue_sms takes it."""
         return self.until, self.reason
 
 

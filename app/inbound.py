@@ -30,7 +30,7 @@ from app.events import MESSAGE_FLAGGED, MESSAGE_RECEIVED, event_row, message_rec
 from app.keywords import Brand, Kind, Match, Program, Rules, SenderRules, is_opt_out_intent
 from app.optout.detector import detect
 from app.models import subscriptions
-from app.outbox import CANCELLED_BY_OPT_OUT, SMS_COLUMNS, OutboxStatus, cancel_queued, sms_row
+from app.outbox.queue import CANCELLED_BY_OPT_OUT, SMS_COLUMNS, OutboxStatus, cancel_queued, sms_row
 from app.phone import in_countries
 from app.providers.base import CHANNEL_SMS, InboundSms, Media
 from app.rules import scope as opt_out_scope

@@ -40,7 +40,8 @@ from app.logs import setup_logging
 from app.holds import held_counts
 from app.metrics import Metrics
 from app.migrate import current_revision, head_revision
-from app.outbox import Deadlines, OutboxSender, backlog
+from app.outbox.queue import Deadlines, backlog
+from app.outbox.sender import OutboxSender
 from app.providers.base import Provider, WebhookProvider
 from app.providers.registry import Providers, check_senders, make_providers
 from app.providers.twilio import TwilioSignature

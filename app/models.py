@@ -199,7 +199,7 @@ class Outbox(SQLModel, table=True):
     service_id: str | None = Field(default=None, max_length=64)
     body: str = Field(default="")
     purpose: str = Field(max_length=32)
-    # 0 stop replies, 1 help, welcome and other answers, 2 prompts and brand events (app.outbox.priority_of).
+    # 0 stop replies, 1 help, welcome and other answers, 2 prompts and brand events (app.outbox.queue.priority_of).
     priority: int = Field(default=2, sa_type=sa.SmallInteger, sa_column_kwargs={"server_default": "2"})
     status: str = Field(max_length=16)
     attempts: int = Field(default=0)

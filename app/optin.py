@@ -18,7 +18,7 @@ from app.errors import Conflict, OptedOut, Unprocessable
 from app.events import iso
 from app.holds import enqueue_unasked
 from app.keywords import Brand, Rules
-from app.outbox import cancel_queued, enqueue_sms
+from app.outbox.queue import cancel_queued, enqueue_sms
 from app.phone import in_countries
 from app.sql import Raw
 from app.subscriptions import COOLDOWN_REPLIES, Event, Reply, Source, Status, time_problem

@@ -37,7 +37,7 @@ from app.holds import per_phone
 from app.keywords import Brand
 from app.metrics import note_transition
 from app.models import new_id
-from app.outbox import cancel_queued
+from app.outbox.queue import cancel_queued
 from app.phone import to_e164
 from app.sql import Raw
 from app.subscriptions import CLOCK_SKEW, Event, Source, Status

@@ -43,7 +43,7 @@ from twilio import __version__ as TWILIO_VERSION
 from app.db import utcnow
 from app.keywords import load_rules
 from app.models import outbox
-from app.outbox import sms_row
+from app.outbox.queue import sms_row
 from app.settings import PROJECT_ROOT
 from bench.load import Server, database, emit, free_port, phone_number, unthrottled_keywords
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN

@@ -40,7 +40,7 @@ from app.consent import Writes
 from app.keywords import Brand, Rules, load_rules
 from app.main import build_state
 from app.models import consent_events, inbound_messages
-from app.outbox import CHANNEL_EVENT, Claimed, OutboxStatus
+from app.outbox.queue import CHANNEL_EVENT, Claimed, OutboxStatus
 from app.providers.base import SendError
 from app.sql import Raw
 from app.subscriptions import Event, Source, Status

@@ -29,7 +29,11 @@ from app.keywords import load_rules
 from app.main import create_app
 from app.models import outbox
 from app.carrier import carrier_opt_out
-from app.outbox import Claimed, backoff, cancel_queued, claim, dispatch, enqueue_sms, record_delivery, record_failure, record_sent
+from app.outbox.dispatch import dispatch
+from app.outbox.queue import Claimed, cancel_queued, claim, enqueue_sms
+from app.outbox.records import record_failure, record_sent
+from app.outbox.reports import record_delivery
+from app.outbox.sender import backoff
 from app.providers.base import DeliveryStatus, SendError, SendResult
 from app.providers.twilio import TwilioProvider
 from tests.conftest import ACME, FakeClock, Gateway, explain_plans, make_settings
@@ -723,7 +727,7 @@ def test_outbox_retry_redrives_failed_rows_that_are_still_allowed(gateway_factor
                                                                   database_url: str) -> None:
     """`optline outbox retry`: a stop reply and a help reply whose deadline passed go again; a prompt to a phone
     that opted out since, and a text the carrier refused as opted out (21610), stay failed."""
-    from app.outbox import Deadlines, redrive
+    from app.outbox.queue import Deadlines, redrive
 
     gateway = gateway_factory(database_url, deadline_stop_seconds=0.5, deadline_text_seconds=0.5)
     gateway.fake.fail_http(503, times=None)

@@ -431,7 +431,7 @@ def test_a_database_blip_at_the_send_decision_does_not_lose_the_reply(
 ) -> None:
     """The send decision (dispatch) cannot reach the database: nothing is sent, and the row stays retryable."""
     from app.db import Writer, make_engine
-    from app.outbox import claim
+    from app.outbox.queue import claim
 
     gateway = gateway_factory(pg_url, inprocess_worker=False)
     phone = phones(206, 1)[0]

@@ -15,7 +15,7 @@ from app.auth import KeyCache
 from app.db import Writer
 from app.keywords import Rules
 from app.metrics import Metrics
-from app.outbox import OutboxSender
+from app.outbox.sender import OutboxSender
 from app.providers.registry import Providers
 from app.providers.twilio import TwilioSignature
 from app.settings import Settings

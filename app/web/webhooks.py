@@ -36,7 +36,7 @@ from app.errors import DatabaseUnavailable, InvalidPayload
 from app.inbound import InboundJob, InboundResult
 from app.keywords import Kind
 from app.models import inbound_messages, outbox
-from app.outbox import record_delivery
+from app.outbox.reports import record_delivery
 from app.phone import mask, whatsapp_user_id
 from app.providers.base import ExplainsRefusals, InboundSms, OptOutSignal, StatusUpdate, WebhookRequest
 from app.providers.twilio import (
