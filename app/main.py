@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 from app.auth import KeyCache
 from app import dialects
 from app.console import pages as console_pages
-from app import erasure, ledger
+from app import erasure, ledger, receive
 from app.console import rollup
 from app.console.headers import ConsoleHeaders
 from app.carrier import carrier_opt_out
@@ -229,7 +229,7 @@ def create_app(
         # Webhooks spooled while the database was away (here, or by a process that died since).
         state.spool_wake = asyncio.Event()
         state.tasks.append(asyncio.create_task(drain_forever(
-            state.spool, partial(webhooks.apply_spooled, state), wake=state.spool_wake), name="optline-spool"))
+            state.spool, partial(receive.apply_spooled, state), wake=state.spool_wake), name="optline-spool"))
         # The console's analytics counts, kept up from the ledger (app.console.rollup).
         state.tasks.append(asyncio.create_task(rollup.keep_up(state), name="optline-rollup"))
         pid_file = listen_for_reload(state, "serve") if reload_on_signal else None

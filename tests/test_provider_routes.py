@@ -133,7 +133,7 @@ def test_a_spooled_telnyx_stop_applies_later(telnyx: Gateway, keys: TelnyxKeys, 
     async def apply_later() -> None:
         await spool.append(Record(kind="event", provider="telnyx", received_at=telnyx.clock(), form=(),
                                   body=body, content_type="application/json"))
-        from app.web.webhooks import apply_spooled
+        from app.receive import apply_spooled
 
         assert await drain_once(spool, lambda records: apply_spooled(telnyx.state, records))
 

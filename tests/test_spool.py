@@ -122,7 +122,7 @@ def test_a_spooled_text_applies_as_of_when_it_arrived(gateway: Gateway, tmp_path
 
     async def apply_later() -> None:
         await spool.append(Record(kind="inbound", provider="twilio", received_at=arrived, form=tuple(form.items())))
-        from app.web.webhooks import apply_spooled
+        from app.receive import apply_spooled
 
         assert await drain_once(spool, lambda records: apply_spooled(gateway.state, records))
 
@@ -207,7 +207,7 @@ def test_a_record_that_cannot_be_applied_is_set_aside_and_blocks_nothing(gateway
     spool = Spool(tmp_path, database="test")
 
     async def apply_later() -> None:
-        from app.web.webhooks import apply_spooled
+        from app.receive import apply_spooled
 
         for form in (broken, good):
             await spool.append(Record(kind="inbound", provider="twilio", received_at=gateway.clock(),
@@ -233,7 +233,7 @@ def test_a_spooled_yes_cannot_confirm_a_doi_asked_after_it(gateway: Gateway, tmp
     spool = Spool(tmp_path, database="test")
 
     async def apply_later() -> None:
-        from app.web.webhooks import apply_spooled
+        from app.receive import apply_spooled
 
         await spool.append(Record(kind="inbound", provider="twilio", received_at=arrived, form=tuple(form.items())))
         assert await drain_once(spool, lambda records: apply_spooled(gateway.state, records))
