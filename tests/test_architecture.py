@@ -54,7 +54,7 @@ def _packages_run(name: str, target: str, modules: dict[str, Path]) -> set[str]:
     """The packages above `target` whose `__init__` importing it runs, leaving out those `name` is inside."""
     parts = target.split(".")
     outer = {".".join(parts[:n]) for n in range(1, len(parts))}
-    inside = {package for package in outer if name.startswith(package + ".")}
+    inside = {package for package in outer if package == name or name.startswith(package + ".")}
     return {package for package in outer - inside if package in modules}
 
 
@@ -123,6 +123,7 @@ def test_importing_a_package_module_imports_the_package(tmp_path: Path) -> None:
         ("app.pkg.base", "app/pkg/base.py"), ("app.low", "app/low.py"))}
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert graph["app.pkg.low"] == {"app.pkg.base"}  # its own package: already loading
+    assert graph["app.pkg"] == {"app.pkg.low"}  # a package's __init__ is not imported by its own imports
     assert graph["app.low"] == {"app.pkg", "app.pkg.low"}  # runs app/pkg/__init__.py first
     assert _circles(graph) == [["app.low", "app.pkg", "app.pkg.base", "app.pkg.low"]]
 
