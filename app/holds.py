@@ -168,10 +168,25 @@ def hold_for(conn: Connection, now: datetime, *, rules: Rules, brand: str, progr
     return decide(now, phone=phone, zones=zones, brand_window=b.quiet_hours, cap=cap, times=times)
 
 
-def enqueue_unasked(conn: Connection, now: datetime, *, rules: Rules, brand: Brand, program: str | None, phone: str,
-                    body: str, purpose: str, from_number: str | None, service_id: str | None) -> int:
-    """Queue a text nothing the phone texted asked for, held if a rule says so (and the brand told); its outbox id."""
-    hold = hold_for(conn, now, rules=rules, brand=brand.key, program=program, phone=phone, purpose=purpose)
+def hold_retry(conn: Connection, at: datetime, *, rules: Rules, brand: str | None, program: str | None,
+               phone: str | None, purpose: str) -> Hold | None:
+    """Whether a retry at `at` of a text nobody just asked for must wait for the recipient's window again.
+
+    Only the window: the text was within the caps when it was queued, and it counts toward
+    them already (a retry is the same text, not one more).
+    """
+    if purpose not in HOLDABLE or brand is None or phone is None:
+        return None
+    b = rules.brands.get(brand)
+    if b is None:
+        return None
+    zones = recipient_zones(phone, profile_zone(conn, brand=brand, phone=phone))
+    return decide(at, phone=phone, zones=zones, brand_window=b.quiet_hours, cap=None, times=())
+
+
+def enqueue_unasked(conn: Connection, now: datetime, *, hold: Hold | None, brand: Brand, program: str | None,
+                    phone: str, body: str, purpose: str, from_number: str | None, service_id: str | None) -> int:
+    """Queue a text nothing the phone texted asked for, held as `hold_for` decided (and the brand told); its outbox id."""
     row_id = enqueue_sms(conn, now=now, brand=brand.key, program=program, phone=phone, body=body, purpose=purpose,
                          from_number=from_number, service_id=service_id, hold=hold.as_tuple() if hold else None)
     if hold is not None:

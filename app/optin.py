@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from app.consent import Proof, Sub, Writes, apply_event, load_subs
 from app.errors import Conflict, OptedOut, Unprocessable
 from app.events import iso
-from app.holds import enqueue_unasked
+from app.holds import enqueue_unasked, hold_for
 from app.keywords import Brand, Rules
 from app.outbox.queue import cancel_queued, enqueue_sms
 from app.phone import in_countries
@@ -126,17 +126,20 @@ def opt_in(
         last = sub.last_prompt_at
         if not applied.changed and last is not None and now - last < settings.prompt_cooldown:
             reply = None
-        else:
-            sub.set(last_prompt_at=now)
     body = rules.render(brand.key, program, reply.value, sub.language) if reply is not None else None
+    # Nothing the phone texted asked for this one: quiet hours and caps may hold it (app.holds).
+    hold = (hold_for(conn, now, rules=rules, brand=brand.key, program=program, phone=phone, purpose=reply.value)
+            if reply is not None and body is not None else None)
+    if reply in COOLDOWN_REPLIES and hold is None:
+        # A held prompt has prompted nobody yet: the phone's own JOIN meanwhile is answered at once
+        # (and the held one then goes nowhere: app.outbox.queue.NOT_SUPERSEDED).
+        sub.set(last_prompt_at=now)
     if reply is not None and body is not None:
         writes.reply(reply.value, body)  # the ledger keeps the text sent with the event
     writes.flush(conn)
-    if reply is not None:
-        if body is not None:
-            # Nothing the phone texted asked for this one: quiet hours and caps may hold it (app.holds).
-            enqueue_unasked(conn, now, rules=rules, brand=brand, program=program, phone=phone, body=body,
-                            purpose=reply.value, from_number=from_number, service_id=service_id)
+    if reply is not None and body is not None:
+        enqueue_unasked(conn, now, hold=hold, brand=brand, program=program, phone=phone, body=body,
+                        purpose=reply.value, from_number=from_number, service_id=service_id)
     return sub
 
 

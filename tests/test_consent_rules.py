@@ -185,6 +185,61 @@ def test_a_held_prompt_holds_up_none_of_the_phones_own_answers(shop: Gateway) ->
     assert outbound(shop, MIAMI)[0][:2] == ("doi_prompt", "pending")  # the prompt still held
 
 
+@pytest.mark.parametrize(("text", "answer"), [
+    ("DEALS", "Shop Deals: reply YES to confirm. Msg&data rates may apply. Reply HELP for help, STOP to cancel."),
+    ("YES", "Shop Deals: you're in! Reply STOP to cancel."),
+], ids=["join", "confirm"])
+def test_a_held_prompt_the_phone_answered_meanwhile_never_goes(shop: Gateway, text: str, answer: str) -> None:
+    key = make_key(shop)
+    evening = move_to(shop.clock, NEW_YORK, time(22))
+    opt_in(shop, key, MIAMI, "deals")
+    shop.text(text, from_=MIAMI, to=DEALS_NEWS)  # the phone's own text is answered at once
+    deadline = monotonic() + 5
+    while not shop.replies(MIAMI) and monotonic() < deadline:
+        sleep(0.02)
+    assert shop.replies(MIAMI) == [answer]
+    opens = datetime.combine(evening.date() + timedelta(days=1), time(8), tzinfo=NEW_YORK)
+    shop.clock.advance(seconds=(opens - shop.clock()).total_seconds() + 1)
+    shop.drain()
+    assert shop.replies(MIAMI) == [answer]  # no stale "reply YES" at 08:00
+    [held] = [row for row in shop.query("SELECT status, error_reason, held_reason FROM outbox"
+                                        " WHERE phone = :p AND channel = 'sms'", p=MIAMI) if row[2]]
+    assert held == ("cancelled", "superseded by a newer state of its subscription", "quiet_hours")
+
+
+def test_a_second_api_prompt_supersedes_the_held_one(shop: Gateway) -> None:
+    key = make_key(shop)
+    evening = move_to(shop.clock, NEW_YORK, time(22))
+    opt_in(shop, key, MIAMI, "deals")
+    shop.clock.advance(seconds=3600)
+    opt_in(shop, key, MIAMI, "deals")
+    opens = datetime.combine(evening.date() + timedelta(days=1), time(8), tzinfo=NEW_YORK)
+    shop.clock.advance(seconds=(opens - shop.clock()).total_seconds() + 1)
+    shop.drain()
+    assert shop.replies(MIAMI) == ["Shop Deals: reply YES to confirm. Msg&data rates may apply. "
+                                   "Reply HELP for help, STOP to cancel."]
+
+
+def test_a_retry_that_would_land_in_quiet_hours_waits_for_the_window(shop: Gateway) -> None:
+    key = make_key(shop)
+    evening = move_to(shop.clock, NEW_YORK, time(19, 59))  # Florida's window closes at 20:00
+    shop.fake.fail_http(429, headers={"Retry-After": "120"})  # the provider says: two minutes
+    opt_in(shop, key, MIAMI, "deals")  # not held: the window is open
+    shop.fake.wait_for_requests(1)
+    opens = datetime.combine(evening.date() + timedelta(days=1), time(8), tzinfo=NEW_YORK)
+    deadline = monotonic() + 5
+    while shop.query("SELECT attempts, status FROM outbox WHERE phone = :p", p=MIAMI)[0] != (1, "pending") \
+            and monotonic() < deadline:
+        sleep(0.02)  # until the failure is recorded
+    [(purpose, status, held_until, reason, due)] = outbound(shop, MIAMI)
+    assert (purpose, status, reason) == ("doi_prompt", "pending", "quiet_hours")
+    assert held_until == due == opens  # not 20:01
+    shop.clock.advance(seconds=(opens - shop.clock()).total_seconds() + 1)
+    shop.drain()
+    assert shop.replies(MIAMI) == ["Shop Deals: reply YES to confirm. Msg&data rates may apply. "
+                                   "Reply HELP for help, STOP to cancel."]
+
+
 def test_a_profile_time_zone_wins_over_the_numbers(shop: Gateway) -> None:
     key = make_key(shop)
     move_to(shop.clock, NEW_YORK, time(22))  # 22:00 in Miami, 04:00 in Paris

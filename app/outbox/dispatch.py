@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from app.db import utcnow
-from app.outbox.queue import CANCELLED_BY_OPT_OUT, STILL_ALLOWED, Claimed
+from app.outbox.queue import CANCELLED_BY_OPT_OUT, CANCELLED_REASON, STILL_ALLOWED, Claimed
 from app.ratelimit import take
 from app.sql import Raw, in_list
 
@@ -59,8 +59,8 @@ def dispatch(conn: Connection, now: datetime, *, row_id: int, worker: str, limit
         params)
     if not decided:
         raw.execute(
-            "UPDATE outbox SET status = 'cancelled', error_reason = :reason, lease_until = NULL, updated_at = :now"
-            " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
+            f"UPDATE outbox SET status = 'cancelled', error_reason = {CANCELLED_REASON}, lease_until = NULL,"
+            " updated_at = :now WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
             {**params, "reason": CANCELLED_BY_OPT_OUT})
         return None
     if limit is None:
@@ -88,8 +88,8 @@ def dispatch_many(conn: Connection, now: datetime, *, rows: Sequence[Claimed], w
     if refused:
         cancel: dict[str, Any] = {"worker": worker, "now": now, "reason": CANCELLED_BY_OPT_OUT}
         raw.execute(
-            "UPDATE outbox SET status = 'cancelled', error_reason = :reason, lease_until = NULL, updated_at = :now"
-            f" WHERE id IN {in_list('i', refused, cancel)} AND claimed_by = :worker"
+            f"UPDATE outbox SET status = 'cancelled', error_reason = {CANCELLED_REASON}, lease_until = NULL,"
+            f" updated_at = :now WHERE id IN {in_list('i', refused, cancel)} AND claimed_by = :worker"
             " AND status IN ('sending', 'dispatching')", cancel)
     outcome: dict[int, float | None] = dict.fromkeys(refused)
     wall = utcnow()

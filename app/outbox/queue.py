@@ -43,6 +43,7 @@ CHANNEL_EVENT = "event"
 
 
 CANCELLED_BY_OPT_OUT = "cancelled by opt-out"
+CANCELLED_AS_SUPERSEDED = "superseded by a newer state of its subscription"
 SMS_COLUMNS = ("channel", "brand", "program", "phone", "body", "purpose", "priority", "from_number", "service_id",
                "status", "error_reason", "attempts", "next_attempt_at", "inbound_id", "created_at", "updated_at",
                "held_until", "held_reason", "deadline_at")
@@ -332,9 +333,23 @@ def _in_turn(raw: Raw, now: datetime, rows: list[dict[str, Any]], lock: str) -> 
 
 # A text may still go out: a stop reply or a brand event always; any other text unless the
 # phone opted out of its program (of any of the brand's, for a brand-level text) since it was queued.
-STILL_ALLOWED = ("(purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
-                  " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
-                  " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))")
+NOT_OPTED_OUT = ("(purpose = 'stop' OR channel <> 'sms' OR NOT EXISTS (SELECT 1 FROM subscriptions s"
+                 " WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
+                 " AND (outbox.program IS NULL OR s.program = outbox.program) AND s.opted_out_at >= outbox.created_at))")
+# A confirmation prompt held by a consent rule (app.holds: quiet hours, caps) still asks something
+# only while its subscription waits for the confirm keyword and no later prompt for it was queued:
+# a phone that texted JOIN meanwhile got its own prompt at once, one that texted YES is subscribed,
+# and a second API opt-in queued a newer prompt. Otherwise it is cancelled as superseded, so the
+# phone never gets a stale "reply YES" hours later. Only held rows pay for the two probes.
+NOT_SUPERSEDED = ("(outbox.held_reason IS NULL OR outbox.purpose <> 'doi_prompt' OR outbox.program IS NULL OR ("
+                  "EXISTS (SELECT 1 FROM subscriptions s WHERE s.brand = outbox.brand AND s.phone = outbox.phone"
+                  " AND s.program = outbox.program AND s.status = 'pendingDOI')"
+                  " AND NOT EXISTS (SELECT 1 FROM outbox later WHERE later.brand = outbox.brand"
+                  " AND later.phone = outbox.phone AND later.program = outbox.program"
+                  " AND later.purpose = 'doi_prompt' AND later.id > outbox.id AND later.status <> 'cancelled')))")
+STILL_ALLOWED = f"({NOT_OPTED_OUT} AND {NOT_SUPERSEDED})"
+# Why a refused text was cancelled: the opt-out, else a newer state of its subscription.
+CANCELLED_REASON = f"(CASE WHEN {NOT_OPTED_OUT} THEN '{CANCELLED_AS_SUPERSEDED}' ELSE :reason END)"
 
 
 def backlog(conn: Connection) -> list[tuple[str, str, int, datetime | None]]:

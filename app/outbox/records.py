@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from app.holds import hold_retry
 from app.keywords.schema import Rules
-from app.outbox.queue import CANCELLED_BY_OPT_OUT, STILL_ALLOWED, Claimed, OutboxStatus
+from app.outbox.queue import CANCELLED_BY_OPT_OUT, CANCELLED_REASON, STILL_ALLOWED, Claimed, OutboxStatus
 from app.outbox.reports import FROM_DELIVERY
 from app.providers.base import DeliveryStatus, SendError, SendResult
 from app.providers.twilio import ERROR_UNSUBSCRIBED
@@ -118,9 +119,19 @@ def record_sent_many(conn: Connection, now: datetime, records: Sequence[SentReco
 
 def record_failure(
     conn: Connection, now: datetime, *, row: Claimed, worker: str, error: SendError, retry_at: datetime | None,
-    rules: Rules | None, opt_out: CarrierOptOut | None = None,
+    rules: Rules | None, opt_out: CarrierOptOut | None = None, deadline: datetime | None = None,
 ) -> None:
-    """Record a failed send: back to pending for a retry, or failed; 21610 also opts the phone out (`opt_out`)."""
+    """Record a failed send: back to pending for a retry, or failed; 21610 also opts the phone out (`opt_out`).
+
+    A retry of a text quiet hours may hold (an API prompt) waits for the recipient's window
+    again, as its first try did; one the window would push past its `deadline` fails.
+    """
+    held = None
+    if retry_at is not None and rules is not None:
+        held = hold_retry(conn, retry_at, rules=rules, brand=row.brand, program=row.program, phone=row.phone,
+                          purpose=row.purpose)
+        if held is not None and deadline is not None and held.until > deadline:
+            retry_at, held = None, None
     values: dict[str, Any] = {
         "error_code": error.code, "error_reason": str(error)[:500], "now": now, "id": row.id, "worker": worker,
         "status": OutboxStatus.PENDING.value if retry_at is not None else OutboxStatus.FAILED.value,
@@ -133,9 +144,12 @@ def record_failure(
         " WHERE id = :id AND claimed_by = :worker AND status IN ('sending', 'dispatching')",
         values,
     )
+    if held is not None:
+        raw.execute("UPDATE outbox SET next_attempt_at = :until, held_until = :until, held_reason = :reason"
+                    " WHERE id = :id AND status = 'pending'", {"id": row.id, "until": held.until, "reason": held.reason})
     if retry_at is not None:
         # A stop that landed while this send was in flight could not cancel it then: it does now.
-        raw.execute(f"UPDATE outbox SET status = 'cancelled', error_reason = :reason, updated_at = :now"
+        raw.execute(f"UPDATE outbox SET status = 'cancelled', error_reason = {CANCELLED_REASON}, updated_at = :now"
                     f" WHERE id = :id AND status = 'pending' AND NOT {STILL_ALLOWED}",
                     {"id": row.id, "now": now, "reason": CANCELLED_BY_OPT_OUT})
     if opt_out is not None and error.opted_out and row.brand and row.phone:

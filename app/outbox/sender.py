@@ -295,7 +295,7 @@ class OutboxSender:
             self._record_later(SentRecord(row.id, self.worker_id, outcome, self.rules, self.carrier_opt_out),
                                row, locks=[row.phone] if row.phone else (), sent=True)
             return
-        retry_at = None
+        retry_at = deadline = None
         if outcome.transient:
             now = self.clock()
             deadline = row.deadline_at or row.created_at + self.deadlines.budget(row.channel, row.purpose)
@@ -310,7 +310,7 @@ class OutboxSender:
                     " (will retry)" if retry_at else "")
         self._record_later(lambda c, now: record_failure(c, now, row=row, worker=self.worker_id, error=outcome,
                                                          retry_at=retry_at, rules=self.rules,
-                                                         opt_out=self.carrier_opt_out),
+                                                         opt_out=self.carrier_opt_out, deadline=deadline),
                            row, locks=[row.phone] if outcome.opted_out and row.phone else (), sent=False)
 
     def _record_later(self, job: Any, row: Claimed, *, locks: list[str] | tuple[str, ...], sent: bool) -> None:
