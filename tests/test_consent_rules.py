@@ -365,6 +365,22 @@ def test_the_state_windows(phone: str, local: datetime, opens: time | None) -> N
     assert (found.astimezone(zones[0]).time() if found else None) == opens
 
 
+@pytest.mark.parametrize(("phone", "expected"), [
+    ("+15555550100", {"America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"}),
+    ("+447700900123", {"Europe/London", "Europe/Guernsey", "Europe/Isle_of_Man", "Europe/Jersey"}),
+    ("+33612345678", {"Europe/Paris"}),
+], ids=["us-unplaced-area-code", "uk-mobile", "france"])
+def test_a_number_libphonenumber_cannot_place_is_read_in_its_country_never_utc(phone: str, expected: set[str]) -> None:
+    from app.rules.quiet_hours import next_allowed, recipient_zones
+
+    zones = recipient_zones(phone, None)
+    assert {z.key for z in zones} == expected
+    if phone.startswith("+1"):
+        # 10:00 in New York is 07:00 in Los Angeles: the federal window is not open everywhere yet.
+        at = datetime(2026, 12, 7, 10, tzinfo=NEW_YORK)
+        assert next_allowed(at, phone=phone, zones=zones) == datetime(2026, 12, 7, 11, tzinfo=NEW_YORK)
+
+
 def test_several_zones_wait_for_the_strictest() -> None:
     from app.rules.quiet_hours import next_allowed, recipient_zones
 

@@ -93,6 +93,7 @@ def marketing_cap(phone: str, day: date) -> tuple[int, Rule] | None:
 
 
 _UNKNOWN_ZONE = "Etc/Unknown"
+_CONTIGUOUS_US = ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles")
 
 
 @lru_cache(maxsize=65536)
@@ -102,11 +103,20 @@ def _zones_of(key: str) -> tuple[str, ...]:
     except phonenumbers.NumberParseException:
         return ("UTC",)
     zones = tuple(z for z in pn_timezone.time_zones_for_number(number) if z != _UNKNOWN_ZONE)
+    if not zones and number.country_code == 1:
+        # An area code libphonenumber does not place (a new overlay, say): somewhere in the
+        # contiguous US, so the window that is open in all four of its zones (11:00–21:00 Eastern).
+        zones = _CONTIGUOUS_US
+    if not zones:
+        # A number it cannot place within its country: the country's zones (the UK's for a UK
+        # mobile), so the window is at least read in the right part of the world.
+        zones = tuple(z for z in pn_timezone._country_level_time_zones_for_number(number)  # noqa: SLF001
+                      if z != _UNKNOWN_ZONE)
     return zones or ("UTC",)
 
 
 def number_zones(phone: str) -> tuple[str, ...]:
-    """The time zones a number may be in (libphonenumber's candidates), UTC when it knows none."""
+    """The time zones a number may be in (libphonenumber's candidates, else its country's), UTC when none."""
     # North American zones follow the area code and exchange (+1 NPA NXX): one cache entry per
     # exchange, not per number.
     return _zones_of(phone[:8] if phone.startswith("+1") else phone)
