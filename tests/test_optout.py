@@ -34,7 +34,7 @@ OWN = _rows("optout_own.tsv")
 # Our own hard cases for the phenomena of issue 21 (consent and statute wording, slang, questions,
 # split words, symbols, far typos, terse wrong numbers, changed hands, look-alikes; negation,
 # second thoughts, hypotheticals, other objects) in all sixteen languages. `split` says how each
-# was used: `train` cases were in view while the rules were written; `held1` to `held5` were
+# was used: `train` cases were in view while the rules were written; `held1` to `held7` were
 # written and set aside, judged once by the rules of the day (first-run figures in
 # docs/optout.md), and only then used to correct the rules. Every case is now checked one by one,
 # and the held sets also by figures per language group.
@@ -42,7 +42,8 @@ CASES = _rows("optout_cases.tsv")
 HELD = [r for r in CASES if r["split"].startswith("held")]
 # Known misses, each a limit we accept: a leading "@" is punctuation to the normaliser (it cannot
 # tell "@rrêt" from a mention, and reading "@stop" as "astop" would lose a plain STOP).
-KNOWN_MISSES = {"@rrêt"}
+# "not dave" is flagged, not honoured: "not" and one word is as often "not now" or "not sure".
+KNOWN_MISSES = {"@rrêt", "not dave"}
 # The dev corpus is in the first twelve languages; vi, tl, ru and ht have our own cases only.
 DEV_LANGUAGES = LANGUAGES[:12]
 NEW_LANGUAGES = ("vi", "tl", "ru", "ht")

@@ -174,6 +174,11 @@ class Detector:
         self._sub_negafter = alternation("negafter")
         self._fuzzy: dict[str, str] | None = None  # built on first use (see _fuzzy_net)
         self._respell: dict[str, str] | None = None
+        # strong stems of five letters or more by their first two letters (their misspellings keep those)
+        self._strong_stems: dict[str, list[str]] = {}
+        for stem, (strength, _) in lexicon.keyword_prefixes.items():
+            if strength == "strong" and len(stem) >= _FUZZY_MIN and stem.isalpha():
+                self._strong_stems.setdefault(stem[:2], []).append(stem)
         self._fill_text = re.compile("|".join(map(re.escape, sorted(lexicon.fill_text, key=len, reverse=True))))
 
     # -- words
@@ -261,6 +266,15 @@ class Detector:
             facts = self.word(candidate)
             if facts.strength or facts.patterns or facts.companion:
                 return candidate
+        # a strong stem with one letter changed or two swapped, ending kept: "отпешите" reads "отпишите"
+        for stem in self._strong_stems.get(word[:2], ()):
+            head = word[: len(stem)]
+            if len(word) < len(stem) or head == stem:
+                continue
+            changed = [i for i, (a, b) in enumerate(zip(head, stem, strict=True)) if a != b]
+            swapped = len(changed) == 2 and changed[1] == changed[0] + 1 and sorted(head) == sorted(stem)
+            if len(changed) == 1 or swapped:
+                return stem + word[len(stem) :]
         if len(word) >= _RESPELL_MIN:
             _, respell = self._fuzzy_tables()
             found = respell.get(word)
@@ -522,6 +536,9 @@ class Detector:
                 if (
                     3 <= position - where <= _CONDITION_REACH
                     and flat[where + 1] != "|"  # "Sí, denme de baja": a yes, not an if
+                    # "Se pa mwen, move moun": "se" is "if" in Portuguese and Italian only (English
+                    # keywords are used in every language: "Kung magtetext pa kayo, mag-unsubscribe ako")
+                    and (candidate.language == "en" or candidate.language in self.lexicon.cond_languages.get(flat[where], ()))
                     and not grace.intersection(flat[max(0, where - 3) : where])
                 ):
                     shown = " ".join(w for w in flat[where : position + 1] if w != "|")

@@ -107,6 +107,7 @@ class Lexicon:
     fill_text: set[str] = field(default_factory=set)  # substring politeness as it stands in a normalised text
     net: dict[str, str] = field(default_factory=dict)  # opt-out vocabulary word -> language (the wide net)
     net_prefixes: dict[str, str] = field(default_factory=dict)  # stem -> language
+    cond_languages: dict[str, set[str]] = field(default_factory=dict)  # "se" -> {pt, it}: "if" only there
 
 
 def _words(entry: str) -> list[str]:
@@ -216,6 +217,9 @@ def load() -> Lexicon:
                 raise ValueError(f"{language}: unknown set {name!r}")
             for entry in words:
                 lexicon.sets[name].update(_words(str(entry)))
+                if name == "cond":
+                    for word in _words(str(entry)):
+                        lexicon.cond_languages.setdefault(word, set()).add(language)
     for language, data in files.items():
         for strength in ("strong", "loose", "weak"):
             for entry in (data.get("keywords") or {}).get(strength) or ():
