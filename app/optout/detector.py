@@ -78,9 +78,10 @@ MAX_CHARS = 1_600  # the longest concatenated SMS (10 x 160 GSM-7 characters); t
 _STOP_SYMBOLS = frozenset("\U0001f6d1\u270b\u26d4\U0001f6ab\U0001f645\U0001f91a\U0001f590")
 _SYMBOL_NOISE = re.compile(r"[\s\ufe0f\u200d\U0001f3fb-\U0001f3ff\u2640\u2642!.]+")
 # Symbols standing for letters inside a word: "$top", "unsub$cribe", "@rrêt".
-_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|][^\W_]+)+")
+_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|*][^\W_]+)+")
 _HYPHENATED = re.compile(r"([^\W\d_]+)\s*[-_\u2013\u2014]\s*([^\W\d_]+)")
-_SYMBOL_LETTERS = (str.maketrans("$@!|", "saii"), str.maketrans("$@!|", "soil"))
+# "st*p", "unsubscr*be": a star hides a vowel
+_SYMBOL_LETTERS = (str.maketrans("$@!|*", "saiio"), str.maketrans("$@!|*", "soili"), str.maketrans("*", "a"))
 _MAX_ANCHORS = 24
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
@@ -105,6 +106,11 @@ _SUBSTRING_SCRIPT = re.compile(
     r"[\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u1100-\u11ff\uff66-\uff9f]"
 )
 _CACHE_LIMIT = 50_000
+# One-letter spellings of Romance function words in texting ("dejen d mandar", "q no me escriban").
+_ABBREVIATIONS = {"d": "de", "q": "que"}
+# Languages that put the negator after the verb ("Haal me niet van de lijst af", "Nehmt mich nicht raus").
+_NEGATOR_AFTER = frozenset({"nl", "de"})
+_AGAIN = frozenset({"meer", "mehr", "wieder", "weer", "langer", "laenger"})
 _PAIR_GAP = 8  # characters between the two halves of a substring pair ("短信…别发")
 _NEGAFTER_REACH = 4  # characters between an opt-out substring and a negation after it ("配信停止はしないで")
 _FUZZY_MIN = 5  # a word this long one edit from opt-out vocabulary is flagged ("otpout", "отпешите")
@@ -323,6 +329,7 @@ class Detector:
             for part in split_elision(raw.replace("\u2019", "'")):
                 if not part.isalpha() and not part.isdigit() and any(c.isdigit() for c in part):
                     part = part.translate(_LEET)
+                part = _ABBREVIATIONS.get(part, part)
                 out.append(self._respelt(_RUN.sub(r"\1", part)))
             found = tuple(out)
             self._tokens[raw] = found
@@ -332,7 +339,7 @@ class Detector:
         """The text's clauses, each a list of processed words; "opt out" is one word."""
         if "#" in normalized:  # "wrong #": a number sign that numbers nothing is the word "number"
             normalized = _HASH.sub(" number ", normalized)
-        if "$" in normalized or "@" in normalized or "!" in normalized or "|" in normalized:
+        if "$" in normalized or "@" in normalized or "!" in normalized or "|" in normalized or "*" in normalized:
             normalized = _LETTER_SYMBOL.sub(self._symbol_word, normalized)
         if "-" in normalized or "_" in normalized:
             normalized = _HYPHENATED.sub(self._unhyphenated, normalized)
@@ -505,6 +512,7 @@ class Detector:
                 words = found.group().strip()
                 if (
                     self._negated_before(masked, found.start())
+                    or (pattern.language in _NEGATOR_AFTER and self._negated_after(masked, found.end()))
                     or any(self.word(w).negator and w not in pattern.literals for w in words.split())
                     or self._double_negative(words.split())
                 ):
@@ -618,6 +626,16 @@ class Detector:
         self.steps += len(window)
         before = [w for w in window if not self.word(w).fill]
         return any(self.word(w).negator for w in before[-_NEGATION_WINDOW:])
+
+    def _negated_after(self, masked: str, end: int) -> bool:
+        """A negator right after a phrase, in the languages that put it there ("haal me niet van de lijst")."""
+        after = masked[end : end + _LOOK_CHARS].split("|", 1)[0].split()[:3]
+        self.steps += len(after)
+        # "schreibt mir nie wieder", "stuur me niet meer": "no more" is the opt-out itself
+        return any(
+            self.word(w).negator and (i + 1 == len(after) or after[i + 1] not in _AGAIN)
+            for i, w in enumerate(after[:2])
+        )
 
     def _sms_follows(self, masked: str, end: int) -> bool:
         after = masked[end : end + _LOOK_CHARS].split("|", 1)[0].split()
