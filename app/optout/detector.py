@@ -576,7 +576,8 @@ class Detector:
             if any(i.obj for i in infos):
                 continue
             named = next((w for w, i in zip(clause, infos, strict=True) if i.msg), None)
-            if named is not None:  # "kill the texts please", "im good on the promos"
+            # "kill the texts please", "im good on the promos"; a noun alone ("PROMO", "ALERTS") is a keyword
+            if named is not None and (question or any(i.negator for i in infos) or sum(map(len, clauses)) > 1):
                 return Verdict(Outcome.FLAGGED, "net", named, None)
         return NOTHING
 
