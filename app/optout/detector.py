@@ -448,14 +448,20 @@ class Detector:
         interesting = False
         net: Verdict | None = None
         conditions: list[int] = []  # where "if" and its kin stand
+        seen: dict[str, int] = {}  # how often each word has stood so far
         for clause in clauses:
             if flat:
                 flat.append("|")
             for word in clause:
                 self.steps += 1
                 info = words_of(word)
-                for index in info.patterns:
-                    triggers.setdefault(index, []).append(len(flat))
+                # a pattern is tried at its first _MAX_ANCHORS anchors only (see _matches): a word met
+                # that often already gave every pattern it anchors that many
+                seen[word] = seen.get(word, 0) + 1
+                if info.patterns and seen[word] <= _MAX_ANCHORS:
+                    self.steps += len(info.patterns)
+                    for index in info.patterns:
+                        triggers.setdefault(index, []).append(len(flat))
                 if info.strength is not None or info.typo_of is not None:
                     interesting = True
                 if info.net is not None and net is None:
