@@ -655,6 +655,7 @@ class Detector:
         negated: Verdict | None = None
         strong: tuple[Verdict, int] | None = None
         short: tuple[Verdict, int] | None = None
+        about_other: bool | None = None  # whether the text names an order or a purchase and no text message
         base = -1
         for number, clause in enumerate(clauses):
             base += 1  # the "|" before this clause
@@ -678,6 +679,11 @@ class Detector:
                 at = next(i for i, w in enumerate(clause) if w == fired[0])  # type: ignore[index]
                 if any(info.negator for info in infos[:at]):
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", " ".join(clause), fired[1])  # type: ignore[index]
+                    continue
+                if about_other is None:
+                    about_other = self._names_other_object([w for c in clauses for w in c])
+                if about_other:  # "Отмените, пожалуйста, мой заказ": an order named in the next clause
+                    negated = negated or Verdict(Outcome.FLAGGED, "ambiguous", " ".join(clause), fired[1])  # type: ignore[index]
                     continue
                 rule = "keyword" if keyword is not None else "typo"
                 return Verdict(Outcome.OPT_OUT, rule, " ".join(clause), fired[1]), here + at, None  # type: ignore[index]
