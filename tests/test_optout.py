@@ -206,6 +206,16 @@ WHY_CASES = [
     ("No dejen de mandar ofertas", Outcome.FLAGGED, "veto", "es"),
     # the wide net: opt-out vocabulary that no rule honours goes to a person
     ("my lawyer says this breaks the TCPA", Outcome.FLAGGED, "net", "en"),
+    ("who's this?", Outcome.FLAGGED, "net", "en"),
+    # small capitals, a star for a vowel, "-in'" for "-ing"
+    ("\u1d1c\u0274\ua731\u1d1c\u0299\ua731\u1d04\u0280\u026a\u0299\u1d07", Outcome.OPT_OUT, "keyword", "en"),
+    ("unsubscr*be", Outcome.OPT_OUT, "typo", "en"),
+    ("quit spammin me", Outcome.OPT_OUT, "phrase", "en"),
+    # a question about what STOP does, delight, an order named in another clause, a negation after the verb
+    ("when i text stop do i lose my rewards?", Outcome.FLAGGED, "hedged", "en"),
+    ("Stop!! these boots are gorgeous", Outcome.FLAGGED, "hedged", "en"),
+    ("Annulez. Ma commande est en double", Outcome.FLAGGED, "ambiguous", "fr"),
+    ("\u914d\u4fe1\u89e3\u9664\u306f\u3057\u306a\u3044\u3067", Outcome.FLAGGED, "negated", "ja"),
     ("hello", Outcome.NONE, None, None),
     ("", Outcome.NONE, None, None),
 ]
