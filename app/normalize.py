@@ -105,8 +105,16 @@ def _fold_confusables(s: str) -> str:
     keeps its letters ("не тот номер"): lower case, or a letter with no Latin twin nearby."""
     others = any(ch.lower() not in _CONFUSABLES for ch in _CYRILLIC_GREEK.findall(s))
 
+    folded: dict[str, str] = {}  # a word repeated in one text is judged once (pasted texts repeat a lot)
+
     def fold(found: re.Match[str]) -> str:
         word = found.group()
+        done = folded.get(word)
+        if done is None:
+            done = folded[word] = fold_word(word)
+        return done
+
+    def fold_word(word: str) -> str:
         foreign = _CYRILLIC_GREEK.findall(word)
         if not foreign or any(ch.lower() not in _CONFUSABLES for ch in foreign):
             return word
@@ -136,13 +144,17 @@ def normalize(text: str) -> str:
     if _SMALL_CAPITAL.search(text):
         text = text.translate(_SMALL_CAPITALS)
     s = unicodedata.normalize("NFKC", text)
-    if _CYRILLIC_GREEK.search(s):  # look-alikes are judged without their accents ("Άu" is "au")
+    folded = _CYRILLIC_GREEK.search(s) is not None
+    if folded:  # look-alikes are judged without their accents ("Άu" is "au")
         s = _fold_confusables(unicodedata.normalize("NFD", s).translate(_DROP))
+    # Casefolding that does more than lowering can make a look-alike ("ᲂu"); lowering alone
+    # cannot give the fold above anything new to do (it reads letters lowered already).
+    again = not folded or s.casefold() != s.lower()
     # Accents go after casefolding, which can itself produce combining marks (İ -> i̇); the
     # Vietnamese "đ" has a stroke, not a mark, and is stripped too ("đừng" reads "dung").
     s = unicodedata.normalize("NFD", s.casefold()).translate(_DROP)
     s = " ".join(unicodedata.normalize("NFC", s).split())
-    if _CYRILLIC_GREEK.search(s):  # a letter that became a look-alike only by casefolding ("ᲂu")
+    if again and _CYRILLIC_GREEK.search(s):  # a letter that became a look-alike only by casefolding ("ᲂu")
         s = _fold_confusables(s)
     start, end = 0, len(s)
     while start < end and _is_edge(s[start]):

@@ -82,7 +82,7 @@ _LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|*][^\W_]+)+")
 _HYPHENATED = re.compile(r"([^\W\d_]+)\s*[-_\u2013\u2014]\s*([^\W\d_]+)")
 # "st*p", "unsubscr*be": a star hides a vowel
 _SYMBOL_LETTERS = (str.maketrans("$@!|*", "saiio"), str.maketrans("$@!|*", "soili"), str.maketrans("*", "a"))
-_MAX_ANCHORS = 24
+_MAX_ANCHORS = 8
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
 _TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
@@ -606,7 +606,7 @@ class Detector:
         pattern = self.lexicon.patterns[index]
         tried: set[int] = set()
         # A pattern is tried at its first _MAX_ANCHORS anchor words only: "stop don't" pasted a
-        # hundred times costs what twenty-four times do (the loose-word rule still reads the rest).
+        # hundred times costs what eight times do (the loose-word rule still reads the rest).
         for position in positions[:_MAX_ANCHORS]:
             for start in range(max(0, position - pattern.before), position + 1):
                 if start in tried or flat[start] == "|":
