@@ -83,6 +83,15 @@ _CONFUSABLE = {
     "տ": "s", "օ": "o", "ս": "u", "հ": "h", "ց": "g", "ք": "p", "ո": "n",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE)
+# Small capitals (phonetic letters no language of ours writes in prose), which NFKC leaves alone:
+# "ꜱᴛᴏᴘ" reads "stop".
+_SMALL_CAPITALS = str.maketrans({
+    "\u1d00": "a", "\u0299": "b", "\u1d04": "c", "\u1d05": "d", "\u1d07": "e", "\ua730": "f", "\u0262": "g",
+    "\u029c": "h", "\u026a": "i", "\u1d0a": "j", "\u1d0b": "k", "\u029f": "l", "\u1d0d": "m", "\u0274": "n",
+    "\u1d0f": "o", "\u1d18": "p", "\u1d29": "p", "\u0280": "r", "\ua731": "s", "\u1d1b": "t", "\u1d1c": "u",
+    "\u1d20": "v", "\u1d21": "w", "\u028f": "y", "\u1d22": "z",
+})  # fmt: skip
+_SMALL_CAPITAL = re.compile("[" + "".join(chr(cp) for cp in _SMALL_CAPITALS) + "]")
 _CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u0531-\u058f\u1c80-\u1c8f\u1f00-\u1fff]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
 _CONFUSABLES = frozenset(_CONFUSABLE)
@@ -96,8 +105,16 @@ def _fold_confusables(s: str) -> str:
     keeps its letters ("не тот номер"): lower case, or a letter with no Latin twin nearby."""
     others = any(ch.lower() not in _CONFUSABLES for ch in _CYRILLIC_GREEK.findall(s))
 
+    folded: dict[str, str] = {}  # a word repeated in one text is judged once (pasted texts repeat a lot)
+
     def fold(found: re.Match[str]) -> str:
         word = found.group()
+        done = folded.get(word)
+        if done is None:
+            done = folded[word] = fold_word(word)
+        return done
+
+    def fold_word(word: str) -> str:
         foreign = _CYRILLIC_GREEK.findall(word)
         if not foreign or any(ch.lower() not in _CONFUSABLES for ch in foreign):
             return word
@@ -124,14 +141,20 @@ def normalize(text: str) -> str:
         return out
     if _ENCLOSED_RUN.search(text):
         text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
+    if _SMALL_CAPITAL.search(text):
+        text = text.translate(_SMALL_CAPITALS)
     s = unicodedata.normalize("NFKC", text)
-    if _CYRILLIC_GREEK.search(s):  # look-alikes are judged without their accents ("Άu" is "au")
+    folded = _CYRILLIC_GREEK.search(s) is not None
+    if folded:  # look-alikes are judged without their accents ("Άu" is "au")
         s = _fold_confusables(unicodedata.normalize("NFD", s).translate(_DROP))
+    # Casefolding that does more than lowering can make a look-alike ("ᲂu"); lowering alone
+    # cannot give the fold above anything new to do (it reads letters lowered already).
+    again = not folded or s.casefold() != s.lower()
     # Accents go after casefolding, which can itself produce combining marks (İ -> i̇); the
     # Vietnamese "đ" has a stroke, not a mark, and is stripped too ("đừng" reads "dung").
     s = unicodedata.normalize("NFD", s.casefold()).translate(_DROP)
     s = " ".join(unicodedata.normalize("NFC", s).split())
-    if _CYRILLIC_GREEK.search(s):  # a letter that became a look-alike only by casefolding ("ᲂu")
+    if again and _CYRILLIC_GREEK.search(s):  # a letter that became a look-alike only by casefolding ("ᲂu")
         s = _fold_confusables(s)
     start, end = 0, len(s)
     while start < end and _is_edge(s[start]):

@@ -170,11 +170,14 @@ def _figures(sender: SenderRules, rows: list[dict[str, str]]) -> dict[str, Any]:
     caught = sum(1 for r in optouts if (m := sender.match(r["text"])).kind is Kind.STOP or m.flagged)
     wrong = sum(1 for r in keeps if sender.match(r["text"]).kind is Kind.STOP)
     flagged = sum(1 for r in rows if sender.match(r["text"]).flagged)
+    flagged_keeps = sum(1 for r in keeps if sender.match(r["text"]).flagged)
     return {
         "recall": round(honoured / len(optouts), 3) if optouts else None,
         "caught": round(caught / len(optouts), 3) if optouts else None,
         "false_positives": round(wrong / len(keeps), 3) if keeps else None,
         "flagged": flagged,
+        # the queue a person reads: the share of other replies it holds
+        "flagged_share_of_keep": round(flagged_keeps / len(keeps), 3) if keeps else None,
     }
 
 
@@ -241,8 +244,11 @@ def run() -> None:
         }), flush=True)  # fmt: skip
     with open(CASES, encoding="utf-8", newline="") as fh:
         cases = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-    for split in ("train", "held"):
-        chosen = [r for r in cases if r["split"].startswith(split)]
+    # held1-5 were judged once each before the rules of issue 21's second round; held6 was written
+    # before that round, held7 and held8 during it (their first runs are in docs/optout.md)
+    splits = {"train": ("train",), "held1-5": tuple(f"held{n}" for n in range(1, 6)), "held6": ("held6",), "held7": ("held7",), "held8": ("held8",)}
+    for split, members in splits.items():
+        chosen = [r for r in cases if r["split"] in members]
         for name, members in [*CASE_GROUPS.items(), ("all", tuple(lang for g in CASE_GROUPS.values() for lang in g))]:
             subset = [r for r in chosen if r["lang"] in members]
             print(json.dumps({

@@ -34,7 +34,7 @@ OWN = _rows("optout_own.tsv")
 # Our own hard cases for the phenomena of issue 21 (consent and statute wording, slang, questions,
 # split words, symbols, far typos, terse wrong numbers, changed hands, look-alikes; negation,
 # second thoughts, hypotheticals, other objects) in all sixteen languages. `split` says how each
-# was used: `train` cases were in view while the rules were written; `held1` to `held5` were
+# was used: `train` cases were in view while the rules were written; `held1` to `held8` were
 # written and set aside, judged once by the rules of the day (first-run figures in
 # docs/optout.md), and only then used to correct the rules. Every case is now checked one by one,
 # and the held sets also by figures per language group.
@@ -42,7 +42,9 @@ CASES = _rows("optout_cases.tsv")
 HELD = [r for r in CASES if r["split"].startswith("held")]
 # Known misses, each a limit we accept: a leading "@" is punctuation to the normaliser (it cannot
 # tell "@rrêt" from a mention, and reading "@stop" as "astop" would lose a plain STOP).
-KNOWN_MISSES = {"@rrêt"}
+# "not dave" and "Wrong Tom." are flagged, not honoured: "not" or "wrong" and one word is as often
+# "not now" or "wrong size".
+KNOWN_MISSES = {"@rrêt", "not dave", "Wrong Tom."}
 # The dev corpus is in the first twelve languages; vi, tl, ru and ht have our own cases only.
 DEV_LANGUAGES = LANGUAGES[:12]
 NEW_LANGUAGES = ("vi", "tl", "ru", "ht")
@@ -204,6 +206,16 @@ WHY_CASES = [
     ("No dejen de mandar ofertas", Outcome.FLAGGED, "veto", "es"),
     # the wide net: opt-out vocabulary that no rule honours goes to a person
     ("my lawyer says this breaks the TCPA", Outcome.FLAGGED, "net", "en"),
+    ("who's this?", Outcome.FLAGGED, "net", "en"),
+    # small capitals, a star for a vowel, "-in'" for "-ing"
+    ("\u1d1c\u0274\ua731\u1d1c\u0299\ua731\u1d04\u0280\u026a\u0299\u1d07", Outcome.OPT_OUT, "keyword", "en"),
+    ("unsubscr*be", Outcome.OPT_OUT, "typo", "en"),
+    ("quit spammin me", Outcome.OPT_OUT, "phrase", "en"),
+    # a question about what STOP does, delight, an order named in another clause, a negation after the verb
+    ("when i text stop do i lose my rewards?", Outcome.FLAGGED, "hedged", "en"),
+    ("Stop!! these boots are gorgeous", Outcome.FLAGGED, "hedged", "en"),
+    ("Annulez. Ma commande est en double", Outcome.FLAGGED, "ambiguous", "fr"),
+    ("\u914d\u4fe1\u89e3\u9664\u306f\u3057\u306a\u3044\u3067", Outcome.FLAGGED, "negated", "ja"),
     ("hello", Outcome.NONE, None, None),
     ("", Outcome.NONE, None, None),
 ]

@@ -78,10 +78,11 @@ MAX_CHARS = 1_600  # the longest concatenated SMS (10 x 160 GSM-7 characters); t
 _STOP_SYMBOLS = frozenset("\U0001f6d1\u270b\u26d4\U0001f6ab\U0001f645\U0001f91a\U0001f590")
 _SYMBOL_NOISE = re.compile(r"[\s\ufe0f\u200d\U0001f3fb-\U0001f3ff\u2640\u2642!.]+")
 # Symbols standing for letters inside a word: "$top", "unsub$cribe", "@rrêt".
-_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|][^\W_]+)+")
+_LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|*][^\W_]+)+")
 _HYPHENATED = re.compile(r"([^\W\d_]+)\s*[-_\u2013\u2014]\s*([^\W\d_]+)")
-_SYMBOL_LETTERS = (str.maketrans("$@!|", "saii"), str.maketrans("$@!|", "soil"))
-_MAX_ANCHORS = 24
+# "st*p", "unsubscr*be": a star hides a vowel
+_SYMBOL_LETTERS = (str.maketrans("$@!|*", "saiio"), str.maketrans("$@!|*", "soili"), str.maketrans("*", "a"))
+_MAX_ANCHORS = 8
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
 _TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
@@ -105,6 +106,17 @@ _SUBSTRING_SCRIPT = re.compile(
     r"[\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u1100-\u11ff\uff66-\uff9f]"
 )
 _CACHE_LIMIT = 50_000
+# One-letter spellings of Romance function words in texting ("dejen d mandar", "q no me escriban").
+_ABBREVIATIONS = {"d": "de", "q": "que"}
+# Languages that put the negator after the verb ("Haal me niet van de lijst af", "Nehmt mich nicht raus").
+_NEGATOR_AFTER = frozenset({"nl", "de"})
+_AGAIN = frozenset({"meer", "mehr", "wieder", "weer", "langer", "laenger"})
+_PAIR_GAP = 8  # characters between the two halves of a substring pair ("短信…别发")
+_NEGAFTER_REACH = 4  # characters between an opt-out substring and a negation after it ("配信停止はしないで")
+_FUZZY_MIN = 5  # a word this long one edit from opt-out vocabulary is flagged ("otpout", "отпешите")
+_RESPELL_MIN = 7  # a word this long one edit from a lexicon word reads as it ("escrivirme", "sacenme")
+# Spellings by sound: "kiero" (quiero), "vaja" (baja), "escrivirme" (escribirme), "spammin" (spamming).
+_SOUND_SWAPS = (("k", "qu"), ("v", "b"), ("b", "v"), ("z", "s"), ("s", "z"), ("c", "qu"), ("y", "ll"), ("i", "e"), ("e", "i"))
 
 
 class Detector:
@@ -155,6 +167,24 @@ class Detector:
         self._sub_alone = subs["alone"]
         self._sub_hedge = alternation("hedge")
         self._sub_net = alternation("net")
+        pairs = [
+            (f"p{number}", key, language) for number, (key, language) in enumerate(subs["pairs"].items())
+        ]
+        self._pair_language = {name: language for name, _, language in pairs}
+        self._sub_pairs = (
+            re.compile("|".join(
+                f"(?P<{name}>(?:{key.split('~')[0]}).{{0,{_PAIR_GAP}}}?(?:{key.split('~')[1]}))" for name, key, _ in pairs
+            ))
+            if pairs else None
+        )  # fmt: skip
+        self._sub_negafter = alternation("negafter")
+        self._fuzzy: dict[str, str] | None = None  # built on first use (see _fuzzy_net)
+        self._respell: dict[str, str] | None = None
+        # strong stems of five letters or more by their first two letters (their misspellings keep those)
+        self._strong_stems: dict[str, list[str]] = {}
+        for stem, (strength, _) in lexicon.keyword_prefixes.items():
+            if strength == "strong" and len(stem) >= _FUZZY_MIN and stem.isalpha():
+                self._strong_stems.setdefault(stem[:2], []).append(stem)
         self._fill_text = re.compile("|".join(map(re.escape, sorted(lexicon.fill_text, key=len, reverse=True))))
 
     # -- words
@@ -170,8 +200,98 @@ class Detector:
                 found.typo_of = self._far_typo(word)
                 if found.typo_of is not None and found.net is None:
                     found.net = self.word(found.typo_of).language
+            if (
+                found.net is None
+                and found.strength is None
+                and found.typo_of is None
+                and not found.companion
+                and len(word) >= _FUZZY_MIN
+                and word.isalpha()
+            ):
+                found.net = self._fuzzy_net(word)
             self._words[word] = found
         return found
+
+    def _fuzzy_tables(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Opt-out vocabulary and lexicon words, each with its one-letter deletions (a symmetric-delete index)."""
+        if self._fuzzy is None or self._respell is None:
+            lexicon = self.lexicon
+            fuzzy: dict[str, str] = {}
+            vocabulary = {**lexicon.net, **{w: lang for w, (strength, lang) in lexicon.keywords.items() if strength != "weak"}}
+            for stem, language in lexicon.net_prefixes.items():
+                vocabulary.setdefault(stem, language)
+            for word, language in vocabulary.items():
+                if len(word) >= _FUZZY_MIN and word.isalpha():
+                    fuzzy.setdefault(word, language)
+                    for i in range(len(word)):
+                        fuzzy.setdefault(word[:i] + word[i + 1 :], language)
+            respell: dict[str, str] = {}
+            known: set[str] = set()
+            for pattern in lexicon.patterns:
+                if pattern.section == "phrases":
+                    known.update(pattern.literals)
+            known.update(lexicon.sets["send"], lexicon.sets["msg"], lexicon.keywords)
+            for word in sorted(known):
+                if len(word) >= _RESPELL_MIN - 1 and word.isalpha():
+                    respell.setdefault(word, word)
+                    for i in range(len(word)):
+                        respell.setdefault(word[:i] + word[i + 1 :], word)
+            self._fuzzy, self._respell = fuzzy, respell
+        return self._fuzzy, self._respell
+
+    def _fuzzy_net(self, word: str) -> str | None:
+        """The language of the opt-out word (or stem) `word` is one edit from, else None ("cancle", "отпешите")."""
+        fuzzy, _ = self._fuzzy_tables()
+        self.steps += 2 * len(word)
+        if word in fuzzy:
+            return fuzzy[word]
+        for i in range(len(word)):
+            language = fuzzy.get(word[:i] + word[i + 1 :])
+            if language is not None:
+                return language
+        # a stem with an ending: "desuscribirme" one edit from "desuscrib~"
+        for length in (6, 7, 8):
+            if len(word) > length + 1 and (word[:length] in fuzzy or word[: length + 1] in fuzzy):
+                return fuzzy.get(word[:length]) or fuzzy.get(word[: length + 1])
+        return None
+
+    def _respelt(self, word: str) -> str:
+        """An unknown word as the lexicon word it misspells by sound or by one slip, else itself."""
+        if len(word) < 4 or not word.isalpha():
+            return word
+        info = self.word(word)
+        if info.strength or info.typo_of or info.companion or info.patterns or info.negator or info.obj:
+            return word
+        self.steps += 4 * len(word)
+        candidates = [word + "g"] if word.endswith("in") and len(word) >= 5 else []  # "spammin", "textin"
+        for old, new in _SOUND_SWAPS:
+            if old in word:
+                candidates.append(word.replace(old, new, 1))
+                candidates.append(word.replace(old, new))
+        for candidate in candidates:
+            facts = self.word(candidate)
+            if facts.strength or facts.patterns or facts.companion:
+                return candidate
+        # a strong stem with one letter changed or two swapped, ending kept: "отпешите" reads "отпишите"
+        for stem in self._strong_stems.get(word[:2], ()):
+            head = word[: len(stem)]
+            if len(word) < len(stem) or head == stem:
+                continue
+            changed = [i for i, (a, b) in enumerate(zip(head, stem, strict=True)) if a != b]
+            swapped = len(changed) == 2 and changed[1] == changed[0] + 1 and sorted(head) == sorted(stem)
+            if len(changed) == 1 or swapped:
+                return stem + word[len(stem) :]
+        if len(word) >= _RESPELL_MIN:
+            _, respell = self._fuzzy_tables()
+            found = respell.get(word)
+            if found is None:
+                for i in range(len(word)):
+                    found = respell.get(word[:i] + word[i + 1 :])
+                    if found is not None:
+                        break
+            if found is not None and abs(len(found) - len(word)) <= 1:
+                return found
+        return word
 
     def _far_typo(self, word: str) -> str | None:
         """The long keyword (or stem) `word` misspells by at most two edits, else None ("usnubscribe")."""
@@ -209,7 +329,8 @@ class Detector:
             for part in split_elision(raw.replace("\u2019", "'")):
                 if not part.isalpha() and not part.isdigit() and any(c.isdigit() for c in part):
                     part = part.translate(_LEET)
-                out.append(_RUN.sub(r"\1", part))
+                part = _ABBREVIATIONS.get(part, part)
+                out.append(self._respelt(_RUN.sub(r"\1", part)))
             found = tuple(out)
             self._tokens[raw] = found
         return found
@@ -218,7 +339,7 @@ class Detector:
         """The text's clauses, each a list of processed words; "opt out" is one word."""
         if "#" in normalized:  # "wrong #": a number sign that numbers nothing is the word "number"
             normalized = _HASH.sub(" number ", normalized)
-        if "$" in normalized or "@" in normalized or "!" in normalized or "|" in normalized:
+        if "$" in normalized or "@" in normalized or "!" in normalized or "|" in normalized or "*" in normalized:
             normalized = _LETTER_SYMBOL.sub(self._symbol_word, normalized)
         if "-" in normalized or "_" in normalized:
             normalized = _HYPHENATED.sub(self._unhyphenated, normalized)
@@ -327,14 +448,20 @@ class Detector:
         interesting = False
         net: Verdict | None = None
         conditions: list[int] = []  # where "if" and its kin stand
+        seen: dict[str, int] = {}  # how often each word has stood so far
         for clause in clauses:
             if flat:
                 flat.append("|")
             for word in clause:
                 self.steps += 1
                 info = words_of(word)
-                for index in info.patterns:
-                    triggers.setdefault(index, []).append(len(flat))
+                # a pattern is tried at its first _MAX_ANCHORS anchors only (see _matches): a word met
+                # that often already gave every pattern it anchors that many
+                seen[word] = seen.get(word, 0) + 1
+                if info.patterns and seen[word] <= _MAX_ANCHORS:
+                    self.steps += len(info.patterns)
+                    for index in info.patterns:
+                        triggers.setdefault(index, []).append(len(flat))
                 if info.strength is not None or info.typo_of is not None:
                     interesting = True
                 if info.net is not None and net is None:
@@ -391,6 +518,7 @@ class Detector:
                 words = found.group().strip()
                 if (
                     self._negated_before(masked, found.start())
+                    or (pattern.language in _NEGATOR_AFTER and self._negated_after(masked, found.end()))
                     or any(self.word(w).negator and w not in pattern.literals for w in words.split())
                     or self._double_negative(words.split())
                 ):
@@ -413,12 +541,18 @@ class Detector:
                 return veto
             if hedge is not None:
                 return hedge
+            if candidate.rule in ("keyword", "first", "short") and self.lexicon.sets["wow"].intersection(flat):
+                # "Stop! That price is amazing": a bare stop beside delight is an exclamation
+                return Verdict(Outcome.FLAGGED, "hedged", candidate.words, candidate.language)
             # "if prices go up again I'll unsubscribe": a condition two or more words before it
             grace = self.lexicon.sets["grace"]
             for where in conditions:
                 if (
                     3 <= position - where <= _CONDITION_REACH
                     and flat[where + 1] != "|"  # "Sí, denme de baja": a yes, not an if
+                    # "Se pa mwen, move moun": "se" is "if" in Portuguese and Italian only (English
+                    # keywords are used in every language: "Kung magtetext pa kayo, mag-unsubscribe ako")
+                    and (candidate.language == "en" or candidate.language in self.lexicon.cond_languages.get(flat[where], ()))
                     and not grace.intersection(flat[max(0, where - 3) : where])
                 ):
                     shown = " ".join(w for w in flat[where : position + 1] if w != "|")
@@ -433,6 +567,9 @@ class Detector:
         loose = self._loose_word(masked) if interesting else None
         if loose is not None:
             return Verdict(Outcome.FLAGGED, "ambiguous", loose[0], loose[1])
+        for index in by_section.get("flag", ()):
+            for _, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
+                return Verdict(Outcome.FLAGGED, "net", found.group().strip(), patterns[index].language)
         return self._net(masked) if net is not None else NOTHING
 
     def _intent_net(self, clauses: list[list[str]], question: bool) -> Verdict:
@@ -445,7 +582,8 @@ class Detector:
             if any(i.obj for i in infos):
                 continue
             named = next((w for w, i in zip(clause, infos, strict=True) if i.msg), None)
-            if named is not None and (question or any(i.negator for i in infos)):
+            # "kill the texts please", "im good on the promos"; a noun alone ("PROMO", "ALERTS") is a keyword
+            if named is not None and (question or any(i.negator for i in infos) or sum(map(len, clauses)) > 1):
                 return Verdict(Outcome.FLAGGED, "net", named, None)
         return NOTHING
 
@@ -468,7 +606,7 @@ class Detector:
         pattern = self.lexicon.patterns[index]
         tried: set[int] = set()
         # A pattern is tried at its first _MAX_ANCHORS anchor words only: "stop don't" pasted a
-        # hundred times costs what twenty-four times do (the loose-word rule still reads the rest).
+        # hundred times costs what eight times do (the loose-word rule still reads the rest).
         for position in positions[:_MAX_ANCHORS]:
             for start in range(max(0, position - pattern.before), position + 1):
                 if start in tried or flat[start] == "|":
@@ -496,6 +634,16 @@ class Detector:
         before = [w for w in window if not self.word(w).fill]
         return any(self.word(w).negator for w in before[-_NEGATION_WINDOW:])
 
+    def _negated_after(self, masked: str, end: int) -> bool:
+        """A negator right after a phrase, in the languages that put it there ("haal me niet van de lijst")."""
+        after = masked[end : end + _LOOK_CHARS].split("|", 1)[0].split()[:3]
+        self.steps += len(after)
+        # "schreibt mir nie wieder", "stuur me niet meer": "no more" is the opt-out itself
+        return any(
+            self.word(w).negator and (i + 1 == len(after) or after[i + 1] not in _AGAIN)
+            for i, w in enumerate(after[:2])
+        )
+
     def _sms_follows(self, masked: str, end: int) -> bool:
         after = masked[end : end + _LOOK_CHARS].split("|", 1)[0].split()
         return any(self.word(w).msg for w in after[:_SCOPE_LOOKAHEAD])
@@ -507,6 +655,7 @@ class Detector:
         negated: Verdict | None = None
         strong: tuple[Verdict, int] | None = None
         short: tuple[Verdict, int] | None = None
+        about_other: bool | None = None  # whether the text names an order or a purchase and no text message
         base = -1
         for number, clause in enumerate(clauses):
             base += 1  # the "|" before this clause
@@ -531,6 +680,11 @@ class Detector:
                 if any(info.negator for info in infos[:at]):
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", " ".join(clause), fired[1])  # type: ignore[index]
                     continue
+                if about_other is None:
+                    about_other = self._names_other_object([w for c in clauses for w in c])
+                if about_other:  # "Отмените, пожалуйста, мой заказ": an order named in the next clause
+                    negated = negated or Verdict(Outcome.FLAGGED, "ambiguous", " ".join(clause), fired[1])  # type: ignore[index]
+                    continue
                 rule = "keyword" if keyword is not None else "typo"
                 return Verdict(Outcome.OPT_OUT, rule, " ".join(clause), fired[1]), here + at, None  # type: ignore[index]
             for i, (word, info) in enumerate(zip(clause, infos, strict=True)):
@@ -541,6 +695,9 @@ class Detector:
                 if is_negated:
                     shown = " ".join(clause[max(0, i - 2) : i + 1])
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, info.language)
+                elif info.strength == "strong" and self._names_other_object(clause):
+                    # "Is the opt-out for the extended warranty still available?": a purchase option
+                    negated = negated or Verdict(Outcome.FLAGGED, "ambiguous", word, info.language)
                 elif info.strength == "strong":
                     strong = strong or (Verdict(Outcome.OPT_OUT, "strong", word, info.language), here + i)
                 elif total <= _SHORT_TEXT_WORDS and not self._has_other_object(clause, i):
@@ -559,6 +716,11 @@ class Detector:
         infos = [self.word(w) for w in clause]
         self.steps += len(infos)
         return any(i.obj for i in infos) and not any(i.msg for i in infos)
+
+    def _names_other_object(self, clause: list[str]) -> bool:
+        """Whether a clause names an order, a delivery or a purchase and no text."""
+        infos = [self.word(w) for w in clause]
+        return any(info.obj for info in infos) and not any(info.msg for info in infos)
 
     def _has_other_object(self, clause: list[str], i: int) -> bool:
         """Whether the clause names an object that is not the texts ("stop the delivery", "mijn bestelling stoppen")."""
@@ -579,7 +741,7 @@ class Detector:
 
     def _substring_verdict(self, normalized: str) -> Verdict:
         text = fold_substring(normalized)
-        self.steps += 8 * len(text)  # each alternation below scans the text once
+        self.steps += 10 * len(text)  # each alternation below scans the text once (the pairs twice)
         subs = self.lexicon.substrings
         if self._sub_senses is not None:
             # an opt-out that holds a whole other-sense phrase and more wins over it ("कैसे बंद होंगे"
@@ -597,13 +759,20 @@ class Detector:
             found = self._sub_keep.search(text)
             if found:
                 veto = Verdict(Outcome.FLAGGED, "veto", found.group(), subs["keep"][found.group()])
-        if self._sub_optout is not None:
-            found = self._sub_optout.search(text)
-            if found:
-                hedge = self._sub_hedge.search(text) if self._sub_hedge is not None else None
-                if veto is None and hedge is not None:  # "如果再涨价我就退订": hypothetical
-                    return Verdict(Outcome.FLAGGED, "hedged", hedge.group(), subs["hedge"][hedge.group()])
-                return veto or Verdict(Outcome.OPT_OUT, "substring", found.group(), subs["optout"][found.group()])
+        found = self._sub_optout.search(text) if self._sub_optout is not None else None
+        language = subs["optout"][found.group()] if found else None
+        if found is None and self._sub_pairs is not None:
+            found = self._sub_pairs.search(text)
+            language = self._pair_language[found.lastgroup] if found and found.lastgroup else None
+        if found is not None and self._sub_negafter is not None:
+            negation = self._sub_negafter.search(text, found.end(), found.end() + _NEGAFTER_REACH + 8)
+            if negation is not None and negation.start() - found.end() <= _NEGAFTER_REACH:
+                return Verdict(Outcome.FLAGGED, "negated", found.group() + negation.group(), language)
+        if found:
+            hedge = self._sub_hedge.search(text) if self._sub_hedge is not None else None
+            if veto is None and hedge is not None:  # "如果再涨价我就退订": hypothetical
+                return Verdict(Outcome.FLAGGED, "hedged", hedge.group(), subs["hedge"][hedge.group()])
+            return veto or Verdict(Outcome.OPT_OUT, "substring", found.group(), language)
         # "停止 thanks": politeness in a Latin-script language around a word of another script
         fill = self.lexicon.sets["fill"]
         bare = fold_substring(_LATIN_RUN.sub(lambda m: "" if m.group() in fill else m.group(), normalized))

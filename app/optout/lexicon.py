@@ -6,7 +6,7 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
   themselves, `send`: verbs of sending, `me`: object pronouns, `fill`: politeness and filler
   words, `det`: determiners, `neg`: negators, `cond`: conditionals such as "if" that make what
   follows hypothetical (not after `grace`: "I'd appreciate it if you stopped"), `obj`: things other than the texts an order word may apply to: an order,
-  a delivery, a purchase);
+  a delivery, a purchase; `wow`: delight, which makes a bare "Stop!" an exclamation: "Stop! That price is amazing");
 - `keywords`: `strong` (an opt-out wherever it stands, unless negated: "unsubscribe"),
   `loose` ("stop": an opt-out alone, in a short text or with an object; flagged elsewhere),
   `weak` ("cancel", "end": an opt-out only as a clause of its own);
@@ -16,10 +16,15 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
 - `senses`: patterns where a keyword has another sense ("bus stop", "end of the day");
 - `hedge`: patterns of second thoughts and hypotheticals ("never mind", "was going to"): an
   opt-out reading in a text that holds one is flagged, not honoured;
+- `flag`: patterns that are not opt-outs but close enough for a person to look ("not Dave",
+  "is this a real company?"): a text matching one that no rule honours is flagged;
 - `net`: words (`x~` a prefix) that carry opt-out vocabulary: a text holding one that no rule
   honours is flagged for a person (the wide net);
 - `substrings`: for scripts written without spaces between words (zh, ja) or with clitics
-  (ko, ar, hi): `optout`, `alone`, `keep`, `senses`, `fill`, `hedge` and `net` substrings.
+  (ko, ar, hi): `optout`, `alone`, `keep`, `senses`, `fill`, `hedge` and `net` substrings;
+  `pairs` ("短信|消息 ~ 不要|别": one of the first, then one of the second within a few
+  characters) are opt-outs like `optout`; `negafter` negates an opt-out it follows closely
+  ("配信停止はしないで", "수신 거부하지 말아").
 
 Pattern syntax: items separated by spaces; `a|b` alternatives, `x~` a prefix (any
 inflection), `*` any one word, a trailing `?` makes an item optional, `{name}` any word of a set, `..` skips up
@@ -41,9 +46,9 @@ from app.normalize import normalize
 LANGUAGES: tuple[str, ...] = (
     "en", "fr", "es", "de", "pt", "it", "nl", "zh", "ja", "ko", "ar", "hi", "vi", "tl", "ru", "ht",
 )  # fmt: skip
-SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace")
-PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses", "hedge")
-SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net")
+SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace", "wow")
+PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses", "hedge", "flag")
+SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net", "pairs", "negafter")
 
 # French and Italian elide a short word into the next ("m'envoyer", "dall'elenco"); English
 # contracts a short ending onto a word ("don't", "I'm"). A word splits at its apostrophe only
@@ -102,6 +107,7 @@ class Lexicon:
     fill_text: set[str] = field(default_factory=set)  # substring politeness as it stands in a normalised text
     net: dict[str, str] = field(default_factory=dict)  # opt-out vocabulary word -> language (the wide net)
     net_prefixes: dict[str, str] = field(default_factory=dict)  # stem -> language
+    cond_languages: dict[str, set[str]] = field(default_factory=dict)  # "se" -> {pt, it}: "if" only there
 
 
 def _words(entry: str) -> list[str]:
@@ -211,6 +217,9 @@ def load() -> Lexicon:
                 raise ValueError(f"{language}: unknown set {name!r}")
             for entry in words:
                 lexicon.sets[name].update(_words(str(entry)))
+                if name == "cond":
+                    for word in _words(str(entry)):
+                        lexicon.cond_languages.setdefault(word, set()).add(language)
     for language, data in files.items():
         for strength in ("strong", "loose", "weak"):
             for entry in (data.get("keywords") or {}).get(strength) or ():
@@ -228,6 +237,13 @@ def load() -> Lexicon:
             if section not in SUBSTRING_SECTIONS:
                 raise ValueError(f"{language}: unknown substring section {section!r}")
             for entry in entries:
+                if section == "pairs":  # "短信|信息 ~ 不要|别": the first, then the second within a few characters
+                    first, _, second = str(entry).partition("~")
+                    key = "~".join(
+                        "|".join(fold_substring(normalize(alt)) for alt in side.split("|")) for side in (first, second)
+                    )
+                    lexicon.substrings[section].setdefault(key, language)
+                    continue
                 folded = fold_substring(normalize(str(entry)))
                 if folded:
                     lexicon.substrings[section].setdefault(folded, language)
