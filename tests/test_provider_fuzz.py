@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ACME, PUBLIC_URL, Gateway
-from tests.test_fuzz import bent
+from tests.test_fuzz import NASTY, bent
 from tests.fake_plivo import AUTH_ID as PLIVO_ID, AUTH_TOKEN as PLIVO_TOKEN
 from tests.fake_plivo import FakePlivo, fake_plivo, signed_headers  # noqa: F401
 from tests.fake_plivo import inbound_pairs as plivo_inbound, status_pairs as plivo_status
@@ -91,7 +91,7 @@ def test_plivo_bent_forms_are_never_a_5xx(everyone: tuple[Gateway, TelnyxKeys]) 
     gateway, _ = everyone
     templates = [plivo_inbound(From=PHONE[1:], To=ACME[1:], Text="STOP"),
                  plivo_status("7a242edc-2f57-11e7-98c9-06ab0bf64327", "failed", ErrorCode="200")]
-    text = st.text(max_size=20) | st.sampled_from(["", "\x00", "😀", "-1", "99999999999999999999", "abc"])
+    text = st.text(max_size=20) | st.sampled_from(NASTY)
 
     @FUZZ
     @given(pairs=st.sampled_from(templates), edits=st.lists(st.tuples(st.integers(0, 30), text), max_size=4),
@@ -108,3 +108,26 @@ def test_plivo_bent_forms_are_never_a_5xx(everyone: tuple[Gateway, TelnyxKeys]) 
         check(gateway.client.post(path, content=body, headers=signed_headers(url, pairs)), repr(body))
 
     run()
+
+
+# Digits that are not ASCII digits: str.isdigit says yes to "²" (int() refuses it) and to "٣" (int()
+# reads 3); a run of 5,000 digits is more than int() reads and more than the column holds.
+NOT_ASCII_NUMBERS = ["²", "٣", "１２", "9" * 5000, "99999999999", " 30007 "]
+
+
+@pytest.mark.parametrize("code", NOT_ASCII_NUMBERS, ids=["superscript", "arabic-indic", "fullwidth", "5000-digits",
+                                                         "over-int32", "spaced"])
+def test_a_provider_error_code_that_is_no_plain_number_is_never_a_5xx(
+        everyone: tuple[Gateway, TelnyxKeys], vonage_keys: VonageKeys, code: str) -> None:
+    gateway, keys = everyone
+    pairs = plivo_status("7a242edc-2f57-11e7-98c9-06ab0bf64327", "failed", ErrorCode=code)
+    body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in pairs).encode()
+    url = PUBLIC_URL + "/webhooks/plivo/status"
+    check(gateway.client.post("/webhooks/plivo/status", content=body, headers=signed_headers(url, pairs)), code)
+    telnyx = event("message.finalized", telnyx_status("40385f64-5717-4562-b3fc-2c963f66afa6", "delivery_failed",
+                                                      to=PHONE, errors=[{"code": code}]))
+    check(gateway.client.post("/webhooks/telnyx", content=telnyx, headers=keys.headers(telnyx)), code)
+    vonage = json.dumps(vonage_status("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "rejected",
+                                      error={"type": f"https://developer.vonage.com/api-errors#{code}",
+                                             "title": code})).encode()
+    check(gateway.client.post("/webhooks/vonage", content=vonage, headers=vonage_keys.webhook_headers(vonage)), code)

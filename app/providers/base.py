@@ -300,3 +300,20 @@ class WebhookProvider(Protocol):
     async def aclose(self) -> None:
         """Close pooled connections; later sends raise SendError."""
         ...
+
+
+# The largest value an INTEGER column holds on both databases; providers' counts and codes are far below it.
+MAX_INTEGER = 2**31 - 1
+
+
+def whole_number(text: str) -> int | None:
+    """`text` (spaces around it aside) as a whole number from 0 to MAX_INTEGER, else None.
+
+    ASCII digits only: str.isdigit also accepts "²" (which int() refuses) and "٣" (which it
+    reads); and a run of digits too long for the column is refused before int() sees it.
+    """
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_INTEGER)):
+        return None
+    value = int(text)
+    return value if value <= MAX_INTEGER else None

@@ -47,6 +47,7 @@ from app.providers.base import (
     SendResult,
     StatusUpdate,
     WebhookRequest,
+    whole_number,
 )
 
 logger = logging.getLogger("optline.plivo")
@@ -189,9 +190,10 @@ def _error_code(params: Mapping[str, str]) -> int | None:
     raw = _text(params, "ErrorCode")
     if raw is None:
         return None
-    if not raw.isdigit():
+    code = whole_number(raw)
+    if code is None:
         raise InvalidPayload("ErrorCode is not a number", field="ErrorCode")
-    return int(raw) or None
+    return code or None
 
 
 def parse_inbound(params: Mapping[str, str]) -> InboundSms:
@@ -234,9 +236,9 @@ def _media(params: Mapping[str, str]) -> tuple[Media, ...]:
     """Media1…MediaN (numbered from 1), as many as MediaCount says."""
     raw_count = _text(params, "MediaCount")
     if raw_count is None:
-        count = sum(1 for key in params if key.startswith("Media") and key[5:].isdigit())
-    elif raw_count.isdigit() and int(raw_count) <= MAX_MEDIA:
-        count = int(raw_count)
+        count = sum(1 for key in params if key.startswith("Media") and whole_number(key[5:]) is not None)
+    elif (given := whole_number(raw_count)) is not None and given <= MAX_MEDIA:
+        count = given
     else:
         raise InvalidPayload("MediaCount is not a number up to 10", field="MediaCount")
     # WhatsApp media name their type in MimeType; MMS media come without one.

@@ -44,6 +44,7 @@ from app.providers.base import (
     SendResult,
     StatusUpdate,
     WebhookRequest,
+    whole_number,
 )
 
 logger = logging.getLogger("optline.telnyx")
@@ -153,7 +154,7 @@ def signature_valid(
     """True when `headers` carry Telnyx's Ed25519 signature of timestamp|body, made within `tolerance`."""
     signature = (headers.get(SIGNATURE_HEADER) or "").strip()
     timestamp = (headers.get(TIMESTAMP_HEADER) or "").strip()
-    if not signature or not timestamp or not timestamp.isdigit():
+    if not signature or not timestamp or not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         return False
     if abs(now - int(timestamp)) > tolerance:
         return False
@@ -224,8 +225,8 @@ def _error_codes(payload: Mapping[str, Any]) -> list[int]:
     for error in errors:
         raw = error.get("code") if isinstance(error, dict) else None
         text = str(raw).strip() if raw is not None else ""
-        if text.isdigit():
-            codes.append(int(text))
+        if (code := whole_number(text)) is not None:
+            codes.append(code)
         else:
             # Refusing the report would lose its status; an error without a code cannot be
             # the 40300 that matters here, so it is only logged.
@@ -366,7 +367,7 @@ def send_error(http_status: int, body: Any, headers: Mapping[str, str]) -> SendE
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         first = errors[0]
         raw_code = str(first.get("code") or "").strip()
-        code = int(raw_code) if raw_code.isdigit() else None
+        code = whole_number(raw_code)
         reason = str(first.get("detail") or first.get("title") or "")
     if code in PERMANENT_CODES:
         transient = False

@@ -35,6 +35,7 @@ from app.phone import inbound_address, mask, receiving_address, whatsapp_user_id
 from app.providers import rest
 from app.providers.base import (
     CHANNEL_SMS,
+    MAX_INTEGER,
     DeliveryStatus,
     InboundSms,
     Media,
@@ -42,6 +43,7 @@ from app.providers.base import (
     SendError,
     SendResult,
     StatusUpdate,
+    whole_number,
 )
 
 logger = logging.getLogger("optline.twilio")
@@ -256,20 +258,15 @@ def _optional(params: Mapping[str, Any], name: str) -> str | None:
     return value or None
 
 
-# The largest value an INTEGER column holds on both databases; Twilio's counts and codes are far below it.
-MAX_INTEGER = 2**31 - 1
-_MAX_DIGITS = len(str(MAX_INTEGER))
-
-
 def _integer(params: Mapping[str, Any], name: str, default: int | None) -> int | None:
     """A non-negative integer parameter up to MAX_INTEGER; blank or absent gives `default`."""
     raw = (_text(params, name) or "").strip()
     if not raw:
         return default
-    # ASCII digits only: str.isdigit also accepts "²" (which int() refuses) and "٣" (which it reads).
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS or int(raw) > MAX_INTEGER:
+    value = whole_number(raw)
+    if value is None:
         raise InvalidPayload(f"{name} is not a whole number from 0 to {MAX_INTEGER}", field=name)
-    return int(raw)
+    return value
 
 
 def _without_nul(text: str) -> str:

@@ -48,6 +48,7 @@ from app.providers.base import (
     SendResult,
     StatusUpdate,
     WebhookRequest,
+    whole_number,
 )
 
 logger = logging.getLogger("optline.vonage")
@@ -253,8 +254,8 @@ def _error(payload: Mapping[str, Any]) -> tuple[int | None, str]:
     fragment = str(error.get("type") or "").rpartition("#")[2]
     title = str(error.get("title") if error.get("title") is not None else "")
     for candidate in (fragment, title):
-        if candidate.strip().isdigit():
-            code = int(candidate.strip())
+        if (found := whole_number(candidate)) is not None:
+            code = found
             break
     words = " ".join(str(error.get(key) or "") for key in ("title", "detail")).lower()
     return code, words
@@ -294,7 +295,7 @@ def send_error(http_status: int, body: Any, headers: Mapping[str, str]) -> SendE
     reason = ""
     if isinstance(body, dict):
         fragment = str(body.get("type") or "").rpartition("#")[2]
-        code = int(fragment) if fragment.isdigit() else None
+        code = whole_number(fragment)
         reason = str(body.get("detail") or body.get("title") or "")
     transient = rest.is_transient_status(http_status) or code in TRANSIENT_CODES
     return SendError(
