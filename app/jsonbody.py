@@ -49,15 +49,21 @@ async def json_body(request: Request, *, limit: int = MAX_JSON_BYTES, walk: bool
         raise InvalidInput(f"body {DEPTH_MESSAGE}", field="body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
-    # Only a body with an escape (\u0000, \ud800) or enough brackets can hold what the walk looks for.
+    # Only a body with an escape (\u0000, \ud800) or enough brackets can hold what the walk looks for:
+    # json.loads refuses a raw NUL in a string, and bytes that would be a lone surrogate are not UTF-8.
     if walk and (body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH or _ESCAPE.search(body)):
-        found = unstorable(data)
-        if found is not None:
-            field, message = found
-            if message == DEPTH_MESSAGE:
-                raise InvalidInput(f"body {DEPTH_MESSAGE}", field="body")
-            raise Unprocessable(f"{field or 'body'} {message}", field=field or "body")
+        refuse_unstorable(data)
     return data
+
+
+def refuse_unstorable(data: Any) -> None:
+    """400 when parsed JSON is nested too deep, 422 naming the first string no database can store."""
+    found = unstorable(data)
+    if found is not None:
+        field, message = found
+        if message == DEPTH_MESSAGE:
+            raise InvalidInput(f"body {DEPTH_MESSAGE}", field="body")
+        raise Unprocessable(f"{field or 'body'} {message}", field=field or "body")
 
 
 _ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
@@ -77,4 +83,4 @@ def validate(model: type[M], data: Any) -> M:
         raise Unprocessable(errors[0][1] if len(errors) == 1 else "request has invalid fields", errors=errors) from None
 
 
-__all__ = ["MAX_JSON_BYTES", "json_body", "read_json", "validate"]
+__all__ = ["MAX_JSON_BYTES", "json_body", "read_json", "refuse_unstorable", "validate"]

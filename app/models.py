@@ -43,6 +43,9 @@ class Subscription(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("brand", "program", "phone", name="uq_subscriptions_brand_program_phone"),
         sa.Index("ix_subscriptions_brand_phone", "brand", "phone"),
+        # The send check (app.sendcheck) reads all it needs from this one alone (see migration 0011
+        # for why the narrow one stays).
+        sa.Index("ix_subscriptions_brand_phone_program_status", "brand", "phone", "program", "status", "opted_out_at"),
         sa.Index("ix_subscriptions_status_doi_expires_at", "status", "doi_expires_at"),
         sa.Index("ix_subscriptions_phone_joined_via", "phone", "joined_via"),
         # GET /v1/opt-outs pages the suppression list by time.

@@ -4,11 +4,11 @@ reported sends, and opt-out lists in and out. Same conventions as app.schemas.""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
-from app.schemas import _REQUEST, _RESPONSE, MAX_BATCH, _storable
+from app.schemas import _REQUEST, _RESPONSE, MAX_BATCH, _storable, _text_fault
 from app.subscriptions import CLOCK_SKEW
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -28,13 +28,19 @@ def _in_range(value: datetime | None, *, ahead: timedelta, name: str) -> datetim
     return value
 
 
+# SendCheckItem's text lengths, which plain_send_checks reads too.
+_PHONE_MAX = 40
+_PROGRAM_MAX = 64
+
+
 class SendCheckItem(BaseModel):
     """One send the brand plans: may this program text this phone (now, or at `at`)?"""
 
     model_config = _REQUEST
 
-    phone_number: str = Field(min_length=1, max_length=40, description="E.164, digits with a country code, or national")
-    program: str = Field(min_length=1, max_length=64, description="program key")
+    phone_number: str = Field(min_length=1, max_length=_PHONE_MAX,
+                              description="E.164, digits with a country code, or national")
+    program: str = Field(min_length=1, max_length=_PROGRAM_MAX, description="program key")
     at: AwareDatetime | None = Field(None, description="when the text would go (RFC 3339 with offset); default now, "
                                                        "at most a year ahead")
 
@@ -52,6 +58,44 @@ class SendCheckIn(BaseModel):
     model_config = _REQUEST
 
     items: list[SendCheckItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def plain_send_checks(data: Any) -> list[tuple[str, str, datetime | None]] | None:
+    """A send-check body's items as (phoneNumber, program, at), when every item is plainly valid; else None.
+
+    Building a model for each of 1,000 items costs more than the check itself. This reads the
+    shape SendCheckIn accepts without them: a body of `items` alone, 1 to MAX_BATCH objects of
+    `phoneNumber` and `program` (strings within their lengths that a database can store) and,
+    optionally, `at` (a time given goes through SendCheckItem, the one place times are read).
+    Anything else, valid or not, is None: the caller validates the body with SendCheckIn, whose
+    answer (the values, or the errors naming each field) is the API's.
+    """
+    if type(data) is not dict or len(data) != 1:
+        return None
+    items = data.get("items")
+    if type(items) is not list or not 1 <= len(items) <= MAX_BATCH:
+        return None
+    out: list[tuple[str, str, datetime | None]] = []
+    for item in items:
+        if type(item) is not dict:
+            return None
+        phone, program = item.get("phoneNumber"), item.get("program")
+        if (type(phone) is not str or type(program) is not str or not 0 < len(phone) <= _PHONE_MAX
+                or not 0 < len(program) <= _PROGRAM_MAX or _text_fault(phone) or _text_fault(program)):
+            return None
+        at = None
+        if len(item) != 2:  # phoneNumber, program, and what else?
+            if len(item) != 3 or "at" not in item:
+                return None
+            if item["at"] is not None:
+                if type(item["at"]) is not str or _text_fault(item["at"]):
+                    return None
+                try:
+                    at = SendCheckItem.model_validate(item).at
+                except ValidationError:
+                    return None
+        out.append((phone, program, at))
+    return out
 
 
 class SendCheckReason(BaseModel):

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection
 
 from app.errors import InvalidInput, Unprocessable
-from app.holds import CAP_WINDOW, DAILY_CAP, QUIET_HOURS, decide, per_phone, per_phone_tuples, program_cap, texts_for
+from app.holds import (CAP_WINDOW, DAILY_CAP, QUIET_HOURS, Hold, decide, per_phone, per_phone_tuples, program_cap,
+                       texts_for)
 from app.keywords import Brand
 from app.ledger import phone_key, pseudonym
 from app.phone import in_countries, to_e164
-from app.rules.area_codes import us_state
-from app.rules.quiet_hours import number_zones, recipient_zones, window_text
+from app.rules.quiet_hours import number_place, recipient_zones, window_text
 from app.sql import Raw
 from app.subscriptions import OPT_OUT_EVENTS, Status
 
@@ -36,8 +36,7 @@ _NANP = re.compile(r"\+1[2-9]\d{9}")
 _OPT_OUT_EVENTS = tuple(sorted(e.value for e in OPT_OUT_EVENTS))
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     """One item to check: a valid E.164 phone, a known program, a time."""
 
     index: int
@@ -46,31 +45,22 @@ class Planned:
     at: datetime
 
 
-def parse_items(brand: Brand, items: Sequence[Any], now: datetime) -> list[Planned]:
-    """Validated items (phone in E.164, known program); 422 naming the first bad one."""
+def parse_items(brand: Brand, items: Sequence[tuple[str, str, datetime | None]], now: datetime) -> list[Planned]:
+    """(phone as given, program, at) checked: phone in E.164, known program; 422 naming the first bad one."""
     out = []
-    for i, item in enumerate(items):
-        raw = item.phone_number
-        if _NANP.fullmatch(raw):
+    nanp, programs, region = _NANP.fullmatch, brand.programs, brand.default_region
+    for i, (raw, program, at) in enumerate(items):
+        if nanp(raw):
             phone = raw
         else:
             try:
-                phone = to_e164(raw, brand.default_region)
+                phone = to_e164(raw, region)
             except InvalidInput as exc:
                 raise Unprocessable(exc.message, field=f"items.{i}.phoneNumber") from None
-        if item.program not in brand.programs:
-            raise Unprocessable(f"unknown program {item.program!r}", field=f"items.{i}.program")
-        out.append(Planned(i, phone, item.program, item.at or now))
+        if program not in programs:
+            raise Unprocessable(f"unknown program {program!r}", field=f"items.{i}.program")
+        out.append(Planned(i, phone, program, at or now))
     return out
-
-
-def _allowed_country(brand: Brand, phone: str) -> bool:
-    allowed = brand.allowed_countries
-    if allowed is None:
-        return True
-    if "US" in allowed and us_state(phone) is not None:
-        return True  # a US area code
-    return in_countries(phone, allowed)
 
 
 def _erased_aliases(raw: Raw, brand: str, phones: Sequence[str], found: set[str]) -> dict[str, str]:
@@ -155,60 +145,88 @@ def _opt_outs(raw: Raw, brand: Brand, keys: set[tuple[str, str]]) -> dict[tuple[
     return out
 
 
+# Where a phone is, for the rules: the brand may text its country; its state; its recipient's zones.
+_Place = tuple[bool, str | None, tuple[ZoneInfo, ...]]
+
+
+def _places(brand: Brand, phones: Sequence[str], profile_zones: dict[str, str]) -> dict[str, _Place]:
+    """Each phone's place: its country allowed, its state, its recipient's zones (the profile's, else the number's)."""
+    allowed = brand.allowed_countries
+    us = allowed is not None and "US" in allowed
+    out = {}
+    for phone in phones:
+        state, zones = number_place(phone)
+        # A US area code passes a brand that allows the US without asking libphonenumber.
+        country = allowed is None or (us and state is not None) or in_countries(phone, allowed)
+        profile = profile_zones.get(phone)
+        out[phone] = (country, state, recipient_zones(phone, profile) if profile else zones)
+    return out
+
+
 def check(conn: Connection, now: datetime, *, brand: Brand, items: Sequence[Planned]) -> list[dict[str, Any]]:
     """The send check's answer for each item, in order (JSON-ready: camelCase, times as text)."""
     raw = Raw(conn)
     phones = sorted({item.phone for item in items})
     subs = _subscriptions(raw, brand.key, phones)
-    zones_by_phone = _zones(raw, brand.key, phones)
+    places = _places(brand, phones, _zones(raw, brand.key, phones))
     unsub, pending, subscribed = Status.UNSUBSCRIBED.value, Status.PENDING.value, Status.SUBSCRIBED.value
-    opted = {(i.phone, i.program) for i in items if subs.get((i.phone, i.program), ("",))[0] == unsub}
-    opt_outs = _opt_outs(raw, brand, opted)
+    no_row = (Status.NONE.value, None)
+    rows = [subs.get((item.phone, item.program), no_row) for item in items]
+    opt_outs = _opt_outs(raw, brand, {(item.phone, item.program) for item, row in zip(items, rows, strict=True)
+                                      if row[0] == unsub})
+    programs = brand.programs
+    capped = {key for key, p in programs.items() if p.max_per_day is not None or p.marketing}
     caps = {(i.phone, i.program): cap for i in items
-            if (cap := program_cap(brand.programs[i.program], i.phone, i.at)) is not None}
+            if i.program in capped and (cap := program_cap(programs[i.program], i.phone, i.at)) is not None}
     earliest = min((i.at for i in items), default=now)
     texts = texts_for(raw, brand.key, set(caps), earliest - CAP_WINDOW)
-    # Without a cap, the answer on time depends only on where the phone is and when: most of a
-    # batch shares a few area codes and one `at`, so each is worked out once.
-    windows: dict[tuple[Any, ...], Any] = {}
+    window = brand.quiet_hours
+    # Without a cap, the answer on time depends only on where the recipient is and when: most
+    # of a batch shares a few zones and one `at`, so each is worked out once, and so is the
+    # sending window's text for each state and day.
+    holds: dict[tuple[Any, ...], tuple[Hold | None, str | None]] = {}
+    windows: dict[tuple[Any, ...], str] = {}
     results = []
-    for item in items:
-        reasons: list[dict[str, Any]] = []
-        status, opted_at = subs.get((item.phone, item.program), (Status.NONE.value, None))
+    for item, (status, opted_at) in zip(items, rows, strict=True):
+        index, phone, program, at = item
+        country, state, zones = places[phone]
         forever = True  # a reason no waiting cures
-        if not _allowed_country(brand, item.phone):
-            reasons.append({"code": "country_not_allowed"})
+        if not country:
+            reasons: list[dict[str, Any]] = [{"code": "country_not_allowed"}]
+        elif status == subscribed:
+            reasons, forever = [], False
         elif status == unsub:
-            source, scope = opt_outs.get((item.phone, item.program), (None, None))
-            reasons.append({"code": "opted_out", "at": _iso(opted_at), "source": source, "scope": scope})
+            source, scope = opt_outs.get((phone, program), (None, None))
+            reasons = [{"code": "opted_out", "at": _iso(opted_at), "source": source, "scope": scope}]
         elif status == pending:
-            reasons.append({"code": "pending_doi"})
-        elif status != subscribed:
-            reasons.append({"code": "not_subscribed"})
+            reasons = [{"code": "pending_doi"}]
         else:
-            forever = False
-        cap = caps.get((item.phone, item.program))
-        zone = zones_by_phone.get(item.phone)
+            reasons = [{"code": "not_subscribed"}]
+        cap = caps.get((phone, program)) if caps else None
         if cap is None:
-            key = (zone or number_zones(item.phone), us_state(item.phone), item.at)
-            hold = windows.get(key, windows)
-            if hold is windows:
-                hold = windows[key] = decide(item.at, phone=item.phone, zones=recipient_zones(item.phone, zone),
-                                             brand_window=brand.quiet_hours, cap=None, times=())
+            key = (zones, state, at)
+            found = holds.get(key)
+            if found is None:
+                hold = decide(at, phone=phone, zones=zones, brand_window=window, cap=None, times=())
+                found = holds[key] = (hold, _iso(hold.until) if hold is not None else None)
+            hold, until = found
         else:
-            hold = decide(item.at, phone=item.phone, zones=recipient_zones(item.phone, zone),
-                          brand_window=brand.quiet_hours, cap=cap, times=texts.get((item.phone, item.program), ()))
-        until = None
+            hold = decide(at, phone=phone, zones=zones, brand_window=window, cap=cap,
+                          times=texts.get((phone, program), ()))
+            until = _iso(hold.until) if hold is not None else None
         if hold is not None:
-            until = _iso(hold.until)
             for code in hold.reasons:
-                detail = (f"sending window {window_text(item.phone, item.at.date(), brand.quiet_hours)}"
-                          if code == QUIET_HOURS else f"at most {cap} texts in 24 h")
+                if code == QUIET_HOURS:
+                    day = at.date()
+                    text = windows.get((state, day))
+                    if text is None:
+                        text = windows[(state, day)] = window_text(phone, day, window)
+                    detail = f"sending window {text}"
+                else:
+                    detail = f"at most {cap} texts in 24 h"
                 reasons.append({"code": code, "nextAllowedAt": until, "detail": detail})
-        results.append({
-            "index": item.index, "phoneNumber": item.phone, "program": item.program, "allowed": not reasons,
-            "reasons": reasons, "nextAllowedAt": until if not forever else None,
-        })
+        results.append({"index": index, "phoneNumber": phone, "program": program, "allowed": not reasons,
+                        "reasons": reasons, "nextAllowedAt": None if forever else until})
     return results
 
 

@@ -138,6 +138,19 @@ def recipient_zones(phone: str, profile_zone: str | None) -> tuple[ZoneInfo, ...
     return zones or (ZoneInfo("UTC"),)
 
 
+@lru_cache(maxsize=65536)
+def _place(key: str) -> tuple[str | None, tuple[ZoneInfo, ...]]:
+    return us_state(key), recipient_zones(key, None)
+
+
+def number_place(phone: str) -> tuple[str | None, tuple[ZoneInfo, ...]]:
+    """The state of a number's area code (app.rules.area_codes.us_state) and the zones it may be in (as
+    recipient_zones without a profile), remembered."""
+    # Both follow the area code and exchange (+1 NPA NXX) of a North American number: one
+    # entry per exchange, so a batch of a thousand numbers finds nearly all of them here.
+    return _place(phone[:8] if phone.startswith("+1") else phone)
+
+
 def _window(rules: Iterable[Rule], weekday: int, brand: tuple[time, time] | None) -> tuple[time, time]:
     start, end = time(0), time(23, 59, 59, 999999)
     for rule in rules:

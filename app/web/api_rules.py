@@ -10,7 +10,6 @@ import io
 from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,7 +17,8 @@ from starlette.routing import Route
 
 from app import sendcheck, suppression
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from app.schemas_rules import OptOutImportOut, OptOutOut, OptOutPage, SendCheckIn, SendsIn, SendsOut
+from app.jsonbody import json_body, refuse_unstorable, validate
+from app.schemas_rules import OptOutImportOut, OptOutOut, OptOutPage, SendCheckIn, SendsIn, SendsOut, plain_send_checks
 from app.web.api import _state, api_key, aware_time, decode_cursor, encode_cursor, page_params, read_json
 
 MAX_IMPORT_BYTES = 200 * 1024 * 1024  # a million rows of phone, time and program
@@ -30,9 +30,13 @@ async def post_send_check(request: Request) -> JSONResponse:
     key = api_key(request)
     state = _state(request)
     brand = state.rules.brand(key.brand)
-    body = await read_json(request, SendCheckIn)
+    data = await json_body(request, walk=False)
+    plain = plain_send_checks(data)
+    if plain is None:  # not plainly valid: the model (after the storable walk json_body skipped) has the answer
+        refuse_unstorable(data)
+        plain = [(i.phone_number, i.program, i.at) for i in validate(SendCheckIn, data).items]
     now = state.clock()
-    items = sendcheck.parse_items(brand, body.items, now)
+    items = sendcheck.parse_items(brand, plain, now)
     results = await state.read(lambda conn: sendcheck.check(conn, now, brand=brand, items=items))
     # Built JSON-ready by the service in the SendCheckOut shape (tests/test_openapi.py checks it).
     return JSONResponse({"items": results})
@@ -45,23 +49,12 @@ async def post_sends(request: Request) -> JSONResponse:
     brand = state.rules.brand(key.brand)
     body = await read_json(request, SendsIn)
     now = state.clock()
-    planned = sendcheck.parse_items(brand, [_as_check(item) for item in body.items], now)
+    planned = sendcheck.parse_items(brand, [(i.phone_number, i.program, i.sent_at) for i in body.items], now)
     opted_out = await state.writer.run(partial(
         lambda conn, now_: sendcheck.record_sends(conn, now_, brand=brand, items=planned,
                                                   external_ids=[i.external_id for i in body.items],
                                                   api_key_id=key.id)))
     return JSONResponse(SendsOut(recorded=len(planned), opted_out=opted_out).model_dump(mode="json"))
-
-
-class _Check:
-    __slots__ = ("phone_number", "program", "at")
-
-    def __init__(self, phone_number: str, program: str, at: datetime | None) -> None:
-        self.phone_number, self.program, self.at = phone_number, program, at
-
-
-def _as_check(item: Any) -> _Check:
-    return _Check(item.phone_number, item.program, item.sent_at)
 
 
 def _kind(request: Request) -> str:
