@@ -29,9 +29,11 @@ from typing import Any
 import httpx2 as httpx
 import sqlalchemy as sa
 
+from app import status_counts
 from app.console import rollup
 from app.db import make_engine
-from bench.load import Server, database, emit, free_port, phone_number, unthrottled_keywords
+from app.keywords import load_rules
+from bench.load import REPO, Server, database, emit, free_port, phone_number, unthrottled_keywords
 
 PASSWORD = "bench console password"
 EMAIL = "bench@acme.example"
@@ -107,6 +109,8 @@ def fill(url: str, *, subscriptions: int, events: int) -> None:
     for start in range(0, events, CHUNK):
         _insert(engine, "consent_events", EVENT_COLUMNS, _events(start, min(events, start + CHUNK), subscriptions,
                                                                  now, rng))
+    with engine.begin() as conn:  # the rows went in around app.status_counts.add: count them once
+        status_counts.recount(conn)
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("VACUUM ANALYZE"))
@@ -121,14 +125,15 @@ def fill(url: str, *, subscriptions: int, events: int) -> None:
 def roll_up(url: str, engine_name: str, events: int) -> None:
     """Count the whole ledger into consent_rollup, as the serve processes would, and time it."""
     engine = make_engine(url, writer=True)
+    zones = rollup.zones_of(load_rules(REPO / "keywords.yaml"))  # the days `optline serve` would keep
     later = datetime.now(UTC) + rollup.SETTLE + timedelta(seconds=1)
     started = time.perf_counter()
     with engine.begin() as conn:
-        rollup.catch_up(conn, datetime.now(UTC))  # notes the newest id
+        rollup.catch_up(conn, datetime.now(UTC), zones=zones)  # notes the newest id
     counted = 0
     while True:
         with engine.begin() as conn:
-            done = rollup.catch_up(conn, later)
+            done = rollup.catch_up(conn, later, zones=zones)
         counted += done
         if done < rollup.SPAN:
             break
