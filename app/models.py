@@ -99,6 +99,8 @@ class ConsentEvent(SQLModel, table=True):
         sa.Index("ix_consent_events_brand_id", "brand", "id"),
         # The console's 30-day chart and the ledger's since/until filters read by time.
         sa.Index("ix_consent_events_brand_created_at", "brand", "created_at"),
+        # The console's operations page reads the day's STOPs, not the day's events.
+        sa.Index("ix_consent_events_brand_event_created_at", "brand", "event", "created_at"),
         # One link per place in a chain: two writers can never fork a chain.
         sa.Index("uq_consent_events_chain", "brand", "phone_key", "chain_seq", unique=True),
     )
@@ -174,6 +176,9 @@ class InboundMessage(SQLModel, table=True):
     received_at: datetime = _ts(nullable=False)
 
 
+_FAILED = "status IN ('failed', 'undelivered')"
+
+
 class Outbox(SQLModel, table=True):
     """A reply (or brand event) to deliver, written in the same transaction as its cause."""
 
@@ -188,6 +193,10 @@ class Outbox(SQLModel, table=True):
         sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
         # Held texts, for metrics and the console (few rows carry a time here).
         sa.Index("ix_outbox_brand_held_until", "brand", "held_until"),
+        # The console's failures by error code: only failed texts are in it, so sending costs nothing
+        # until a text fails (app.console.operations writes the condition the same way).
+        sa.Index("ix_outbox_failed_brand_created_at", "brand", "created_at",
+                 sqlite_where=sa.text(_FAILED), postgresql_where=sa.text(_FAILED)),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)

@@ -4,8 +4,11 @@ consent events, on SQLite and PostgreSQL (goal: under 300 ms).
 Steps, each printed as one JSON line:
 1. fill: a new database of each engine gets `--console-subscriptions` subscriptions of acme (70 %
    deals, 30 % news; a mix of statuses and of keyword and API joins) and `--console-events`
-   consent events spread over the last 365 days, by plain bulk inserts (COPY on PostgreSQL): the
-   write paths are measured elsewhere, this is about reading;
+   consent events spread over the last 365 days, then what the operations page reads: the texts
+   in and stop replies of the last two days' STOPs, a failed text per 100 events over the year
+   and a backlog of 3,318 (a tenth held); by plain bulk inserts (COPY on PostgreSQL): the write
+   paths are measured elsewhere, this is about reading. The status counts are then recounted
+   (app.status_counts: the bulk load went around the writers that keep them);
 2. rollup: the analytics rollup catches up with the whole ledger (app.console.rollup), timed;
 3. pages: `optline serve` on that database, a console user signed in over HTTP, each page
    requested `--console-requests` times in turn; p50/p95/max per page.
@@ -86,20 +89,74 @@ def _events(start: int, stop: int, subscriptions: int, now: datetime, rng: rando
 
 
 def _insert(engine: sa.Engine, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    names = ", ".join(f'"{c}"' for c in columns)  # quoted: inbound_messages has a column "to"
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             cursor = conn.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         return
     with engine.begin() as conn:
         conn.connection.driver_connection.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+            f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)
+
+
+INBOUND_COLUMNS = ("id", "provider", "message_id", "from_phone", "from_address", "channel", "to", "body", "num_media",
+                   "brand", "program", "kind", "keyword", "flagged", "received_at")
+OUTBOX_COLUMNS = ("channel", "brand", "program", "phone", "from_number", "body", "purpose", "priority", "status",
+                  "attempts", "next_attempt_at", "error_code", "error_reason", "inbound_id", "created_at", "updated_at",
+                  "sent_at", "held_until", "held_reason")
+SENDER = "+15005550006"
+ERRORS = ((30003, "Unreachable destination handset"), (30005, "Unknown destination handset"),
+          (30006, "Landline or unreachable carrier"), (30007, "Carrier violation"), (21610, "Attempt to send to unsubscribed recipient"))
+BACKLOG = 3318  # the replies pending that issue #19 found invisible
+
+
+def _operations(engine: sa.Engine, *, events: int, now: datetime, rng: random.Random) -> int:
+    """What the operations page reads, in proportion to the ledger: each STOP of the last two days with its
+    text in and its stop reply; a failed text for every 100 consent events over the year; a backlog with
+    some of it held. How many outbox rows."""
+    with engine.connect() as conn:
+        stops = conn.execute(sa.text(
+            "SELECT phone, provider_message_id, program, created_at FROM consent_events WHERE brand = 'acme'"
+            " AND created_at >= :since AND event = 'stop' ORDER BY created_at"),
+            {"since": _ts(now - timedelta(days=2))}).all()
+    inbound, outbox = [], []
+    for n, (phone, message_id, program, at) in enumerate(stops, start=1):
+        at = at if isinstance(at, datetime) else datetime.fromisoformat(at)
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        got = at - timedelta(milliseconds=rng.randrange(20, 3000))
+        inbound.append((n, "twilio", message_id, phone, phone, "sms", SENDER, "STOP", 0, "acme", program, "stop",
+                        "STOP", False, _ts(got)))
+        sent = at + timedelta(milliseconds=rng.randrange(150, 20000))
+        outbox.append(("sms", "acme", program, phone, SENDER, "You are unsubscribed.", "stop", 0, "delivered", 1,
+                       None, None, None, n, _ts(at), _ts(sent), _ts(sent), None, None))
+    for n in range(events // 100):
+        at = now - timedelta(seconds=rng.randrange(365 * 86400))
+        code, reason = ERRORS[n % len(ERRORS)]
+        outbox.append(("sms", "acme", _program(n), phone_number(n), SENDER, "Your code", "prompt", 2,
+                       "undelivered" if n % 3 else "failed", 1, None, code, reason, None, _ts(at), _ts(at), _ts(at),
+                       None, None))
+    for n in range(BACKLOG):
+        held = n % 10 == 0
+        due = now + timedelta(hours=8) if held else now - timedelta(seconds=n)
+        outbox.append(("sms", "acme", _program(n), phone_number(n), SENDER, "Welcome", "welcome", 1, "pending", 0,
+                       _ts(due), None, None, None, _ts(now - timedelta(seconds=n + 5)), _ts(now), None,
+                       _ts(due) if held else None, "quiet_hours" if held else None))
+    for start in range(0, len(inbound), CHUNK):
+        _insert(engine, "inbound_messages", INBOUND_COLUMNS, inbound[start:start + CHUNK])
+    if engine.dialect.name == "postgresql" and inbound:  # the ids were given: move the sequence past them
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('inbound_messages', 'id'), :n)"),
+                         {"n": len(inbound)})
+    for start in range(0, len(outbox), CHUNK):
+        _insert(engine, "outbox", OUTBOX_COLUMNS, outbox[start:start + CHUNK])
+    return len(outbox)
 
 
 def fill(url: str, *, subscriptions: int, events: int) -> None:
-    """Bulk-load the subscriptions and the ledger; print how long each took."""
+    """Bulk-load the subscriptions, the ledger and the outbox; print how long each took."""
     engine = make_engine(url)
     now, rng = datetime.now(UTC), random.Random(20261207)
     started = time.perf_counter()
@@ -109,6 +166,8 @@ def fill(url: str, *, subscriptions: int, events: int) -> None:
     for start in range(0, events, CHUNK):
         _insert(engine, "consent_events", EVENT_COLUMNS, _events(start, min(events, start + CHUNK), subscriptions,
                                                                  now, rng))
+    ledger = time.perf_counter()
+    texts = _operations(engine, events=events, now=now, rng=rng)
     with engine.begin() as conn:  # the rows went in around app.status_counts.add: count them once
         status_counts.recount(conn)
     if engine.dialect.name == "postgresql":
@@ -118,7 +177,8 @@ def fill(url: str, *, subscriptions: int, events: int) -> None:
         with engine.begin() as conn:
             conn.execute(sa.text("ANALYZE"))
     emit(figure="console_fill", engine=engine.dialect.name, subscriptions=subscriptions, events=events,
-         subscriptions_s=round(loaded - started, 1), events_s=round(time.perf_counter() - loaded, 1))
+         outbox=texts, subscriptions_s=round(loaded - started, 1), events_s=round(ledger - loaded, 1),
+         outbox_s=round(time.perf_counter() - ledger, 1))
     engine.dispose()
 
 

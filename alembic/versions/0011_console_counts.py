@@ -9,7 +9,9 @@ subscriptions are in it: every status write adds to it in its own transaction
 (app.status_counts); this backfills it with one COUNT(*). `consent_rollup_days` and
 `consent_rollup_day_series` are consent_rollup by day in each time zone of `rollup_zones`;
 they fill themselves from the hourly rollup when a serve process first asks for a zone
-(app.console.rollup), so nothing is backfilled here.
+(app.console.rollup), so nothing is backfilled here. Two indexes serve the operations page
+(app.console.operations): consent events by (brand, event, created_at), for the day's STOPs,
+and the failed texts by (brand, created_at), a partial index.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ down_revision = '0010'
 branch_labels = None
 depends_on = None
 
+_FAILED = "status IN ('failed', 'undelivered')"
 _COUNTS = ('joins', 'confirmations', 'opt_outs', 'subscribed_in', 'subscribed_out')
 
 
@@ -64,6 +67,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('brand', 'zone', 'program', 'day'),
     sqlite_with_rowid=False
     )
+    # The operations page: the day's STOPs, and the failed texts of a day (a partial index).
+    op.create_index('ix_consent_events_brand_event_created_at', 'consent_events', ['brand', 'event', 'created_at'])
+    op.create_index('ix_outbox_failed_brand_created_at', 'outbox', ['brand', 'created_at'],
+                    sqlite_where=sa.text(_FAILED), postgresql_where=sa.text(_FAILED))
     op.create_table('rollup_zones',
     sa.Column('zone', _text(64), nullable=False),
     sa.Column('added_at', app.db.UtcDateTime(timezone=True), nullable=False),
@@ -73,6 +80,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('rollup_zones')
+    op.drop_index('ix_outbox_failed_brand_created_at', table_name='outbox')
+    op.drop_index('ix_consent_events_brand_event_created_at', table_name='consent_events')
     op.drop_table('consent_rollup_day_series')
     op.drop_table('consent_rollup_days')
     op.drop_index('ix_subscription_counts_brand_program_status', table_name='subscription_counts')
