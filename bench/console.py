@@ -11,7 +11,9 @@ Steps, each printed as one JSON line:
    (app.status_counts: the bulk load went around the writers that keep them);
 2. rollup: the analytics rollup catches up with the whole ledger (app.console.rollup), timed;
 3. pages: `optline serve` on that database, a console user signed in over HTTP, each page
-   requested `--console-requests` times in turn; p50/p95/max per page.
+   requested `--console-requests` times in turn; p50/p95/max per page, the mean CPU time the
+   server and its PostgreSQL backends spent on one (from /proc: what a shared machine's load
+   does not inflate) and the load average.
 The full scale takes a while (the fill dominates: minutes per engine); `--console-subscriptions
 100000 --console-events 1000000` gives a quick look.
 """
@@ -236,6 +238,32 @@ def pages(subscriptions: int) -> dict[str, str]:
     }
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes have used so far, from /proc (0 for one that is gone)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _backends(url: str) -> list[int]:
+    """The PostgreSQL server processes serving connections to this database (none on SQLite)."""
+    if not url.startswith("postgresql"):
+        return []
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [int(p) for p in conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )).scalars()]
+    finally:
+        engine.dispose()
+
+
 def measure(url: str, engine_name: str, folder: Path, *, subscriptions: int, requests: int) -> None:
     """`optline serve` on the filled database; each page's p50/p95/max over `requests` rounds."""
     port = free_port()
@@ -255,20 +283,27 @@ def measure(url: str, engine_name: str, folder: Path, *, subscriptions: int, req
             assert signed.status_code in (200, 303), signed.text[:300]
             paths = pages(subscriptions)
             times: dict[str, list[float]] = {name: [] for name in paths}
+            cpu = dict.fromkeys(paths, 0.0)
             for name, path in paths.items():  # once each first: caches warm, every page answers
                 response = client.get(path)
                 assert response.status_code == 200, (name, response.status_code, response.text[:300])
             for _ in range(requests):
+                # The machine may be shared: beside the time each request took, the CPU the server
+                # (and its PostgreSQL backends) spent on it, which others' load does not inflate.
+                pids = [server.proc.pid, *_backends(url)]
                 for name, path in paths.items():
-                    started = time.perf_counter()
+                    used, started = _cpu_seconds(pids), time.perf_counter()
                     response = client.get(path)
                     times[name].append(time.perf_counter() - started)
+                    cpu[name] += _cpu_seconds(pids) - used
+            load = os.getloadavg()[0]
             for name, values in times.items():
                 ordered = sorted(values)
                 p95 = ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
                 emit(figure="console_page", engine=engine_name, page=name, subscriptions=subscriptions,
                      p50_ms=round(statistics.median(values) * 1000, 1), p95_ms=round(p95 * 1000, 1),
-                     max_ms=round(ordered[-1] * 1000, 1), under_300ms=p95 < 0.3)
+                     max_ms=round(ordered[-1] * 1000, 1), cpu_ms_mean=round(cpu[name] / requests * 1000, 1),
+                     load_1m=round(load, 2), under_300ms=p95 < 0.3)
     finally:
         server.stop()
 
