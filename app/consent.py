@@ -8,6 +8,7 @@ only records the rows, and `Writes.flush` writes everything recorded in a few st
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from app import status_counts
 from app.events import EVENT_COLUMNS, SUBSCRIPTION_UPDATED, event_row, subscription_event
 from app.keywords import Brand
 from app.ledger import CHAIN_COLUMNS, link
@@ -37,6 +39,12 @@ class Sub:
     values: dict[str, Any]
     new: bool = False
     changes: dict[str, Any] = field(default_factory=dict)
+    # The status the database holds (None: no row yet), so the flush knows what the write does
+    # to the counts of app.status_counts.
+    stored_status: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.stored_status = None if self.new else self.values.get("status")
 
     @classmethod
     def blank(cls, *, brand: str, program: str, phone: str, now: datetime) -> Sub:
@@ -116,9 +124,15 @@ class Writes:
                 updates.setdefault(tuple(sorted(sub.changes)), []).append({**sub.changes, "id": sub.values["id"]})
         for columns, rows in updates.items():
             raw.executemany(update_sql("subscriptions", columns), rows)
+        counts: Counter[status_counts.Key] = Counter()
         for sub in subs:
+            if sub.new or sub.changes:
+                status_counts.changes(sub.stored_status, sub.values["status"], brand=sub.values["brand"],
+                                      program=sub.values["program"], into=counts)
             sub.new = False
             sub.changes = {}
+            sub.stored_status = sub.values["status"]
+        status_counts.add(conn, counts)
         if self._consents:
             link(conn, self._consents, self._consents[-1]["created_at"])  # the tamper-evident chain, app.ledger
             raw.insert_rows("consent_events", _CONSENT_COLUMNS, self._consents)

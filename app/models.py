@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,6 +102,8 @@ class ConsentEvent(SQLModel, table=True):
         sa.Index("ix_consent_events_brand_id", "brand", "id"),
         # The console's 30-day chart and the ledger's since/until filters read by time.
         sa.Index("ix_consent_events_brand_created_at", "brand", "created_at"),
+        # The console's operations page reads the day's STOPs, not the day's events.
+        sa.Index("ix_consent_events_brand_event_created_at", "brand", "event", "created_at"),
         # One link per place in a chain: two writers can never fork a chain.
         sa.Index("uq_consent_events_chain", "brand", "phone_key", "chain_seq", unique=True),
     )
@@ -177,6 +179,9 @@ class InboundMessage(SQLModel, table=True):
     received_at: datetime = _ts(nullable=False)
 
 
+_FAILED = "status IN ('failed', 'undelivered')"
+
+
 class Outbox(SQLModel, table=True):
     """A reply (or brand event) to deliver, written in the same transaction as its cause."""
 
@@ -191,6 +196,10 @@ class Outbox(SQLModel, table=True):
         sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
         # Held texts, for metrics and the console (few rows carry a time here).
         sa.Index("ix_outbox_brand_held_until", "brand", "held_until"),
+        # The console's failures by error code: only failed texts are in it, so sending costs nothing
+        # until a text fails (app.console.operations writes the condition the same way).
+        sa.Index("ix_outbox_failed_brand_created_at", "brand", "created_at",
+                 sqlite_where=sa.text(_FAILED), postgresql_where=sa.text(_FAILED)),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -393,6 +402,22 @@ class ConsoleSignInAttempt(SQLModel, table=True):
     blocked_until: datetime | None = _ts()
 
 
+class SubscriptionCount(SQLModel, table=True):
+    """Signed amounts whose sum per (brand, program, status) is how many subscriptions are in it.
+
+    Added to in the transaction of every status write, folded now and then (app.status_counts).
+    """
+
+    __tablename__ = "subscription_counts"
+    __table_args__ = (sa.Index("ix_subscription_counts_brand_program_status", "brand", "program", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    brand: str = Field(max_length=64)
+    program: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    n: int = Field(sa_type=sa.BigInteger)
+
+
 class ConsentRollup(SQLModel, table=True):
     """Consent events counted per brand, program, UTC hour, source and keyword (the console's analytics).
 
@@ -430,6 +455,52 @@ class ConsentRollupSeries(SQLModel, table=True):
     opt_outs: int = Field(default=0)
     subscribed_in: int = Field(default=0)
     subscribed_out: int = Field(default=0)
+
+
+class ConsentRollupDay(SQLModel, table=True):
+    """consent_rollup by day in one time zone (a day: the UTC hours that start in it there), so a year's
+    figures are a few hundred rows. Kept for each zone in rollup_zones (app.console.rollup)."""
+
+    __tablename__ = "consent_rollup_days"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    brand: str = Field(primary_key=True, max_length=64)
+    zone: str = Field(primary_key=True, max_length=64)  # an IANA name
+    program: str = Field(primary_key=True, max_length=64)
+    day: date = Field(primary_key=True)
+    source: str = Field(primary_key=True, max_length=16)
+    keyword: str = Field(primary_key=True, max_length=64)
+    joins: int = Field(default=0)
+    confirmations: int = Field(default=0)
+    opt_outs: int = Field(default=0)
+    subscribed_in: int = Field(default=0)
+    subscribed_out: int = Field(default=0)
+
+
+class ConsentRollupDaySeries(SQLModel, table=True):
+    """consent_rollup_days without source and keyword: one row per brand, zone, program and day (the charts)."""
+
+    __tablename__ = "consent_rollup_day_series"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    brand: str = Field(primary_key=True, max_length=64)
+    zone: str = Field(primary_key=True, max_length=64)
+    program: str = Field(primary_key=True, max_length=64)
+    day: date = Field(primary_key=True)
+    joins: int = Field(default=0)
+    confirmations: int = Field(default=0)
+    opt_outs: int = Field(default=0)
+    subscribed_in: int = Field(default=0)
+    subscribed_out: int = Field(default=0)
+
+
+class RollupZone(SQLModel, table=True):
+    """A time zone whose days are kept in consent_rollup_days (for every brand, up to rollup_state.last_id)."""
+
+    __tablename__ = "rollup_zones"
+
+    zone: str = Field(primary_key=True, max_length=64)
+    added_at: datetime = _ts(nullable=False)
 
 
 class RollupState(SQLModel, table=True):
@@ -526,4 +597,8 @@ console_sign_in_attempts = ConsoleSignInAttempt.__table__  # type: ignore[attr-d
 consent_rollup = ConsentRollup.__table__  # type: ignore[attr-defined]
 consent_rollup_series = ConsentRollupSeries.__table__  # type: ignore[attr-defined]
 rollup_state = RollupState.__table__  # type: ignore[attr-defined]
+subscription_counts = SubscriptionCount.__table__  # type: ignore[attr-defined]
+consent_rollup_days = ConsentRollupDay.__table__  # type: ignore[attr-defined]
+consent_rollup_day_series = ConsentRollupDaySeries.__table__  # type: ignore[attr-defined]
+rollup_zones = RollupZone.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

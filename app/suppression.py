@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from app import status_counts
 from app.consent import Proof, Sub, Writes, apply_event
 from app.errors import InvalidInput
 from app.events import EVENT_COLUMNS, event_row, iso
@@ -366,6 +368,7 @@ def apply_rows(conn: Connection, now: datetime, *, brand: Brand, rows: list[Row]
             for sub_id, (row, program) in zip(ids, fresh, strict=True)])
         for _row, program in fresh:
             note_transition(conn, brand=brand.key, program=program, event=event, from_status=none, to_status=unsub)
+        status_counts.add(conn, Counter((brand.key, program, unsub) for _row, program in fresh))
     # Texts still queued to these phones are cancelled (only phones that have one: few, one query).
     queued = per_phone(raw, brand.key, sorted(touched), "DISTINCT phone", "outbox",
                        "channel = 'sms' AND status IN ('pending', 'sending')") if touched else []

@@ -144,3 +144,60 @@ def test_a_brand_time_zone_must_be_a_real_one(tmp_path: Path) -> None:
     assert load_rules(unlimited(KEYWORDS)).brand("acme").timezone == "UTC"
     with pytest.raises(ConfigError, match="timezone: 'Mars/Olympus' is not an IANA time zone"):
         load_rules(_keywords_in("Mars/Olympus", tmp_path))
+
+
+def _spread(gateway: Gateway) -> None:
+    """Joins, confirmations and STOPs every five hours over four days: some on each side of midnight in
+    every zone the test reads."""
+    for n in range(20):
+        phone = f"+1415555{n:04d}"
+        for text in ("JOIN", "YES", "STOP")[: 1 + n % 3]:
+            assert gateway.text(text, from_=phone).status_code == 200
+        gateway.clock.advance(hours=5)
+    gateway.drain()
+
+
+VIEWS = {  # tz, by: a kept zone by day and by week, a half-hour zone kept, a zone not kept (read from hours)
+    "brand-day": {}, "brand-week": {"by": "week"}, "west-week": {"tz": "Etc/GMT+12", "by": "week"},
+    "india-day": {"tz": "Asia/Kolkata"}, "new-york-day": {"tz": "America/New_York", "by": "day"},
+}
+
+
+def test_the_days_of_a_kept_zone_give_the_figures_the_hours_and_the_ledger_give(ada: Console) -> None:
+    _spread(ada.gateway)
+    state = ada.gateway.state
+    assert ada.sign_in("ada@acme.example").status_code == 303  # four days on: a new session
+
+    def get(path: str, **params: str) -> str:
+        response = ada.get(path, **params)
+        assert response.status_code == 200, (path, params)
+        return str(response.text)
+
+    span = {"from": (ada.gateway.clock() - timedelta(days=6)).date().isoformat()}
+    # First from the ledger alone (nothing counted yet): the reference.
+    before = {name: get("/console/analytics.csv", **span, **view) for name, view in VIEWS.items()}
+    pages = {name: get("/console/analytics", **span, **view) for name, view in VIEWS.items()}
+    assert len(before["india-day"].splitlines()) > 20 and "STOP" in pages["brand-week"]
+    kept = ["UTC", "Pacific/Kiritimati", "Etc/GMT+12", "Asia/Kolkata"]
+    state.writer.call(lambda c, now: rollup.catch_up(c, now, zones=kept[:2]))  # kept before anything is counted
+    ada.gateway.clock.advance(seconds=rollup.SETTLE.total_seconds() + 1)
+    while state.writer.call(lambda c, now: rollup.catch_up(c, now, span=7, zones=kept[:2])) == 7:
+        pass
+    # These two start from the hourly rows, once everything is counted.
+    assert state.writer.call(lambda c, now: rollup.catch_up(c, now, zones=kept)) == 0
+    assert sorted(r[0] for r in ada.gateway.query("SELECT zone FROM rollup_zones")) == sorted(kept)
+    for zone in kept:
+        assert ada.gateway.query("SELECT sum(joins), sum(opt_outs) FROM consent_rollup_day_series WHERE zone = :z",
+                                 z=zone)[0] == ada.gateway.query("SELECT sum(joins), sum(opt_outs) FROM consent_rollup")[0]
+    for name, view in VIEWS.items():
+        assert get("/console/analytics.csv", **span, **view) == before[name], name
+        page = get("/console/analytics", **span, **view)
+        assert breakdown(page) == breakdown(pages[name]) and series(page, "deals") == series(pages[name], "deals")
+    # New texts are counted into every kept zone's days as they come.
+    assert ada.gateway.text("JOIN", from_="+14155559999").status_code == 200
+    ada.gateway.clock.advance(seconds=rollup.SETTLE.total_seconds() + 1)
+    state.writer.call(rollup.catch_up)
+    ada.gateway.clock.advance(seconds=rollup.SETTLE.total_seconds() + 1)
+    assert state.writer.call(rollup.catch_up) > 0
+    assert ada.gateway.query("SELECT count(DISTINCT zone), sum(joins) FROM consent_rollup_day_series")[0] == (
+        len(kept), len(kept) * ada.gateway.query("SELECT sum(joins) FROM consent_rollup")[0][0])

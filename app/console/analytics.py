@@ -22,11 +22,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
+from app import status_counts
 from app.console import chart, rollup
 from app.console.roles import Role
 from app.console.web import Ctx, page, parse_day
 from app.errors import InvalidInput
-from app.models import consent_rollup, consent_rollup_series, subscriptions
+from app.models import consent_rollup, consent_rollup_day_series, consent_rollup_days, consent_rollup_series
 
 MAX_DAYS = 400
 DEFAULT_DAYS = 30
@@ -64,7 +65,10 @@ class Range:
 
     def period_of(self, moment: datetime) -> date:
         """The first day of the period a moment falls in, in the range's time zone."""
-        day = moment.astimezone(self.zone).date()
+        return self.period_of_day(moment.astimezone(self.zone).date())
+
+    def period_of_day(self, day: date) -> date:
+        """The first day of the period a day (in the range's time zone) falls in."""
         return day - timedelta(days=day.weekday()) if self.grain == "week" else day
 
     def periods(self) -> list[date]:
@@ -98,35 +102,59 @@ class Report:
     behind: bool  # the counting is behind: the newest figures are incomplete
 
 
-def _subscribed_now(conn: Connection, brand: str, programs: list[str]) -> dict[str, int]:
-    s = subscriptions.c
-    # One index-only count per program on (brand, program, status, phone).
-    return {p: int(conn.execute(sa.select(sa.func.count()).select_from(subscriptions).where(
-        s.brand == brand, s.program == p, s.status == "subscribed")).scalar() or 0) for p in programs}
+def _by_day(conn: Connection, *, brand: str, chosen: list[str], where: Range, since: datetime, until: datetime,
+            split_too: bool) -> tuple[dict[tuple[str, date], list[int]], list[Any]]:
+    """The counted figures per (program, day in the range's zone) from the range's first day to now, and the
+    breakdown rows (program, source, keyword, joins, confirmations, opt-outs) of the range. From the days of
+    the zone when they are kept (a few hundred rows a year), else from the hours."""
+    days: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    if where.zone.key in rollup.kept_zones(conn):
+        d, ds = consent_rollup_days.c, consent_rollup_day_series.c
+        first = since.astimezone(where.zone).date()
+        end = until.astimezone(where.zone).date()
+        rows = conn.execute(  # one row per program and day already: no grouping
+            sa.select(ds.program, ds.day, *(getattr(ds, c) for c in rollup.COUNTS))
+            .where(ds.brand == brand, ds.zone == where.zone.key, ds.program.in_(chosen), ds.day >= first)).all()
+        for row in rows:
+            total = days[(row[0], row[1])]
+            for i in range(5):
+                total[i] += int(row[2 + i] or 0)
+        split = conn.execute(
+            sa.select(d.program, d.source, d.keyword, *(sa.func.sum(getattr(d, c)) for c in rollup.COUNTS[:3]))
+            .where(d.brand == brand, d.zone == where.zone.key, d.program.in_(chosen), d.day >= first, d.day < end)
+            .group_by(d.program, d.source, d.keyword)).all() if split_too else []
+        return days, split
+    r, h = consent_rollup.c, consent_rollup_series.c
+    by_hour = conn.execute(  # one row per program and hour already: no grouping
+        sa.select(h.program, h.hour, *(getattr(h, c) for c in rollup.COUNTS))
+        .where(h.brand == brand, h.hour >= since, h.program.in_(chosen))).all()
+    day_of: dict[datetime, date] = {}
+    for row in by_hour:
+        hour = row[1] if row[1].tzinfo else row[1].replace(tzinfo=UTC)
+        day = day_of.get(hour)
+        if day is None:
+            day = day_of[hour] = hour.astimezone(where.zone).date()
+        total = days[(row[0], day)]
+        for i in range(5):
+            total[i] += int(row[2 + i] or 0)
+    split = conn.execute(
+        sa.select(r.program, r.source, r.keyword, *(sa.func.sum(getattr(r, c)) for c in rollup.COUNTS[:3]))
+        .where(r.brand == brand, r.hour >= since, r.hour < until, r.program.in_(chosen))
+        .group_by(r.program, r.source, r.keyword)).all() if split_too else []
+    return days, split
 
 
 def report(conn: Connection, *, brand: str, programs: list[str], where: Range, split_too: bool = True) -> Report:
     """Everything the analytics page shows, read from the rollup and the ledger's tail (`split_too`
     False: the series only, no breakdown by source and keyword)."""
     since, until = where.utc_start(), where.utc_end()
-    r, h = consent_rollup.c, consent_rollup_series.c
     chosen = [where.program] if where.program else programs
-    by_hour = conn.execute(  # one row per program and hour already: no grouping
-        sa.select(h.program, h.hour, *(getattr(h, c) for c in rollup.COUNTS))
-        .where(h.brand == brand, h.hour >= since, h.program.in_(chosen))).all()
-    split = conn.execute(
-        sa.select(r.program, r.source, r.keyword, *(sa.func.sum(getattr(r, c)) for c in rollup.COUNTS[:3]))
-        .where(r.brand == brand, r.hour >= since, r.hour < until, r.program.in_(chosen))
-        .group_by(r.program, r.source, r.keyword)
-    ).all() if split_too else []
+    days, split = _by_day(conn, brand=brand, chosen=chosen, where=where, since=since, until=until,
+                          split_too=split_too)
     extra, behind = rollup.tail(conn, brand=brand, after_id=rollup.counted_up_to(conn), since=since)
-    subscribed = _subscribed_now(conn, brand, chosen)
-    # Everything per (program, hour), rollup and tail together.
-    hours: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    for row in by_hour:
-        total = hours[(row[0], row[1] if row[1].tzinfo else row[1].replace(tzinfo=UTC))]
-        for i in range(5):
-            total[i] += int(row[2 + i] or 0)
+    # Kept up by every status write (app.status_counts), not counted here.
+    counted = status_counts.read(conn, brand=brand)
+    subscribed = {p: counted.get(p, {}).get("subscribed", 0) for p in chosen}
     kinds: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in split:
         for i in range(3):
@@ -134,20 +162,18 @@ def report(conn: Connection, *, brand: str, programs: list[str], where: Range, s
     for (b, program, hour, source, keyword), values in extra.items():
         if b != brand or program not in chosen:
             continue
+        total = days[(program, hour.astimezone(where.zone).date())]
         for i in range(5):
-            hours[(program, hour)][i] += values[i]
-        if hour < until:  # the breakdown covers the range only; the series also needs what came after
+            total[i] += values[i]
+        if split_too and hour < until:  # the breakdown covers the range only; the series also needs what came after
             for i in range(3):
                 kinds[(program, source, keyword)][i] += values[i]
     starts = where.periods()
     keys: list[str | None] = [*chosen, None]
     series_of = {k: {d: Period(d) for d in starts} for k in keys}
     beyond = dict.fromkeys(keys, 0)  # net change after the range (to now)
-    period_of: dict[datetime, date] = {}
-    for (program, hour), v in hours.items():
-        key = period_of.get(hour)
-        if key is None:
-            key = period_of[hour] = where.period_of(hour)
+    for (program, day), v in days.items():
+        key = where.period_of_day(day)
         for target in (program, None):
             periods = series_of[target]
             if key in periods:

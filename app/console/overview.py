@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response, StreamingResponse
 
+from app import status_counts
 from app.console import chart, queries
 from app.console.analytics import Range, report
 from app.console.roles import Role
@@ -32,7 +33,7 @@ async def programs(ctx: Ctx) -> Response:
     def read(conn: Any) -> tuple[dict[str, dict[str, int]], list[tuple[date, int, int]]]:
         # Joins here are subscriptions that became active; opt-outs, active or pending ones that ended.
         found = report(conn, brand=brand, programs=programs_list, where=where, split_too=False)
-        return (queries.status_counts(conn, brand=brand),
+        return (status_counts.read(conn, brand=brand),
                 [(p.start, p.subscribed_in, p.opt_outs) for p in found.series[None]])
 
     counts, days = await ctx.state.read(read)

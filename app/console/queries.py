@@ -36,19 +36,6 @@ _FREE_TEXT = frozenset({"raw_text", "keyword", "reason", "consent_source", "cons
 LEDGER_COLUMNS = tuple(c.name for c in consent_events.columns)  # as `optline export consent` writes them
 
 
-def status_counts(conn: Connection, *, brand: str) -> dict[str, dict[str, int]]:
-    """program -> status -> how many subscriptions are in it."""
-    rows = conn.execute(
-        sa.select(subscriptions.c.program, subscriptions.c.status, sa.func.count())
-        .where(subscriptions.c.brand == brand)
-        .group_by(subscriptions.c.program, subscriptions.c.status)
-    )
-    counts: dict[str, dict[str, int]] = {}
-    for program, status, count in rows:
-        counts.setdefault(program, {})[status] = int(count)
-    return counts
-
-
 @dataclass(frozen=True)
 class TimelineItem:
     """One row of a phone's timeline: a text in, a text out, or a consent event."""

@@ -16,21 +16,31 @@ current.
 Hours are UTC; a brand's day in its own time zone is made of whole UTC hours, so a zone with a
 half-hour offset (India, Newfoundland) has each hour's events counted in the day its UTC hour
 starts in (at most 30 minutes off at midnight).
+
+A year of hours is 8,760 rows a program, so each time zone of `rollup_zones` also has its days
+counted (`consent_rollup_days`, `consent_rollup_day_series`; a day is the UTC hours that start
+in it there, exactly as the hours are read into days). Every serve process asks for "UTC" and
+its brands' zones (`keep_up`); a zone asked for the first time is filled from the hourly rows
+(`track`), then kept up with them in the same transaction, so both always cover the same ids.
+A year by week in a kept zone reads 365 rows a program; any other zone reads the hours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.models import consent_events, rollup_state
+from app import status_counts
+from app.models import consent_events, rollup_state, rollup_zones
 
 log = logging.getLogger("optline.console")
 
@@ -122,10 +132,80 @@ def _count_sql(conn: Connection) -> list[str]:
     ]
 
 
-def catch_up(conn: Connection, now: datetime, *, span: int = SPAN) -> int:
-    """Count the settled consent events of the next `span` ids into consent_rollup, in the database; how
-    many ids it moved on (0: nothing settled to count). A writer job."""
+@functools.lru_cache(maxsize=65536)
+def _zone_day(stamp: str, zone: str) -> str:
+    """SQLite's optline_zone_day(time, zone): the day, in `zone`, of the UTC hour a stored time falls in."""
+    hour = datetime(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]), int(stamp[11:13]), tzinfo=UTC)
+    return hour.astimezone(zoneinfo.ZoneInfo(zone)).date().isoformat()
+
+
+def _day(conn: Connection, column: str) -> str:
+    """SQL for the day in time zone :zone of the UTC hour `column` falls in (stored as the Date columns store days)."""
+    if conn.dialect.name == "sqlite":
+        # SQLite knows no time zones: Python's, through a function of this connection.
+        conn.connection.driver_connection.create_function(  # type: ignore[union-attr]
+            "optline_zone_day", 2, lambda t, z: None if t is None else _zone_day(t[:13], z), deterministic=True)
+        return f"optline_zone_day({column}, :zone)"
+    return f"(date_trunc('hour', {column}, 'UTC') AT TIME ZONE CAST(:zone AS text))::date"
+
+
+def _day_sql(conn: Connection, *, events: bool) -> list[str]:
+    """The two upserts that add to the days of zone :zone: the consent events of an id range (`events`), or
+    every hourly rollup row (a zone's first fill)."""
+    if events:
+        day, keyword, sums = _day(conn, "created_at"), "substr(coalesce(keyword, ''), 1, 64)", _SUMS
+        split_from = series_from = _RANGE
+    else:
+        day, keyword, sums = _day(conn, "hour"), "keyword", " " + ", ".join(f"sum({c})" for c in COUNTS)
+        split_from, series_from = " FROM consent_rollup WHERE true", " FROM consent_rollup_series WHERE true"
+    # Grouped by position: the day's expression holds a parameter, which PostgreSQL would not
+    # match between the select list and a GROUP BY spelling it again. (:zone is cast alike
+    # everywhere: psycopg sends it once, and it must have one type.)
+    return [
+        "INSERT INTO consent_rollup_days (brand, zone, program, day, source, keyword, joins, confirmations,"
+        f" opt_outs, subscribed_in, subscribed_out) SELECT brand, CAST(:zone AS text), program, {day}, source, {keyword},{sums}"
+        f"{split_from} GROUP BY 1, 3, 4, 5, 6"
+        " ON CONFLICT (brand, zone, program, day, source, keyword) DO UPDATE SET"
+        + _ADD.format(t="consent_rollup_days"),
+        "INSERT INTO consent_rollup_day_series (brand, zone, program, day, joins, confirmations, opt_outs,"
+        f" subscribed_in, subscribed_out) SELECT brand, CAST(:zone AS text), program, {day},{sums}{series_from} GROUP BY 1, 3, 4"
+        " ON CONFLICT (brand, zone, program, day) DO UPDATE SET" + _ADD.format(t="consent_rollup_day_series"),
+    ]
+
+
+_REFUSED: set[str] = set()  # zones this PostgreSQL server does not know (warned about once)
+
+
+def kept_zones(conn: Connection) -> set[str]:
+    """The time zones whose days are counted."""
+    return set(conn.execute(sa.select(rollup_zones.c.zone)).scalars())
+
+
+def track(conn: Connection, now: datetime, zones: Iterable[str]) -> list[str]:
+    """Start counting the days of each of `zones` not counted yet, from the hourly rows (the caller holds
+    the state row's lock, so they cover exactly the ids counted); the zones added."""
+    wanted = set(zones) - kept_zones(conn) - _REFUSED
+    added = []
+    for zone in sorted(wanted):
+        if conn.dialect.name == "postgresql" and conn.execute(
+                sa.text("SELECT count(*) FROM pg_timezone_names WHERE name = :zone"), {"zone": zone}).scalar() == 0:
+            log.warning("consent rollup: PostgreSQL does not know the time zone %s; its days are read from hours",
+                        zone)
+            _REFUSED.add(zone)
+            continue
+        for sql in _day_sql(conn, events=False):
+            conn.execute(sa.text(sql), {"zone": zone})
+        conn.execute(rollup_zones.insert().values(zone=zone, added_at=now))
+        added.append(zone)
+    return added
+
+
+def catch_up(conn: Connection, now: datetime, *, span: int = SPAN, zones: Iterable[str] = ()) -> int:
+    """Count the settled consent events of the next `span` ids into consent_rollup (and the days of every
+    kept zone, starting with `zones` if they are not yet), in the database; how many ids it moved on
+    (0: nothing settled to count). A writer job."""
     state = _state(conn)  # locked: one process counts at a time
+    track(conn, now, zones)
     last, seen_id, seen_at = int(state.last_id), int(state.seen_id), state.seen_at
     target = seen_id if seen_at is not None and seen_at <= now - SETTLE else last
     upto = min(target, last + span)
@@ -134,6 +214,9 @@ def catch_up(conn: Connection, now: datetime, *, span: int = SPAN) -> int:
         # WHERE to tell its upsert from a join; it is there.)
         for sql in _count_sql(conn):
             conn.execute(sa.text(sql), {"after": last, "upto": upto})
+        for zone in sorted(kept_zones(conn)):
+            for sql in _day_sql(conn, events=True):
+                conn.execute(sa.text(sql), {"after": last, "upto": upto, "zone": zone})
     values: dict[str, Any] = {"last_id": upto}
     if upto >= seen_id:
         # Everything seen is counted: note the newest id now, to count once it has settled.
@@ -160,12 +243,20 @@ def tail(conn: Connection, *, brand: str, after_id: int, since: datetime) -> tup
     return add_up(rows[:TAIL_LIMIT]), len(rows) > TAIL_LIMIT
 
 
+def zones_of(rules: Any) -> set[str]:
+    """The zones whose days a process with these rules keeps: UTC and each brand's."""
+    return {"UTC", *(brand.timezone for brand in rules.brands.values())}
+
+
 async def keep_up(state: Any) -> None:
-    """Count new consent events every INTERVAL seconds, for as long as the process runs."""
+    """Count new consent events every INTERVAL seconds, for as long as the process runs; fold the status counts
+    (app.status_counts) after each round."""
     while True:
         try:
-            while await state.writer.run(catch_up) == SPAN:
+            zones = zones_of(state.rules)  # read each round: keywords.yaml may be reloaded
+            while await state.writer.run(lambda c, now: catch_up(c, now, zones=zones)) == SPAN:
                 await asyncio.sleep(0)  # a backlog: the next batch at once, letting the webhooks in between
+            await state.writer.run(lambda c, _now: status_counts.compact(c))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a database hiccup must not end the loop; the next round retries
