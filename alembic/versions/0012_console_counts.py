@@ -1,7 +1,7 @@
 """console counts: subscriptions per status kept up, the analytics rollup by day
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-08 00:00:00.000000
 
 `subscription_counts` holds signed amounts whose sum per (brand, program, status) is how many
@@ -21,8 +21,8 @@ import sqlmodel.sql.sqltypes
 import app.db
 
 
-revision = '0011'
-down_revision = '0010'
+revision = '0012'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
