@@ -105,7 +105,7 @@ class BaselineSenderRules(SenderRules):
 
     __slots__ = ()
 
-    def _resolve(self, words: tuple[str, ...], normalized: str | None = None) -> _Resolved:
+    def _resolve(self, words: tuple[str, ...], normalized: str | None = None, text: str | None = None) -> _Resolved:
         if not words:
             return (None, None, None, None, False, False, None)
         exact = self._exact

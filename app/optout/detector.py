@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from app.normalize import normalize
-from app.optout.lexicon import Lexicon, fold_substring, load, split_elision
+from app.optout.lexicon import Lexicon, exact_key, fold_substring, load, split_elision
 from app.optout.words import WordFacts, edits_within, typo_variants
 
 
@@ -106,6 +106,8 @@ _SUBSTRING_SCRIPT = re.compile(
     r"[\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u1100-\u11ff\uff66-\uff9f]"
 )
 _CACHE_LIMIT = 50_000
+_FIRST_MARK = re.compile(r"[,.;:!?\u3001\u3002\uff0c\uff01\uff1f\u060c]")
+_EXACT_CHARS = 24  # a text this short may be a keyword as typed (the lexicons' `exact`)
 # One-letter spellings of Romance function words in texting ("dejen d mandar", "q no me escriban").
 _ABBREVIATIONS = {"d": "de", "q": "que"}
 # Languages that put the negator after the verb ("Haal me niet van de lijst af", "Nehmt mich nicht raus").
@@ -149,6 +151,15 @@ class Detector:
         for stem, (strength, _) in lexicon.keyword_prefixes.items():
             if strength == "strong" and len(stem) >= 6 and stem.isalpha():
                 self.long_keywords.setdefault(stem[0], []).append((stem, True, frozenset(stem)))
+        # a loose keyword with one letter changed, read as it before a verb of sending ("stoo texting me")
+        self.near_loose: dict[str, str] = {}
+        for word, (strength, _) in lexicon.keywords.items():
+            if strength == "loose" and 4 <= len(word) <= 5 and word.isalpha() and word.isascii():
+                for i in range(len(word)):
+                    for letter in "abcdefghijklmnopqrstuvwxyz":
+                        variant = word[:i] + letter + word[i + 1 :]
+                        if variant not in known and variant not in lexicon.net:
+                            self.near_loose.setdefault(variant, word)
         self.steps = 0  # the work of the last detect() call (see the module docstring)
         # The first piece of a split keyword is the start of one ("un" subscribe, "ab" melden).
         self.heads = {w[:n] for w in (*lexicon.keywords, *lexicon.keyword_prefixes) for n in range(1, len(w))}
@@ -167,6 +178,9 @@ class Detector:
         self._sub_alone = subs["alone"]
         self._sub_hedge = alternation("hedge")
         self._sub_net = alternation("net")
+        self._sub_obj = alternation("obj")
+        self._sub_chan = alternation("chan")
+        self._sub_msg = alternation("msg")
         pairs = [
             (f"p{number}", key, language) for number, (key, language) in enumerate(subs["pairs"].items())
         ]
@@ -406,6 +420,8 @@ class Detector:
                             taken = span
                             break
             word = "".join(words[i : i + taken])
+            if taken == 1 and word in self.near_loose and i + 1 < len(words) and self.word(words[i + 1]).send:
+                word = self.near_loose[word]  # "stoo texting me"
             info = self.word(word)
             if info.typo_of is not None and info.strength is None and len(words) > 1 and (
                 len(word) >= 8 or sorted(word) == sorted(info.typo_of)
@@ -417,19 +433,23 @@ class Detector:
 
     # -- reading a text
 
-    def detect(self, normalized: str) -> Verdict:
-        """The verdict for a text already passed through app.matching.normalize (its first MAX_CHARS read)."""
+    def detect(self, normalized: str, question: bool = False) -> Verdict:
+        """The verdict for a text already passed through app.matching.normalize (its first MAX_CHARS read);
+        `question`: the text as sent holds a question mark (the normaliser drops a closing one)."""
         self.steps = 0
         if not normalized:
             return NOTHING
         normalized = normalized[:MAX_CHARS]
         self.steps += len(normalized)  # the normalising and pre-passes each read the text once
+        question = question or "?" in normalized
         other_script = not normalized.isascii() and _SUBSTRING_SCRIPT.search(normalized) is not None
         # "SAIR 谢谢": politeness in another script takes no part in the word rules.
         clauses = self.clauses(self._fill_text.sub(" ", normalized) if other_script else normalized)
-        verdict = self._tokens_verdict(clauses) if clauses else NOTHING
+        # "Stop, is this price right?": a comma after the first words, and a question
+        mark = _FIRST_MARK.search(normalized) if question else None
+        verdict = self._tokens_verdict(clauses, mark is not None and mark.group() == ",") if clauses else NOTHING
         if verdict.outcome is Outcome.NONE and clauses:
-            verdict = self._intent_net(clauses, "?" in normalized)
+            verdict = self._intent_net(clauses, question)
         if verdict.outcome is not Outcome.OPT_OUT and other_script:
             by_substring = self._substring_verdict(normalized)
             if by_substring.outcome is Outcome.OPT_OUT or verdict.outcome is Outcome.NONE:
@@ -441,7 +461,7 @@ class Detector:
                 return Verdict(Outcome.FLAGGED, "net", found.group(), self.lexicon.substrings["net"][found.group()])
         return verdict
 
-    def _tokens_verdict(self, clauses: list[list[str]]) -> Verdict:
+    def _tokens_verdict(self, clauses: list[list[str]], aside: bool = False) -> Verdict:
         words_of = self.word
         flat: list[str] = []  # the words, with "|" between clauses
         triggers: dict[int, list[int]] = {}  # pattern -> positions of its anchor words
@@ -544,6 +564,12 @@ class Detector:
             if candidate.rule in ("keyword", "first", "short") and self.lexicon.sets["wow"].intersection(flat):
                 # "Stop! That price is amazing": a bare stop beside delight is an exclamation
                 return Verdict(Outcome.FLAGGED, "hedged", candidate.words, candidate.language)
+            if self._other_channel(flat, position):
+                # "take me off the email list, keep the texts": another channel, not these texts
+                return Verdict(Outcome.FLAGGED, "veto", candidate.words, candidate.language)
+            if aside and candidate.rule in ("keyword", "first", "short") and self._interjection(flat, position, by_section, triggers, masked, masked_offsets):
+                # "Stop, is this price right?": a bare loose word before a question about something else
+                return Verdict(Outcome.FLAGGED, "ambiguous", candidate.words, candidate.language)
             # "if prices go up again I'll unsubscribe": a condition two or more words before it
             grace = self.lexicon.sets["grace"]
             for where in conditions:
@@ -571,6 +597,52 @@ class Detector:
             for _, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
                 return Verdict(Outcome.FLAGGED, "net", found.group().strip(), patterns[index].language)
         return self._net(masked) if net is not None else NOTHING
+
+    def _other_channel(self, flat: list[str], position: int) -> bool:
+        """Whether the opt-out at `position` is about another channel: its clause names one (e-mail,
+        newsletter) and no text message, or names neither while another clause names a channel.
+        A message noun right after a channel word is part of it ("email messages", "email-рассылки")."""
+        words = self.word
+        if not any(words(w).chan for w in flat if w != "|"):
+            return False
+        start = position
+        while start > 0 and flat[start - 1] != "|":
+            start -= 1
+        end = position
+        while end < len(flat) and flat[end] != "|":
+            end += 1
+        clause = flat[start:end]
+        self.steps += len(flat)
+        chan_here = any(words(w).chan for w in clause)
+        texts_here = any(
+            words(w).msg and not words(w).chan and not (i > 0 and words(clause[i - 1]).chan) for i, w in enumerate(clause)
+        )
+        if chan_here:
+            return not texts_here
+        return not texts_here and not any(words(w).send for w in clause)
+
+    def _interjection(
+        self, flat: list[str], position: int, by_section: dict[str, list[int]], triggers: dict[int, list[int]],
+        masked: str, masked_offsets: list[int],
+    ) -> bool:
+        """Whether a loose keyword stands beside a question that names neither the texts nor any
+        opt-out vocabulary ("Stopp, stimmt der Preis so?", "wait stop, does the coupon work online?")."""
+        word = flat[position] if position < len(flat) else ""
+        if self.word(word).strength not in ("loose", "weak") or "|" in flat[:position]:  # "what is this? stop" is not one
+            return False
+        rest = [w for i, w in enumerate(flat) if i != position and w not in ("|", "_")]
+        self.steps += len(rest)
+        content = [w for w in rest if not self.word(w).fill]
+        if len(content) < 2:
+            return False
+        for w in content:
+            info = self.word(w)
+            if info.msg or info.send or (info.net and len(w) > 2) or info.strength or info.typo_of or info.negator or info.me:
+                return False
+        for index in by_section.get("flag", ()):  # "Stop. Who is this?"
+            for _ in self._matches(index, triggers[index], flat, masked, masked_offsets):
+                return False
+        return True
 
     def _intent_net(self, clauses: list[list[str]], question: bool) -> Verdict:
         """The widest net: the texts themselves (or sending them) named with a negation or in a
@@ -741,7 +813,7 @@ class Detector:
 
     def _substring_verdict(self, normalized: str) -> Verdict:
         text = fold_substring(normalized)
-        self.steps += 10 * len(text)  # each alternation below scans the text once (the pairs twice)
+        self.steps += 13 * len(text)  # each alternation below scans the text once (the pairs twice)
         subs = self.lexicon.substrings
         if self._sub_senses is not None:
             # an opt-out that holds a whole other-sense phrase and more wins over it ("कैसे बंद होंगे"
@@ -772,6 +844,14 @@ class Detector:
             hedge = self._sub_hedge.search(text) if self._sub_hedge is not None else None
             if veto is None and hedge is not None:  # "如果再涨价我就退订": hypothetical
                 return Verdict(Outcome.FLAGGED, "hedged", hedge.group(), subs["hedge"][hedge.group()])
+            # "只退订邮件": another channel; "怎么取消每月的咖啡订阅": a paid plan, an order, not the texts
+            other = self._sub_chan.search(text) if self._sub_chan is not None else None
+            if other is None and self._sub_obj is not None:
+                other = self._sub_obj.search(text)
+                if other is not None and self._sub_msg is not None and self._sub_msg.search(text):
+                    other = None
+            if veto is None and other is not None:
+                return Verdict(Outcome.FLAGGED, "ambiguous", found.group() + " " + other.group(), language)
             return veto or Verdict(Outcome.OPT_OUT, "substring", found.group(), language)
         # "停止 thanks": politeness in a Latin-script language around a word of another script
         fill = self.lexicon.sets["fill"]
@@ -800,7 +880,7 @@ def detect(text: str) -> Verdict:
     if not normalized or not any(ch.isalnum() for ch in normalized):
         _DETECTOR.steps = len(text)
         return symbol_verdict(text)
-    return _DETECTOR.detect(normalized)
+    return detect_normalized(normalized, text)
 
 
 def symbol_verdict(text: str) -> Verdict:
@@ -816,9 +896,19 @@ def last_steps() -> int:
     return _DETECTOR.steps
 
 
-def detect_normalized(normalized: str) -> Verdict:
-    """detect() for a text already passed through app.matching.normalize (the hot path)."""
-    return _DETECTOR.detect(normalized)
+def detect_normalized(normalized: str, text: str | None = None) -> Verdict:
+    """detect() for a text already passed through app.matching.normalize (the hot path); `text`, the
+    text as sent when known, also gives its accents ("Dừng" is a keyword, "dung" is not) and its
+    closing question mark, which the normaliser drops."""
+    if text is not None:
+        text = text[:MAX_CHARS]
+        if len(text) <= _EXACT_CHARS and not text.isascii():
+            key = exact_key(text)
+            language = _DETECTOR.lexicon.exact.get(key)
+            if language is not None:  # "Dừng": a keyword whose accents the normaliser would fold away
+                _DETECTOR.steps = len(text)
+                return Verdict(Outcome.OPT_OUT, "keyword", key, language)
+    return _DETECTOR.detect(normalized, text is not None and "?" in text)
 
 
 def only_politeness(words: tuple[str, ...]) -> bool:

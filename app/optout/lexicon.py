@@ -6,7 +6,9 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
   themselves, `send`: verbs of sending, `me`: object pronouns, `fill`: politeness and filler
   words, `det`: determiners, `neg`: negators, `cond`: conditionals such as "if" that make what
   follows hypothetical (not after `grace`: "I'd appreciate it if you stopped"), `obj`: things other than the texts an order word may apply to: an order,
-  a delivery, a purchase; `wow`: delight, which makes a bare "Stop!" an exclamation: "Stop! That price is amazing");
+  a delivery, a purchase; `wow`: delight, which makes a bare "Stop!" an exclamation: "Stop! That price is amazing";
+  `chan`: channels other than text messages, "email", "newsletter"; an `obj` entry "~box" is a
+  compound ending);
 - `keywords`: `strong` (an opt-out wherever it stands, unless negated: "unsubscribe"),
   `loose` ("stop": an opt-out alone, in a short text or with an object; flagged elsewhere),
   `weak` ("cancel", "end": an opt-out only as a clause of its own);
@@ -18,13 +20,16 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
   opt-out reading in a text that holds one is flagged, not honoured;
 - `flag`: patterns that are not opt-outs but close enough for a person to look ("not Dave",
   "is this a real company?"): a text matching one that no rule honours is flagged;
+- `exact`: whole texts honoured as typed, before accents are folded (Vietnamese "Dừng" is
+  "stop", but "dung" is also "đúng", right, and "dùng", use);
 - `net`: words (`x~` a prefix) that carry opt-out vocabulary: a text holding one that no rule
   honours is flagged for a person (the wide net);
 - `substrings`: for scripts written without spaces between words (zh, ja) or with clitics
   (ko, ar, hi): `optout`, `alone`, `keep`, `senses`, `fill`, `hedge` and `net` substrings;
   `pairs` ("短信|消息 ~ 不要|别": one of the first, then one of the second within a few
   characters) are opt-outs like `optout`; `negafter` negates an opt-out it follows closely
-  ("配信停止はしないで", "수신 거부하지 말아").
+  ("配信停止はしないで", "수신 거부하지 말아"); an opt-out beside an `obj` (an order, a paid
+  plan) or a `chan` (e-mail) substring and no `msg` substring is flagged, not honoured.
 
 Pattern syntax: items separated by spaces; `a|b` alternatives, `x~` a prefix (any
 inflection), `*` any one word, a trailing `?` makes an item optional, `{name}` any word of a set, `..` skips up
@@ -34,6 +39,7 @@ to two words and `...` up to four. Everything is normalised exactly like inbound
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -46,9 +52,9 @@ from app.normalize import normalize
 LANGUAGES: tuple[str, ...] = (
     "en", "fr", "es", "de", "pt", "it", "nl", "zh", "ja", "ko", "ar", "hi", "vi", "tl", "ru", "ht",
 )  # fmt: skip
-SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace", "wow")
+SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace", "wow", "chan")
 PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses", "hedge", "flag")
-SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net", "pairs", "negafter")
+SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net", "pairs", "negafter", "obj", "chan", "msg")
 
 # French and Italian elide a short word into the next ("m'envoyer", "dall'elenco"); English
 # contracts a short ending onto a word ("don't", "I'm"). A word splits at its apostrophe only
@@ -68,6 +74,15 @@ def split_elision(word: str) -> tuple[str, ...]:
     """("m'", "envoyer") for "m'envoyer"; ("don't",) stays one word."""
     found = _ELISION.match(word)
     return (found.group(1), found.group(2)) if found else (word,)
+
+
+_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def exact_key(text: str) -> str:
+    """A whole short text as typed, before the normaliser folds its accents ("Dừng", not "dung"):
+    composed, casefolded, spaces collapsed, punctuation at its ends dropped."""
+    return " ".join(_EDGE.sub("", unicodedata.normalize("NFC", text).casefold()).split())
 
 
 def fold_substring(text: str) -> str:
@@ -108,6 +123,8 @@ class Lexicon:
     net: dict[str, str] = field(default_factory=dict)  # opt-out vocabulary word -> language (the wide net)
     net_prefixes: dict[str, str] = field(default_factory=dict)  # stem -> language
     cond_languages: dict[str, set[str]] = field(default_factory=dict)  # "se" -> {pt, it}: "if" only there
+    obj_suffixes: tuple[str, ...] = ()  # "~box" in `obj`: a compound ending so ("kaffeebox", "jahresabo")
+    exact: dict[str, str] = field(default_factory=dict)  # a whole text as typed (casefolded) -> language
 
 
 def _words(entry: str) -> list[str]:
@@ -216,11 +233,16 @@ def load() -> Lexicon:
             if name not in SET_NAMES:
                 raise ValueError(f"{language}: unknown set {name!r}")
             for entry in words:
+                if name == "obj" and str(entry).startswith("~"):
+                    lexicon.obj_suffixes = (*lexicon.obj_suffixes, *_words(str(entry)[1:]))
+                    continue
                 lexicon.sets[name].update(_words(str(entry)))
                 if name == "cond":
                     for word in _words(str(entry)):
                         lexicon.cond_languages.setdefault(word, set()).add(language)
     for language, data in files.items():
+        for entry in data.get("exact") or ():
+            lexicon.exact.setdefault(exact_key(str(entry)), language)
         for strength in ("strong", "loose", "weak"):
             for entry in (data.get("keywords") or {}).get(strength) or ():
                 table = lexicon.keyword_prefixes if str(entry).endswith("~") else lexicon.keywords
