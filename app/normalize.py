@@ -91,6 +91,7 @@ _SMALL_CAPITALS = str.maketrans({
     "\u1d0f": "o", "\u1d18": "p", "\u1d29": "p", "\u0280": "r", "\ua731": "s", "\u1d1b": "t", "\u1d1c": "u",
     "\u1d20": "v", "\u1d21": "w", "\u028f": "y", "\u1d22": "z",
 })  # fmt: skip
+_SMALL_CAPITAL_LOW = chr(min(_SMALL_CAPITALS))
 _SMALL_CAPITAL = re.compile("[" + "".join(chr(cp) for cp in _SMALL_CAPITALS) + "]")
 _CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u0531-\u058f\u1c80-\u1c8f\u1f00-\u1fff]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
@@ -102,7 +103,8 @@ def _fold_confusables(s: str) -> str:
     """Latin for Cyrillic/Greek look-alikes (before casefolding): in a word mixing them with Latin
     letters ("SТОР", "sтор"), and in a word of three or more capitals made only of look-alikes
     when no other Cyrillic or Greek letter stands in the text ("СТОР"). Russian or Greek prose
-    keeps its letters ("не тот номер"): lower case, or a letter with no Latin twin nearby."""
+    keeps its letters ("не тот номер"): lower case, or a letter with no Latin twin nearby.
+    Whitespace may come back collapsed to single spaces."""
     others = any(ch.lower() not in _CONFUSABLES for ch in _CYRILLIC_GREEK.findall(s))
 
     folded: dict[str, str] = {}  # a word repeated in one text is judged once (pasted texts repeat a lot)
@@ -125,7 +127,14 @@ def _fold_confusables(s: str) -> str:
             return word.lower().translate(_CONFUSABLE_TABLE)
         return word
 
-    return _LETTER_RUN.sub(fold, s)
+    # Word by word, each distinct one judged once; spaces are collapsed (normalize collapses them anyway).
+    out: dict[str, str] = {}
+    for token in s.split():
+        if token not in out:
+            out[token] = _LETTER_RUN.sub(fold, token) if _CYRILLIC_GREEK.search(token) else token
+    if all(token == done for token, done in out.items()):
+        return s
+    return " ".join([out[token] for token in s.split()])
 
 
 def normalize(text: str) -> str:
@@ -139,9 +148,10 @@ def normalize(text: str) -> str:
         if out and s.endswith(" #") and out[-1].isalnum():
             out += " #"  # "wrong #": a number sign standing alone at the end is a word
         return out
-    if _ENCLOSED_RUN.search(text):
+    top = max(text)  # one pass in C: most texts hold no enclosed letter, no small capital
+    if top >= "\U0001f150" and _ENCLOSED_RUN.search(text):
         text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
-    if _SMALL_CAPITAL.search(text):
+    if top >= _SMALL_CAPITAL_LOW and _SMALL_CAPITAL.search(text):
         text = text.translate(_SMALL_CAPITALS)
     s = unicodedata.normalize("NFKC", text)
     folded = _CYRILLIC_GREEK.search(s) is not None

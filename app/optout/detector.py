@@ -35,13 +35,15 @@ order") are masked before any rule runs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from itertools import accumulate
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from itertools import accumulate, compress, filterfalse
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 
 from app.normalize import normalize
-from app.optout.lexicon import Lexicon, exact_key, fold_substring, load, split_elision
+from app.optout.lexicon import Lexicon, exact_key, fold_substring, load, split_elision, trie_regex
 from app.optout.words import WordFacts, edits_within, typo_variants
 
 
@@ -82,7 +84,8 @@ _LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|*][^\W_]+)+")
 _HYPHENATED = re.compile(r"([^\W\d_]+)\s*[-_\u2013\u2014]\s*([^\W\d_]+)")
 # "st*p", "unsubscr*be": a star hides a vowel
 _SYMBOL_LETTERS = (str.maketrans("$@!|*", "saiio"), str.maketrans("$@!|*", "soili"), str.maketrans("*", "a"))
-_MAX_ANCHORS = 8
+_MAX_ANCHORS = 4
+_REPEAT_MIN_WORDS = 40  # a text this long may repeat itself: failed pattern windows are remembered
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
 _TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
@@ -161,15 +164,16 @@ class Detector:
                         if variant not in known and variant not in lexicon.net:
                             self.near_loose.setdefault(variant, word)
         self.steps = 0  # the work of the last detect() call (see the module docstring)
+        self._failed: dict[int, set[str]] = {}  # per call: pattern -> word windows it did not match
         # The first piece of a split keyword is the start of one ("un" subscribe, "ab" melden).
         self.heads = {w[:n] for w in (*lexicon.keywords, *lexicon.keyword_prefixes) for n in range(1, len(w))}
-        self._words: dict[str, WordFacts] = {}
+        self._words: dict[str, WordFacts] = _WordCache(self._new_word)
+        self.word = self._words.__getitem__  # type: ignore[method-assign]
         self._tokens: dict[str, tuple[str, ...]] = {}
         subs = lexicon.substrings
 
         def alternation(section: str) -> re.Pattern[str] | None:
-            entries = sorted(subs[section], key=len, reverse=True)
-            return re.compile("|".join(map(re.escape, entries))) if entries else None
+            return re.compile(trie_regex(subs[section])) if subs[section] else None
 
         self._sub_senses = alternation("senses")
         self._sub_keep = alternation("keep")
@@ -199,12 +203,16 @@ class Detector:
         for stem, (strength, _) in lexicon.keyword_prefixes.items():
             if strength == "strong" and len(stem) >= _FUZZY_MIN and stem.isalpha():
                 self._strong_stems.setdefault(stem[:2], []).append(stem)
-        self._fill_text = re.compile("|".join(map(re.escape, sorted(lexicon.fill_text, key=len, reverse=True))))
+        self._fill_text = re.compile(trie_regex(lexicon.fill_text))
 
     # -- words
 
     def word(self, word: str) -> WordFacts:
-        """The cached lexicon facts about one processed word."""
+        """The cached lexicon facts about one processed word (a known word is a dict lookup in C:
+        __init__ binds `self.word` to the cache's __getitem__, whose __missing__ calls _new_word)."""
+        return self._words[word]
+
+    def _new_word(self, word: str) -> WordFacts:
         found = self._words.get(word)
         if found is None:
             if len(self._words) >= _CACHE_LIMIT:
@@ -361,14 +369,16 @@ class Detector:
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
         out: list[list[str]] = []
         words: list[str] = []
-        for word, _ in _PIECE.findall(normalized):
-            self.steps += 1
+        pieces = _PIECE.findall(normalized)
+        self.steps += len(pieces)
+        cached = self._tokens.get
+        for word, _ in pieces:
             if not word:  # a clause ends here
                 if words:
                     out.append(self._joined(words))
                     words = []
                 continue
-            for token in self.tokens(word):
+            for token in cached(word) or self.tokens(word):
                 if token == "out" and words and words[-1] == "opt":
                     words[-1] = "optout"
                 else:
@@ -402,7 +412,23 @@ class Detector:
         self.steps += len(words)
         out: list[str] = []
         i = 0
+        # a pasted text repeats itself: the same three words decide the same way (per call); a
+        # word that starts no keyword and misspells none stands as it is
+        decided: dict[tuple[str, ...], tuple[int, str]] = {}
+        plain = {w for w in set(words) if w not in self.heads and w not in self.near_loose and self.word(w).typo_of is None}
+        if plain.issuperset(words):
+            return words
         while i < len(words):
+            if words[i] in plain:
+                out.append(words[i])
+                i += 1
+                continue
+            key = tuple(words[i : i + 3])
+            known = decided.get(key)
+            if known is not None:
+                out.append(known[1])
+                i += known[0]
+                continue
             taken = 1
             if words[i] in self.heads and self.word(words[i]).strength not in ("strong", "loose"):
                 for span in (3, 2):
@@ -427,6 +453,7 @@ class Detector:
                 len(word) >= 8 or sorted(word) == sorted(info.typo_of)
             ):
                 word = info.typo_of  # "stpo texting me" reads as "stop texting me"
+            decided[key] = (taken, word)
             out.append(word)
             i += taken
         return out
@@ -439,6 +466,8 @@ class Detector:
         self.steps = 0
         if not normalized:
             return NOTHING
+        self._failed = {}
+        self._folded: str | None = None  # the text as the substring lexicons read it, once a call
         normalized = normalized[:MAX_CHARS]
         self.steps += len(normalized)  # the normalising and pre-passes each read the text once
         question = question or "?" in normalized
@@ -456,7 +485,7 @@ class Detector:
                 verdict = by_substring
         if verdict.outcome is Outcome.NONE and other_script and self._sub_net is not None:
             self.steps += len(normalized)
-            found = self._sub_net.search(fold_substring(normalized))
+            found = self._sub_net.search(self._folded or fold_substring(normalized))
             if found:
                 return Verdict(Outcome.FLAGGED, "net", found.group(), self.lexicon.substrings["net"][found.group()])
         return verdict
@@ -468,27 +497,40 @@ class Detector:
         interesting = False
         net: Verdict | None = None
         conditions: list[int] = []  # where "if" and its kin stand
-        seen: dict[str, int] = {}  # how often each word has stood so far
         for clause in clauses:
             if flat:
                 flat.append("|")
-            for word in clause:
-                self.steps += 1
-                info = words_of(word)
-                # a pattern is tried at its first _MAX_ANCHORS anchors only (see _matches): a word met
-                # that often already gave every pattern it anchors that many
-                seen[word] = seen.get(word, 0) + 1
-                if info.patterns and seen[word] <= _MAX_ANCHORS:
-                    self.steps += len(info.patterns)
-                    for index in info.patterns:
-                        triggers.setdefault(index, []).append(len(flat))
-                if info.strength is not None or info.typo_of is not None:
-                    interesting = True
-                if info.net is not None and net is None:
-                    net = Verdict(Outcome.FLAGGED, "net", word, info.net)
-                if info.cond:
-                    conditions.append(len(flat))
-                flat.append(word)
+            flat.extend(clause)
+        self.steps += len(flat)
+        # Each distinct word is looked up once (a pasted text repeats its words).
+        distinct = {word: words_of(word) for word in set(flat)}
+        distinct.pop("|", None)
+        anchoring = {word for word, info in distinct.items() if info.patterns}
+        cond_words = {word for word, info in distinct.items() if info.cond}
+        net_words = {word for word, info in distinct.items() if info.net is not None}
+        interesting = any(info.strength is not None or info.typo_of is not None for info in distinct.values())
+        if anchoring or cond_words:
+            # a pattern is tried at its first _MAX_ANCHORS anchors only (see _matches): a word met
+            # that often already gave every pattern it anchors that many
+            places: dict[str, list[int]] = {}
+            for at, word in enumerate(flat):
+                if word in anchoring:
+                    found = places.setdefault(word, [])
+                    if len(found) < _MAX_ANCHORS:
+                        found.append(at)
+                if word in cond_words:
+                    conditions.append(at)
+            for word, found in places.items():
+                indexes = distinct[word].patterns
+                self.steps += len(indexes) * len(found)
+                for index in indexes:
+                    triggers.setdefault(index, []).extend(found)
+            if len(places) > 1:
+                for found in triggers.values():
+                    found.sort()
+        if net_words:
+            first = next(word for word in flat if word in net_words)
+            net = Verdict(Outcome.FLAGGED, "net", first, distinct[first].net)
         if not triggers and not interesting:
             return self._net(" ".join(flat)) if net is not None else NOTHING
         patterns = self.lexicon.patterns
@@ -676,18 +718,42 @@ class Detector:
     ) -> Iterator[tuple[int, re.Match[str]]]:
         """A pattern's matches, tried only at the word starts from which a match could reach an anchor word."""
         pattern = self.lexicon.patterns[index]
-        tried: set[int] = set()
+        searcher = pattern.searcher
+        given: set[int] = set()  # the starts already yielded (two anchors may reach one start)
+        # Pasted texts repeat: an anchor whose words around it (as far as a match can reach) were
+        # already searched without any match cannot match now either, and is skipped.
+        failed = self._failed.setdefault(index, set()) if len(flat) > _REPEAT_MIN_WORDS else None
+        count = len(offsets)
         # A pattern is tried at its first _MAX_ANCHORS anchor words only: "stop don't" pasted a
-        # hundred times costs what eight times do (the loose-word rule still reads the rest).
+        # hundred times costs what four times do (the loose-word rule still reads the rest).
         for position in positions[:_MAX_ANCHORS]:
-            for start in range(max(0, position - pattern.before), position + 1):
-                if start in tried or flat[start] == "|":
+            low = max(0, position - pattern.before)
+            end = position + pattern.reach
+            key = None
+            if failed is not None:
+                # from the word before the first start ("^" reads it) to the furthest a match reaches
+                key = text[offsets[low - 1] if low else 0 : offsets[end] if end < count else len(text)]
+                key = key if low else "\0" + key
+                if key in failed:
                     continue
-                tried.add(start)
+            # One search (in C) over the word starts from `low` to the anchor; the search ends two
+            # words past the furthest a match can reach, so "$" (a clause's end) cannot fire early.
+            last, stop = offsets[position], offsets[end + 2] if end + 2 < count else len(text)
+            at = offsets[low]
+            clean = True
+            while True:
                 self.steps += 1
-                found = pattern.regex.match(text, offsets[start])
-                if found is not None:
+                found = searcher.search(text, at, stop)
+                if found is None or found.start() > last:
+                    break
+                clean = False
+                start = bisect_left(offsets, found.start())
+                if start not in given:
+                    given.add(start)
                     yield start, found
+                at = found.start() + 1
+            if key is not None and clean:
+                failed.add(key)
 
     def _double_negative(self, words: list[str]) -> bool:
         """A negator before a stop word inside one match: "не прекращайте присылать", "huwag itigil ang promo"."""
@@ -728,13 +794,14 @@ class Detector:
         strong: tuple[Verdict, int] | None = None
         short: tuple[Verdict, int] | None = None
         about_other: bool | None = None  # whether the text names an order or a purchase and no text message
+        negations: dict[tuple[str, ...], bool] = {}
         base = -1
         for number, clause in enumerate(clauses):
             base += 1  # the "|" before this clause
             here = base
             base += len(clause)
             first = number == 0
-            infos = [self.word(w) for w in clause]
+            infos = list(map(self.word, clause))
             keyword: tuple[str, str] | None = None
             typo: tuple[str, str] | None = None
             whole = True
@@ -745,6 +812,7 @@ class Detector:
                     typo = typo or (word, self.word(info.typo_of).language or "")
                 elif not info.companion:
                     whole = False
+                    break  # the clause is not made of keywords and companions: its keyword is not needed
             if whole and (keyword is not None or (typo is not None and len(clause) <= _TYPO_CLAUSE_WORDS)):
                 # "Non voglio disiscrivermi": a negator before the keyword negates the clause
                 fired = keyword or typo
@@ -759,15 +827,24 @@ class Detector:
                     continue
                 rule = "keyword" if keyword is not None else "typo"
                 return Verdict(Outcome.OPT_OUT, rule, " ".join(clause), fired[1]), here + at, None  # type: ignore[index]
-            for i, (word, info) in enumerate(zip(clause, infos, strict=True)):
-                if info.strength is None or info.strength == "weak":
+            other_object: bool | None = None  # whether this clause names an order or a purchase and no text
+            for i in compress(range(len(infos)), map(_STRENGTH, infos)):
+                word, info = clause[i], infos[i]
+                if info.strength == "weak":
                     continue
-                window = [w for w in clause[max(0, i - 2 * _NEGATION_WINDOW) : i] if not self.word(w).fill]
-                is_negated = any(self.word(w).negator for w in window[-_NEGATION_WINDOW:])
+                if strong is not None:
+                    break  # nothing later in this clause changes the verdict: a strong reading stands
+                before = tuple(clause[max(0, i - 2 * _NEGATION_WINDOW) : i])
+                is_negated = negations.get(before)
+                if is_negated is None:  # the same words before it, the same answer (per call)
+                    window = [w for w in before if not self.word(w).fill]
+                    is_negated = negations[before] = any(self.word(w).negator for w in window[-_NEGATION_WINDOW:])
+                if info.strength == "strong" and not is_negated and other_object is None:
+                    other_object = any(x.obj for x in infos) and not any(x.msg for x in infos)
                 if is_negated:
                     shown = " ".join(clause[max(0, i - 2) : i + 1])
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, info.language)
-                elif info.strength == "strong" and self._names_other_object(clause):
+                elif info.strength == "strong" and other_object:
                     # "Is the opt-out for the extended warranty still available?": a purchase option
                     negated = negated or Verdict(Outcome.FLAGGED, "ambiguous", word, info.language)
                 elif info.strength == "strong":
@@ -796,13 +873,15 @@ class Detector:
 
     def _has_other_object(self, clause: list[str], i: int) -> bool:
         """Whether the clause names an object that is not the texts ("stop the delivery", "mijn bestelling stoppen")."""
-        det = self.lexicon.sets["det"]
-        words = [w for w in clause if w not in self.lexicon.sets["fill"]]
-        # "STOP order 7781", "stoppen Sie die Lieferung": an order, a delivery, a purchase named and no text
-        infos = [self.word(w) for w in words]
+        det, fill = self.lexicon.sets["det"], self.lexicon.sets["fill"]
+        # "STOP order 7781", "stoppen Sie die Lieferung": an order, a delivery, a purchase named and no
+        # text; or a determiner before a word that is not a companion ("stop the car"). Distinct
+        # words and pairs only: a pasted text repeats them.
+        words = list(filterfalse(fill.__contains__, clause))
+        infos = [self.word(w) for w in set(words)]
         if any(info.obj for info in infos) and not any(info.msg for info in infos):
             return True
-        return any(a in det and not self.word(b).companion for a, b in zip(words, words[1:], strict=False))
+        return any(a in det and not self.word(b).companion for a, b in set(zip(words, words[1:])))
 
     def _loose_word(self, masked: str) -> tuple[str, str | None] | None:
         for word in masked.split():
@@ -812,7 +891,7 @@ class Detector:
         return None
 
     def _substring_verdict(self, normalized: str) -> Verdict:
-        text = fold_substring(normalized)
+        text = self._folded = fold_substring(normalized)
         self.steps += 13 * len(text)  # each alternation below scans the text once (the pairs twice)
         subs = self.lexicon.substrings
         if self._sub_senses is not None:
@@ -867,7 +946,24 @@ class Detector:
 
 def _offsets(words: list[str]) -> list[int]:
     """Where each word starts in " ".join(words)."""
-    return [0, *accumulate(len(word) + 1 for word in words[:-1])]
+    return [0, *accumulate(map(_PLUS_ONE, map(len, words[:-1])))]
+
+
+_PLUS_ONE = (1).__add__
+_STRENGTH = attrgetter("strength")
+
+
+class _WordCache(dict[str, WordFacts]):
+    """Word facts by word; a missing word is computed (and stored) by the detector's _new_word."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute: Callable[[str], WordFacts]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, word: str) -> WordFacts:
+        return self.compute(word)
 
 
 _DETECTOR = Detector(load())

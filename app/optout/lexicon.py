@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
+from collections.abc import Iterable
 
 import yaml
 
@@ -76,6 +77,7 @@ def split_elision(word: str) -> tuple[str, ...]:
     return (found.group(1), found.group(2)) if found else (word,)
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 
 
@@ -87,7 +89,9 @@ def exact_key(text: str) -> str:
 
 def fold_substring(text: str) -> str:
     """A normalised text as the substring lexicons see it: no spaces or punctuation, Arabic folded."""
-    return "".join(ch for ch in text.translate(ARABIC_FOLD) if ch.isalnum())
+    if "\u0649" in text or "\u0629" in text or "\u0640" in text:  # translate() costs a lookup a character
+        text = text.translate(ARABIC_FOLD)
+    return _NOT_ALNUM.sub("", text)  # \w is isalnum() and "_" in str patterns
 
 
 @dataclass(frozen=True)
@@ -102,11 +106,17 @@ class Pattern:
     anchors: tuple[str, ...]  # words, any of which must be present for the pattern to match
     prefix_anchors: tuple[str, ...]  # word prefixes, likewise
     before: int  # at most this many words stand in a match before its anchor word
+    reach: int = 64  # at most this many words (and "|") a match reads from its start, lookahead included
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
         """The compiled pattern."""
         return re.compile(self.expression)
+
+    @cached_property
+    def searcher(self) -> re.Pattern[str]:
+        """The pattern found only where a word starts (after a space, or at the start of the text)."""
+        return re.compile(r"(?<![^ ])(?:" + self.expression + ")")
 
 
 @dataclass
@@ -149,6 +159,29 @@ def _entry_words(entry: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def trie_regex(words: Iterable[str]) -> str:
+    """An alternation of literal words as a trie ("stop", "stopping", "sms" -> "s(?:top(?:ping)?|ms)"):
+    the regex engine tries a plain alternation's branches one by one, a trie reads each letter once.
+    It matches what the longest-first alternation matches, and prefers the longest too."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        body = "(?:" + "|".join(branches) + ")"
+        return body + "?" if "" in node else body
+
+    return build(root)
+
+
 def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], list[str], int]:
     """One pattern item's regex (no trailing space), the words and prefixes it needs, and how common they are."""
     parts: list[str] = []
@@ -159,7 +192,7 @@ def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], l
         if alt.startswith("{") and alt.endswith("}"):
             members = sorted(sets[alt[1:-1]], key=len, reverse=True)
             anchors.extend(members)
-            parts.extend(re.escape(m) for m in members)
+            parts.append(trie_regex(members))
             common += 1000 if alt in ("{fill}", "{det}", "{me}") else 100
             continue
         tilde = alt.endswith("~")
@@ -193,7 +226,7 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
             width += 4
             continue
         if item == "$":  # the end of a clause, politeness aside ("no me interesa, gracias")
-            fill = "|".join(re.escape(w) for w in sorted(sets["fill"], key=len, reverse=True))
+            fill = trie_regex(sets["fill"])
             regex += rf"(?:(?:{fill}) ){{0,3}}(?=\||$)"
             continue
         if item == "*":  # any one word
@@ -213,7 +246,9 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
     if best is None or not (best[1] or best[2]):
         raise ValueError(f"{language}: pattern {source!r} has no word that must be present")
     literals = frozenset(w for alt in re.split(r"[\s|]+", source) for w in _words(alt.replace("_", " ")))
-    return Pattern(section, language, source, regex, literals, tuple(best[1]), tuple(best[2]), best[3])
+    # "$" looks past up to three politeness words to the clause's end
+    reach = width + (4 if " $" in f" {source}" else 0) + 1
+    return Pattern(section, language, source, regex, literals, tuple(best[1]), tuple(best[2]), best[3], reach)
 
 
 def _load_file(language: str) -> dict[str, Any]:
