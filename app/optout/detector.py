@@ -661,7 +661,14 @@ class Detector:
         )
         if chan_here:
             return not texts_here
-        return not texts_here and not any(words(w).send for w in clause)
+        if texts_here or any(words(w).send for w in clause):
+            return False
+        # "unsubscribe me from everything, emails and texts": the texts are named in another clause
+        return not any(
+            words(w).msg and not words(w).chan and not (i > 0 and words(flat[i - 1]).chan)
+            for i, w in enumerate(flat)
+            if w != "|"
+        )
 
     def _interjection(
         self, flat: list[str], position: int, by_section: dict[str, list[int]], triggers: dict[int, list[int]],
