@@ -679,7 +679,10 @@ class Detector:
         word = flat[position] if position < len(flat) else ""
         if self.word(word).strength not in ("loose", "weak") or "|" in flat[:position]:  # "what is this? stop" is not one
             return False
-        rest = [w for i, w in enumerate(flat) if i != position and w not in ("|", "_")]
+        if "|" not in flat:
+            return False
+        # the question: the clauses after the keyword's own ("ruko ruko, ye coupon online chalega?")
+        rest = [w for w in flat[flat.index("|") + 1 :] if w not in ("|", "_")]
         self.steps += len(rest)
         content = [w for w in rest if not self.word(w).fill]
         if len(content) < 2:
