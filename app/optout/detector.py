@@ -736,8 +736,15 @@ class Detector:
         count = len(offsets)
         # A pattern is tried at its first _MAX_ANCHORS anchor words only: "stop don't" pasted a
         # hundred times costs what four times do (the loose-word rule still reads the rest).
+        before = pattern.before
+        spans: list[list[int]] = []  # [first start, last start]: anchors close together share one search
         for position in positions[:_MAX_ANCHORS]:
-            low = max(0, position - pattern.before)
+            low = position - before if position > before else 0
+            if spans and low <= spans[-1][1] + 1:
+                spans[-1][1] = position
+            else:
+                spans.append([low, position])
+        for low, position in spans:
             end = position + pattern.reach
             key = None
             if failed is not None:
