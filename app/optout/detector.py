@@ -415,7 +415,8 @@ class Detector:
         # a pasted text repeats itself: the same three words decide the same way (per call); a
         # word that starts no keyword and misspells none stands as it is
         decided: dict[tuple[str, ...], tuple[int, str]] = {}
-        plain = {w for w in set(words) if w not in self.heads and w not in self.near_loose and self.word(w).typo_of is None}
+        heads, near = self.heads, self.near_loose
+        plain = {w for w in set(words) if w not in heads and w not in near and self.word(w).typo_of is None}
         if plain.issuperset(words):
             return words
         while i < len(words):
@@ -609,7 +610,11 @@ class Detector:
             if self._other_channel(flat, position):
                 # "take me off the email list, keep the texts": another channel, not these texts
                 return Verdict(Outcome.FLAGGED, "veto", candidate.words, candidate.language)
-            if aside and candidate.rule in ("keyword", "first", "short") and self._interjection(flat, position, by_section, triggers, masked, masked_offsets):
+            if (
+                aside
+                and candidate.rule in ("keyword", "first", "short")
+                and self._interjection(flat, position, by_section, triggers, masked, masked_offsets)
+            ):
                 # "Stop, is this price right?": a bare loose word before a question about something else
                 return Verdict(Outcome.FLAGGED, "ambiguous", candidate.words, candidate.language)
             # "if prices go up again I'll unsubscribe": a condition two or more words before it
@@ -657,7 +662,8 @@ class Detector:
         self.steps += len(flat)
         chan_here = any(words(w).chan for w in clause)
         texts_here = any(
-            words(w).msg and not words(w).chan and not (i > 0 and words(clause[i - 1]).chan) for i, w in enumerate(clause)
+            words(w).msg and not words(w).chan and not (i > 0 and words(clause[i - 1]).chan)
+            for i, w in enumerate(clause)
         )
         if chan_here:
             return not texts_here
@@ -677,7 +683,8 @@ class Detector:
         """Whether a loose keyword stands beside a question that names neither the texts nor any
         opt-out vocabulary ("Stopp, stimmt der Preis so?", "wait stop, does the coupon work online?")."""
         word = flat[position] if position < len(flat) else ""
-        if self.word(word).strength not in ("loose", "weak") or "|" in flat[:position]:  # "what is this? stop" is not one
+        # the keyword opens the text ("what is this? stop" is not an aside)
+        if self.word(word).strength not in ("loose", "weak") or "|" in flat[:position]:
             return False
         if "|" not in flat:
             return False
@@ -689,7 +696,9 @@ class Detector:
             return False
         for w in content:
             info = self.word(w)
-            if info.msg or info.send or (info.net and len(w) > 2) or info.strength or info.typo_of or info.negator or info.me:
+            if info.msg or info.send or info.strength or info.typo_of or info.negator or info.me:
+                return False
+            if info.net and len(w) > 2:  # "so" (Vietnamese "số") is not vocabulary in a German question
                 return False
         for index in by_section.get("flag", ()):  # "Stop. Who is this?"
             for _ in self._matches(index, triggers[index], flat, masked, masked_offsets):

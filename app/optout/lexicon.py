@@ -55,7 +55,9 @@ LANGUAGES: tuple[str, ...] = (
 )  # fmt: skip
 SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace", "wow", "chan")
 PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses", "hedge", "flag")
-SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net", "pairs", "negafter", "obj", "chan", "msg")
+SUBSTRING_SECTIONS = (
+    "optout", "alone", "keep", "senses", "fill", "hedge", "net", "pairs", "negafter", "obj", "chan", "msg",
+)  # fmt: skip
 
 # French and Italian elide a short word into the next ("m'envoyer", "dall'elenco"); English
 # contracts a short ending onto a word ("don't", "I'm"). A word splits at its apostrophe only
