@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+import threading
 import unicodedata
 
 # Characters a phone keyboard or a copy-paste can slip into "STOP" without the sender
@@ -40,6 +41,35 @@ class _DropTable(dict[int, int | None]):
 
 
 _DROP = _DropTable()
+
+
+class _Dropper:
+    """_DROP applied by a regex of the characters it drops among those met so far (a translate()
+    with a dict looks up every character; a text of 1,600 mixed-script characters took 0.1 ms).
+    A character never met is judged once by _DROP and the regex rebuilt when it is dropped."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+        self.dropped: set[str] = set()
+        self.regex: re.Pattern[str] | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, s: str) -> str:
+        if not self.known.issuperset(s):
+            with self.lock:  # a character is known only once the regex drops it (if it is to be dropped)
+                new = set(s).difference(self.known)
+                dropped = self.dropped.union(ch for ch in new if _DROP[ord(ch)] is None)
+                if dropped != self.dropped:
+                    self.regex = re.compile("[" + "".join(re.escape(ch) for ch in sorted(dropped)) + "]+")
+                    self.dropped = dropped
+                self.known.update(new)
+        regex = self.regex
+        if regex is not None:
+            s = regex.sub("", s)
+        return s.replace("\u0111", "d") if "\u0111" in s else s  # đ -> d
+
+
+_drop = _Dropper()
 
 # ASCII fast path: most texts are plain ASCII, for which NFKC and accent stripping are no-ops.
 _ASCII_EDGE = string.punctuation + string.whitespace + "".join(map(chr, range(32))) + "\x7f"
@@ -156,13 +186,13 @@ def normalize(text: str) -> str:
     s = unicodedata.normalize("NFKC", text)
     folded = _CYRILLIC_GREEK.search(s) is not None
     if folded:  # look-alikes are judged without their accents ("Άu" is "au")
-        s = _fold_confusables(unicodedata.normalize("NFD", s).translate(_DROP))
+        s = _fold_confusables(_drop(unicodedata.normalize("NFD", s)))
     # Casefolding that does more than lowering can make a look-alike ("ᲂu"); lowering alone
     # cannot give the fold above anything new to do (it reads letters lowered already).
     again = not folded or s.casefold() != s.lower()
     # Accents go after casefolding, which can itself produce combining marks (İ -> i̇); the
     # Vietnamese "đ" has a stroke, not a mark, and is stripped too ("đừng" reads "dung").
-    s = unicodedata.normalize("NFD", s.casefold()).translate(_DROP)
+    s = _drop(unicodedata.normalize("NFD", s.casefold()))
     s = " ".join(unicodedata.normalize("NFC", s).split())
     if again and _CYRILLIC_GREEK.search(s):  # a letter that became a look-alike only by casefolding ("ᲂu")
         s = _fold_confusables(s)
