@@ -121,8 +121,9 @@ _SMALL_CAPITALS = str.maketrans({
     "\u1d0f": "o", "\u1d18": "p", "\u1d29": "p", "\u0280": "r", "\ua731": "s", "\u1d1b": "t", "\u1d1c": "u",
     "\u1d20": "v", "\u1d21": "w", "\u028f": "y", "\u1d22": "z",
 })  # fmt: skip
-_SMALL_CAPITAL_LOW = chr(min(_SMALL_CAPITALS))
 _SMALL_CAPITAL = re.compile("[" + "".join(chr(cp) for cp in _SMALL_CAPITALS) + "]")
+# Either of the above: a character class searched once (the two searches run only on a hit).
+_RARE_LETTERS = re.compile("[\U0001F150-\U0001F1FF" + "".join(map(chr, _SMALL_CAPITALS)) + "]")
 _CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u0531-\u058f\u1c80-\u1c8f\u1f00-\u1fff]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
 _CONFUSABLES = frozenset(_CONFUSABLE)
@@ -158,13 +159,14 @@ def _fold_confusables(s: str) -> str:
         return word
 
     # Word by word, each distinct one judged once; spaces are collapsed (normalize collapses them anyway).
-    out: dict[str, str] = {}
-    for token in s.split():
-        if token not in out:
-            out[token] = _LETTER_RUN.sub(fold, token) if _CYRILLIC_GREEK.search(token) else token
-    if all(token == done for token, done in out.items()):
-        return s
-    return " ".join([out[token] for token in s.split()])
+    tokens = s.split()
+    changed: dict[str, str] = {}
+    for token in set(tokens):
+        if _CYRILLIC_GREEK.search(token):
+            done = _LETTER_RUN.sub(fold, token)
+            if done != token:
+                changed[token] = done
+    return " ".join(map(changed.get, tokens, tokens)) if changed else s
 
 
 def normalize(text: str) -> str:
@@ -178,10 +180,10 @@ def normalize(text: str) -> str:
         if out and s.endswith(" #") and out[-1].isalnum():
             out += " #"  # "wrong #": a number sign standing alone at the end is a word
         return out
-    top = max(text)  # one pass in C: most texts hold no enclosed letter, no small capital
-    if top >= "\U0001f150" and _ENCLOSED_RUN.search(text):
+    rare = _RARE_LETTERS.search(text)  # one pass: most texts hold no enclosed letter, no small capital
+    if rare is not None and _ENCLOSED_RUN.search(text):
         text = _ENCLOSED_RUN.sub(_enclosed_letters, text)
-    if top >= _SMALL_CAPITAL_LOW and _SMALL_CAPITAL.search(text):
+    if rare is not None and _SMALL_CAPITAL.search(text):
         text = text.translate(_SMALL_CAPITALS)
     s = unicodedata.normalize("NFKC", text)
     folded = _CYRILLIC_GREEK.search(s) is not None
