@@ -222,7 +222,7 @@ class SenderRules:
         """Read one inbound text: stop > help > confirm > join > start, then Twilio's OptOutType."""
         normalized = normalize(text)
         words = tuple(_WORD.findall(normalized))
-        found = self._match_words(normalized, words)
+        found = self._match_words(normalized, words, text)
         if not words:  # "🛑", "✋": a stop sign alone is flagged for a person, not honoured
             symbol = symbol_verdict(text)
             if symbol.rule is not None:
@@ -241,15 +241,15 @@ class SenderRules:
             return _match(_START, "START", None, None, normalized, why=why)
         return found
 
-    def _match_words(self, normalized: str, words: tuple[str, ...]) -> Match:
+    def _match_words(self, normalized: str, words: tuple[str, ...], text: str | None = None) -> Match:
         resolved = self._resolved.get(words)
         if resolved is None:
-            resolved = self._resolve(words, normalized)
+            resolved = self._resolve(words, normalized, text)
         return _match(
             resolved[0], resolved[1], resolved[2], resolved[3], normalized, resolved[4], resolved[5], resolved[6]
         )
 
-    def _resolve(self, words: tuple[str, ...], normalized: str | None = None) -> _Resolved:
+    def _resolve(self, words: tuple[str, ...], normalized: str | None = None, text: str | None = None) -> _Resolved:
         """kind, keyword, language, program, by_intent, flagged, why for a text's words (and its punctuation)."""
         if not words:
             return _UNMATCHED
@@ -275,7 +275,8 @@ class SenderRules:
             if own is not None:
                 hit = exact[own][0]
                 return (_STOP, hit.keyword, hit.language, None, True, False, f"keyword: '{hit.keyword}' + politeness")
-            verdict = detect_normalized(normalized if normalized is not None else " ".join(words))
+            # the text as sent, when known: its accents ("Dừng") and a closing "?" the normaliser drops
+            verdict = detect_normalized(normalized if normalized is not None else " ".join(words), text)
             if verdict.outcome is Outcome.OPT_OUT:
                 # Report the sender's own stop keyword when the text holds one ("please stop" -> STOP).
                 found = _stop_keyword_in(words, stops, lengths)

@@ -35,13 +35,15 @@ order") are masked before any rule runs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from itertools import accumulate
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from itertools import accumulate, compress, filterfalse
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 
 from app.normalize import normalize
-from app.optout.lexicon import Lexicon, fold_substring, load, split_elision
+from app.optout.lexicon import Lexicon, exact_key, fold_substring, load, split_elision, trie_regex
 from app.optout.words import WordFacts, edits_within, typo_variants
 
 
@@ -82,7 +84,8 @@ _LETTER_SYMBOL = re.compile(r"[^\W_]*(?:[$@][^\W_]*)+|[^\W_]+(?:[!|*][^\W_]+)+")
 _HYPHENATED = re.compile(r"([^\W\d_]+)\s*[-_\u2013\u2014]\s*([^\W\d_]+)")
 # "st*p", "unsubscr*be": a star hides a vowel
 _SYMBOL_LETTERS = (str.maketrans("$@!|*", "saiio"), str.maketrans("$@!|*", "soili"), str.maketrans("*", "a"))
-_MAX_ANCHORS = 8
+_MAX_ANCHORS = 4
+_REPEAT_MIN_WORDS = 40  # a text this long may repeat itself: failed pattern windows are remembered
 _LOOK_CHARS = 120  # how far around a match the negation and channel checks look
 _CONDITION_REACH = 12  # "if" this many words or fewer before an opt-out reading makes it hypothetical
 _TYPO2_MIN = 7  # a word this long may be two edits from a keyword of about its length
@@ -106,6 +109,8 @@ _SUBSTRING_SCRIPT = re.compile(
     r"[\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u1100-\u11ff\uff66-\uff9f]"
 )
 _CACHE_LIMIT = 50_000
+_FIRST_MARK = re.compile(r"[,.;:!?\u3001\u3002\uff0c\uff01\uff1f\u060c]")
+_EXACT_CHARS = 24  # a text this short may be a keyword as typed (the lexicons' `exact`)
 # One-letter spellings of Romance function words in texting ("dejen d mandar", "q no me escriban").
 _ABBREVIATIONS = {"d": "de", "q": "que"}
 # Languages that put the negator after the verb ("Haal me niet van de lijst af", "Nehmt mich nicht raus").
@@ -149,16 +154,26 @@ class Detector:
         for stem, (strength, _) in lexicon.keyword_prefixes.items():
             if strength == "strong" and len(stem) >= 6 and stem.isalpha():
                 self.long_keywords.setdefault(stem[0], []).append((stem, True, frozenset(stem)))
+        # a loose keyword with one letter changed, read as it before a verb of sending ("stoo texting me")
+        self.near_loose: dict[str, str] = {}
+        for word, (strength, _) in lexicon.keywords.items():
+            if strength == "loose" and 4 <= len(word) <= 5 and word.isalpha() and word.isascii():
+                for i in range(len(word)):
+                    for letter in "abcdefghijklmnopqrstuvwxyz":
+                        variant = word[:i] + letter + word[i + 1 :]
+                        if variant not in known and variant not in lexicon.net:
+                            self.near_loose.setdefault(variant, word)
         self.steps = 0  # the work of the last detect() call (see the module docstring)
+        self._failed: dict[int, set[str]] = {}  # per call: pattern -> word windows it did not match
         # The first piece of a split keyword is the start of one ("un" subscribe, "ab" melden).
         self.heads = {w[:n] for w in (*lexicon.keywords, *lexicon.keyword_prefixes) for n in range(1, len(w))}
-        self._words: dict[str, WordFacts] = {}
+        self._words: dict[str, WordFacts] = _WordCache(self._new_word)
+        self.word = self._words.__getitem__  # type: ignore[method-assign]
         self._tokens: dict[str, tuple[str, ...]] = {}
         subs = lexicon.substrings
 
         def alternation(section: str) -> re.Pattern[str] | None:
-            entries = sorted(subs[section], key=len, reverse=True)
-            return re.compile("|".join(map(re.escape, entries))) if entries else None
+            return re.compile(trie_regex(subs[section])) if subs[section] else None
 
         self._sub_senses = alternation("senses")
         self._sub_keep = alternation("keep")
@@ -167,6 +182,9 @@ class Detector:
         self._sub_alone = subs["alone"]
         self._sub_hedge = alternation("hedge")
         self._sub_net = alternation("net")
+        self._sub_obj = alternation("obj")
+        self._sub_chan = alternation("chan")
+        self._sub_msg = alternation("msg")
         pairs = [
             (f"p{number}", key, language) for number, (key, language) in enumerate(subs["pairs"].items())
         ]
@@ -185,12 +203,16 @@ class Detector:
         for stem, (strength, _) in lexicon.keyword_prefixes.items():
             if strength == "strong" and len(stem) >= _FUZZY_MIN and stem.isalpha():
                 self._strong_stems.setdefault(stem[:2], []).append(stem)
-        self._fill_text = re.compile("|".join(map(re.escape, sorted(lexicon.fill_text, key=len, reverse=True))))
+        self._fill_text = re.compile(trie_regex(lexicon.fill_text))
 
     # -- words
 
     def word(self, word: str) -> WordFacts:
-        """The cached lexicon facts about one processed word."""
+        """The cached lexicon facts about one processed word (a known word is a dict lookup in C:
+        __init__ binds `self.word` to the cache's __getitem__, whose __missing__ calls _new_word)."""
+        return self._words[word]
+
+    def _new_word(self, word: str) -> WordFacts:
         found = self._words.get(word)
         if found is None:
             if len(self._words) >= _CACHE_LIMIT:
@@ -347,14 +369,16 @@ class Detector:
             normalized = _SPACED.sub(lambda m: _SPACERS.sub("", m.group()), normalized)
         out: list[list[str]] = []
         words: list[str] = []
-        for word, _ in _PIECE.findall(normalized):
-            self.steps += 1
+        pieces = _PIECE.findall(normalized)
+        self.steps += len(pieces)
+        cached = self._tokens.get
+        for word, _ in pieces:
             if not word:  # a clause ends here
                 if words:
                     out.append(self._joined(words))
                     words = []
                 continue
-            for token in self.tokens(word):
+            for token in cached(word) or self.tokens(word):
                 if token == "out" and words and words[-1] == "opt":
                     words[-1] = "optout"
                 else:
@@ -388,7 +412,24 @@ class Detector:
         self.steps += len(words)
         out: list[str] = []
         i = 0
+        # a pasted text repeats itself: the same three words decide the same way (per call); a
+        # word that starts no keyword and misspells none stands as it is
+        decided: dict[tuple[str, ...], tuple[int, str]] = {}
+        heads, near = self.heads, self.near_loose
+        plain = {w for w in set(words) if w not in heads and w not in near and self.word(w).typo_of is None}
+        if plain.issuperset(words):
+            return words
         while i < len(words):
+            if words[i] in plain:
+                out.append(words[i])
+                i += 1
+                continue
+            key = tuple(words[i : i + 3])
+            known = decided.get(key)
+            if known is not None:
+                out.append(known[1])
+                i += known[0]
+                continue
             taken = 1
             if words[i] in self.heads and self.word(words[i]).strength not in ("strong", "loose"):
                 for span in (3, 2):
@@ -406,69 +447,91 @@ class Detector:
                             taken = span
                             break
             word = "".join(words[i : i + taken])
+            if taken == 1 and word in self.near_loose and i + 1 < len(words) and self.word(words[i + 1]).send:
+                word = self.near_loose[word]  # "stoo texting me"
             info = self.word(word)
             if info.typo_of is not None and info.strength is None and len(words) > 1 and (
                 len(word) >= 8 or sorted(word) == sorted(info.typo_of)
             ):
                 word = info.typo_of  # "stpo texting me" reads as "stop texting me"
+            decided[key] = (taken, word)
             out.append(word)
             i += taken
         return out
 
     # -- reading a text
 
-    def detect(self, normalized: str) -> Verdict:
-        """The verdict for a text already passed through app.matching.normalize (its first MAX_CHARS read)."""
+    def detect(self, normalized: str, question: bool = False) -> Verdict:
+        """The verdict for a text already passed through app.matching.normalize (its first MAX_CHARS read);
+        `question`: the text as sent holds a question mark (the normaliser drops a closing one)."""
         self.steps = 0
         if not normalized:
             return NOTHING
+        self._failed = {}
+        self._folded: str | None = None  # the text as the substring lexicons read it, once a call
         normalized = normalized[:MAX_CHARS]
         self.steps += len(normalized)  # the normalising and pre-passes each read the text once
+        question = question or "?" in normalized
         other_script = not normalized.isascii() and _SUBSTRING_SCRIPT.search(normalized) is not None
         # "SAIR 谢谢": politeness in another script takes no part in the word rules.
         clauses = self.clauses(self._fill_text.sub(" ", normalized) if other_script else normalized)
-        verdict = self._tokens_verdict(clauses) if clauses else NOTHING
+        # "Stop, is this price right?": a comma after the first words, and a question
+        mark = _FIRST_MARK.search(normalized) if question else None
+        verdict = self._tokens_verdict(clauses, mark is not None and mark.group() == ",") if clauses else NOTHING
         if verdict.outcome is Outcome.NONE and clauses:
-            verdict = self._intent_net(clauses, "?" in normalized)
+            verdict = self._intent_net(clauses, question)
         if verdict.outcome is not Outcome.OPT_OUT and other_script:
             by_substring = self._substring_verdict(normalized)
             if by_substring.outcome is Outcome.OPT_OUT or verdict.outcome is Outcome.NONE:
                 verdict = by_substring
         if verdict.outcome is Outcome.NONE and other_script and self._sub_net is not None:
             self.steps += len(normalized)
-            found = self._sub_net.search(fold_substring(normalized))
+            found = self._sub_net.search(self._folded or fold_substring(normalized))
             if found:
                 return Verdict(Outcome.FLAGGED, "net", found.group(), self.lexicon.substrings["net"][found.group()])
         return verdict
 
-    def _tokens_verdict(self, clauses: list[list[str]]) -> Verdict:
+    def _tokens_verdict(self, clauses: list[list[str]], aside: bool = False) -> Verdict:
         words_of = self.word
         flat: list[str] = []  # the words, with "|" between clauses
         triggers: dict[int, list[int]] = {}  # pattern -> positions of its anchor words
         interesting = False
         net: Verdict | None = None
         conditions: list[int] = []  # where "if" and its kin stand
-        seen: dict[str, int] = {}  # how often each word has stood so far
         for clause in clauses:
             if flat:
                 flat.append("|")
-            for word in clause:
-                self.steps += 1
-                info = words_of(word)
-                # a pattern is tried at its first _MAX_ANCHORS anchors only (see _matches): a word met
-                # that often already gave every pattern it anchors that many
-                seen[word] = seen.get(word, 0) + 1
-                if info.patterns and seen[word] <= _MAX_ANCHORS:
-                    self.steps += len(info.patterns)
-                    for index in info.patterns:
-                        triggers.setdefault(index, []).append(len(flat))
-                if info.strength is not None or info.typo_of is not None:
-                    interesting = True
-                if info.net is not None and net is None:
-                    net = Verdict(Outcome.FLAGGED, "net", word, info.net)
-                if info.cond:
-                    conditions.append(len(flat))
-                flat.append(word)
+            flat.extend(clause)
+        self.steps += len(flat)
+        # Each distinct word is looked up once (a pasted text repeats its words).
+        distinct = {word: words_of(word) for word in set(flat)}
+        distinct.pop("|", None)
+        anchoring = {word for word, info in distinct.items() if info.patterns}
+        cond_words = {word for word, info in distinct.items() if info.cond}
+        net_words = {word for word, info in distinct.items() if info.net is not None}
+        interesting = any(info.strength is not None or info.typo_of is not None for info in distinct.values())
+        if anchoring or cond_words:
+            # a pattern is tried at its first _MAX_ANCHORS anchors only (see _matches): a word met
+            # that often already gave every pattern it anchors that many
+            places: dict[str, list[int]] = {}
+            for at, word in enumerate(flat):
+                if word in anchoring:
+                    found = places.setdefault(word, [])
+                    if len(found) < _MAX_ANCHORS:
+                        found.append(at)
+                if word in cond_words:
+                    conditions.append(at)
+            for word, found in places.items():
+                indexes = distinct[word].patterns
+                self.steps += len(indexes) * len(found)
+                for index in indexes:
+                    triggers.setdefault(index, []).extend(found)
+            if len(places) > 1:
+                for found in triggers.values():
+                    found.sort()
+        if net_words:
+            first = next(word for word in flat if word in net_words)
+            net = Verdict(Outcome.FLAGGED, "net", first, distinct[first].net)
         if not triggers and not interesting:
             return self._net(" ".join(flat)) if net is not None else NOTHING
         patterns = self.lexicon.patterns
@@ -544,6 +607,16 @@ class Detector:
             if candidate.rule in ("keyword", "first", "short") and self.lexicon.sets["wow"].intersection(flat):
                 # "Stop! That price is amazing": a bare stop beside delight is an exclamation
                 return Verdict(Outcome.FLAGGED, "hedged", candidate.words, candidate.language)
+            if self._other_channel(flat, position):
+                # "take me off the email list, keep the texts": another channel, not these texts
+                return Verdict(Outcome.FLAGGED, "veto", candidate.words, candidate.language)
+            if (
+                aside
+                and candidate.rule in ("keyword", "first", "short")
+                and self._interjection(flat, position, by_section, triggers, masked, masked_offsets)
+            ):
+                # "Stop, is this price right?": a bare loose word before a question about something else
+                return Verdict(Outcome.FLAGGED, "ambiguous", candidate.words, candidate.language)
             # "if prices go up again I'll unsubscribe": a condition two or more words before it
             grace = self.lexicon.sets["grace"]
             for where in conditions:
@@ -571,6 +644,66 @@ class Detector:
             for _, found in self._matches(index, triggers[index], flat, masked, masked_offsets):
                 return Verdict(Outcome.FLAGGED, "net", found.group().strip(), patterns[index].language)
         return self._net(masked) if net is not None else NOTHING
+
+    def _other_channel(self, flat: list[str], position: int) -> bool:
+        """Whether the opt-out at `position` is about another channel: its clause names one (e-mail,
+        newsletter) and no text message, or names neither while another clause names a channel.
+        A message noun right after a channel word is part of it ("email messages", "email-рассылки")."""
+        words = self.word
+        if not any(words(w).chan for w in flat if w != "|"):
+            return False
+        start = position
+        while start > 0 and flat[start - 1] != "|":
+            start -= 1
+        end = position
+        while end < len(flat) and flat[end] != "|":
+            end += 1
+        clause = flat[start:end]
+        self.steps += len(flat)
+        chan_here = any(words(w).chan for w in clause)
+        texts_here = any(
+            words(w).msg and not words(w).chan and not (i > 0 and words(clause[i - 1]).chan)
+            for i, w in enumerate(clause)
+        )
+        if chan_here:
+            return not texts_here
+        if texts_here or any(words(w).send for w in clause):
+            return False
+        # "unsubscribe me from everything, emails and texts": the texts are named in another clause
+        return not any(
+            words(w).msg and not words(w).chan and not (i > 0 and words(flat[i - 1]).chan)
+            for i, w in enumerate(flat)
+            if w != "|"
+        )
+
+    def _interjection(
+        self, flat: list[str], position: int, by_section: dict[str, list[int]], triggers: dict[int, list[int]],
+        masked: str, masked_offsets: list[int],
+    ) -> bool:
+        """Whether a loose keyword stands beside a question that names neither the texts nor any
+        opt-out vocabulary ("Stopp, stimmt der Preis so?", "wait stop, does the coupon work online?")."""
+        word = flat[position] if position < len(flat) else ""
+        # the keyword opens the text ("what is this? stop" is not an aside)
+        if self.word(word).strength not in ("loose", "weak") or "|" in flat[:position]:
+            return False
+        if "|" not in flat:
+            return False
+        # the question: the clauses after the keyword's own ("ruko ruko, ye coupon online chalega?")
+        rest = [w for w in flat[flat.index("|") + 1 :] if w not in ("|", "_")]
+        self.steps += len(rest)
+        content = [w for w in rest if not self.word(w).fill]
+        if len(content) < 2:
+            return False
+        for w in content:
+            info = self.word(w)
+            if info.msg or info.send or info.strength or info.typo_of or info.negator or info.me:
+                return False
+            if info.net and len(w) > 2:  # "so" (Vietnamese "số") is not vocabulary in a German question
+                return False
+        for index in by_section.get("flag", ()):  # "Stop. Who is this?"
+            for _ in self._matches(index, triggers[index], flat, masked, masked_offsets):
+                return False
+        return True
 
     def _intent_net(self, clauses: list[list[str]], question: bool) -> Verdict:
         """The widest net: the texts themselves (or sending them) named with a negation or in a
@@ -604,18 +737,49 @@ class Detector:
     ) -> Iterator[tuple[int, re.Match[str]]]:
         """A pattern's matches, tried only at the word starts from which a match could reach an anchor word."""
         pattern = self.lexicon.patterns[index]
-        tried: set[int] = set()
+        searcher = pattern.searcher
+        given: set[int] = set()  # the starts already yielded (two anchors may reach one start)
+        # Pasted texts repeat: an anchor whose words around it (as far as a match can reach) were
+        # already searched without any match cannot match now either, and is skipped.
+        failed = self._failed.setdefault(index, set()) if len(flat) > _REPEAT_MIN_WORDS else None
+        count = len(offsets)
         # A pattern is tried at its first _MAX_ANCHORS anchor words only: "stop don't" pasted a
-        # hundred times costs what eight times do (the loose-word rule still reads the rest).
+        # hundred times costs what four times do (the loose-word rule still reads the rest).
+        before = pattern.before
+        spans: list[list[int]] = []  # [first start, last start]: anchors close together share one search
         for position in positions[:_MAX_ANCHORS]:
-            for start in range(max(0, position - pattern.before), position + 1):
-                if start in tried or flat[start] == "|":
+            low = position - before if position > before else 0
+            if spans and low <= spans[-1][1] + 1:
+                spans[-1][1] = position
+            else:
+                spans.append([low, position])
+        for low, position in spans:
+            end = position + pattern.reach
+            key = None
+            if failed is not None:
+                # from the word before the first start ("^" reads it) to the furthest a match reaches
+                key = text[offsets[low - 1] if low else 0 : offsets[end] if end < count else len(text)]
+                key = key if low else "\0" + key
+                if key in failed:
                     continue
-                tried.add(start)
+            # One search (in C) over the word starts from `low` to the anchor; the search ends two
+            # words past the furthest a match can reach, so "$" (a clause's end) cannot fire early.
+            last, stop = offsets[position], offsets[end + 2] if end + 2 < count else len(text)
+            at = offsets[low]
+            clean = True
+            while True:
                 self.steps += 1
-                found = pattern.regex.match(text, offsets[start])
-                if found is not None:
+                found = searcher.search(text, at, stop)
+                if found is None or found.start() > last:
+                    break
+                clean = False
+                start = bisect_left(offsets, found.start())
+                if start not in given:
+                    given.add(start)
                     yield start, found
+                at = found.start() + 1
+            if key is not None and clean:
+                failed.add(key)
 
     def _double_negative(self, words: list[str]) -> bool:
         """A negator before a stop word inside one match: "не прекращайте присылать", "huwag itigil ang promo"."""
@@ -656,13 +820,14 @@ class Detector:
         strong: tuple[Verdict, int] | None = None
         short: tuple[Verdict, int] | None = None
         about_other: bool | None = None  # whether the text names an order or a purchase and no text message
+        negations: dict[tuple[str, ...], bool] = {}
         base = -1
         for number, clause in enumerate(clauses):
             base += 1  # the "|" before this clause
             here = base
             base += len(clause)
             first = number == 0
-            infos = [self.word(w) for w in clause]
+            infos = list(map(self.word, clause))
             keyword: tuple[str, str] | None = None
             typo: tuple[str, str] | None = None
             whole = True
@@ -673,6 +838,7 @@ class Detector:
                     typo = typo or (word, self.word(info.typo_of).language or "")
                 elif not info.companion:
                     whole = False
+                    break  # the clause is not made of keywords and companions: its keyword is not needed
             if whole and (keyword is not None or (typo is not None and len(clause) <= _TYPO_CLAUSE_WORDS)):
                 # "Non voglio disiscrivermi": a negator before the keyword negates the clause
                 fired = keyword or typo
@@ -687,15 +853,24 @@ class Detector:
                     continue
                 rule = "keyword" if keyword is not None else "typo"
                 return Verdict(Outcome.OPT_OUT, rule, " ".join(clause), fired[1]), here + at, None  # type: ignore[index]
-            for i, (word, info) in enumerate(zip(clause, infos, strict=True)):
-                if info.strength is None or info.strength == "weak":
+            other_object: bool | None = None  # whether this clause names an order or a purchase and no text
+            for i in compress(range(len(infos)), map(_STRENGTH, infos)):
+                word, info = clause[i], infos[i]
+                if info.strength == "weak":
                     continue
-                window = [w for w in clause[max(0, i - 2 * _NEGATION_WINDOW) : i] if not self.word(w).fill]
-                is_negated = any(self.word(w).negator for w in window[-_NEGATION_WINDOW:])
+                if strong is not None:
+                    break  # nothing later in this clause changes the verdict: a strong reading stands
+                before = tuple(clause[max(0, i - 2 * _NEGATION_WINDOW) : i])
+                is_negated = negations.get(before)
+                if is_negated is None:  # the same words before it, the same answer (per call)
+                    window = [w for w in before if not self.word(w).fill]
+                    is_negated = negations[before] = any(self.word(w).negator for w in window[-_NEGATION_WINDOW:])
+                if info.strength == "strong" and not is_negated and other_object is None:
+                    other_object = any(x.obj for x in infos) and not any(x.msg for x in infos)
                 if is_negated:
                     shown = " ".join(clause[max(0, i - 2) : i + 1])
                     negated = negated or Verdict(Outcome.FLAGGED, "negated", shown, info.language)
-                elif info.strength == "strong" and self._names_other_object(clause):
+                elif info.strength == "strong" and other_object:
                     # "Is the opt-out for the extended warranty still available?": a purchase option
                     negated = negated or Verdict(Outcome.FLAGGED, "ambiguous", word, info.language)
                 elif info.strength == "strong":
@@ -724,13 +899,15 @@ class Detector:
 
     def _has_other_object(self, clause: list[str], i: int) -> bool:
         """Whether the clause names an object that is not the texts ("stop the delivery", "mijn bestelling stoppen")."""
-        det = self.lexicon.sets["det"]
-        words = [w for w in clause if w not in self.lexicon.sets["fill"]]
-        # "STOP order 7781", "stoppen Sie die Lieferung": an order, a delivery, a purchase named and no text
-        infos = [self.word(w) for w in words]
+        det, fill = self.lexicon.sets["det"], self.lexicon.sets["fill"]
+        # "STOP order 7781", "stoppen Sie die Lieferung": an order, a delivery, a purchase named and no
+        # text; or a determiner before a word that is not a companion ("stop the car"). Distinct
+        # words and pairs only: a pasted text repeats them.
+        words = list(filterfalse(fill.__contains__, clause))
+        infos = [self.word(w) for w in set(words)]
         if any(info.obj for info in infos) and not any(info.msg for info in infos):
             return True
-        return any(a in det and not self.word(b).companion for a, b in zip(words, words[1:], strict=False))
+        return any(a in det and not self.word(b).companion for a, b in set(zip(words, words[1:])))
 
     def _loose_word(self, masked: str) -> tuple[str, str | None] | None:
         for word in masked.split():
@@ -740,8 +917,8 @@ class Detector:
         return None
 
     def _substring_verdict(self, normalized: str) -> Verdict:
-        text = fold_substring(normalized)
-        self.steps += 10 * len(text)  # each alternation below scans the text once (the pairs twice)
+        text = self._folded = fold_substring(normalized)
+        self.steps += 13 * len(text)  # each alternation below scans the text once (the pairs twice)
         subs = self.lexicon.substrings
         if self._sub_senses is not None:
             # an opt-out that holds a whole other-sense phrase and more wins over it ("कैसे बंद होंगे"
@@ -772,6 +949,14 @@ class Detector:
             hedge = self._sub_hedge.search(text) if self._sub_hedge is not None else None
             if veto is None and hedge is not None:  # "如果再涨价我就退订": hypothetical
                 return Verdict(Outcome.FLAGGED, "hedged", hedge.group(), subs["hedge"][hedge.group()])
+            # "只退订邮件": another channel; "怎么取消每月的咖啡订阅": a paid plan, an order, not the texts
+            other = self._sub_chan.search(text) if self._sub_chan is not None else None
+            if other is None and self._sub_obj is not None:
+                other = self._sub_obj.search(text)
+                if other is not None and self._sub_msg is not None and self._sub_msg.search(text):
+                    other = None
+            if veto is None and other is not None:
+                return Verdict(Outcome.FLAGGED, "ambiguous", found.group() + " " + other.group(), language)
             return veto or Verdict(Outcome.OPT_OUT, "substring", found.group(), language)
         # "停止 thanks": politeness in a Latin-script language around a word of another script
         fill = self.lexicon.sets["fill"]
@@ -787,7 +972,24 @@ class Detector:
 
 def _offsets(words: list[str]) -> list[int]:
     """Where each word starts in " ".join(words)."""
-    return [0, *accumulate(len(word) + 1 for word in words[:-1])]
+    return [0, *accumulate(map(_PLUS_ONE, map(len, words[:-1])))]
+
+
+_PLUS_ONE = (1).__add__
+_STRENGTH = attrgetter("strength")
+
+
+class _WordCache(dict[str, WordFacts]):
+    """Word facts by word; a missing word is computed (and stored) by the detector's _new_word."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute: Callable[[str], WordFacts]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, word: str) -> WordFacts:
+        return self.compute(word)
 
 
 _DETECTOR = Detector(load())
@@ -800,7 +1002,7 @@ def detect(text: str) -> Verdict:
     if not normalized or not any(ch.isalnum() for ch in normalized):
         _DETECTOR.steps = len(text)
         return symbol_verdict(text)
-    return _DETECTOR.detect(normalized)
+    return detect_normalized(normalized, text)
 
 
 def symbol_verdict(text: str) -> Verdict:
@@ -816,9 +1018,19 @@ def last_steps() -> int:
     return _DETECTOR.steps
 
 
-def detect_normalized(normalized: str) -> Verdict:
-    """detect() for a text already passed through app.matching.normalize (the hot path)."""
-    return _DETECTOR.detect(normalized)
+def detect_normalized(normalized: str, text: str | None = None) -> Verdict:
+    """detect() for a text already passed through app.matching.normalize (the hot path); `text`, the
+    text as sent when known, also gives its accents ("Dừng" is a keyword, "dung" is not) and its
+    closing question mark, which the normaliser drops."""
+    if text is not None:
+        text = text[:MAX_CHARS]
+        if len(text) <= _EXACT_CHARS and not text.isascii():
+            key = exact_key(text)
+            language = _DETECTOR.lexicon.exact.get(key)
+            if language is not None:  # "Dừng": a keyword whose accents the normaliser would fold away
+                _DETECTOR.steps = len(text)
+                return Verdict(Outcome.OPT_OUT, "keyword", key, language)
+    return _DETECTOR.detect(normalized, text is not None and "?" in text)
 
 
 def only_politeness(words: tuple[str, ...]) -> bool:

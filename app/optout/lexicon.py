@@ -6,7 +6,9 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
   themselves, `send`: verbs of sending, `me`: object pronouns, `fill`: politeness and filler
   words, `det`: determiners, `neg`: negators, `cond`: conditionals such as "if" that make what
   follows hypothetical (not after `grace`: "I'd appreciate it if you stopped"), `obj`: things other than the texts an order word may apply to: an order,
-  a delivery, a purchase; `wow`: delight, which makes a bare "Stop!" an exclamation: "Stop! That price is amazing");
+  a delivery, a purchase; `wow`: delight, which makes a bare "Stop!" an exclamation: "Stop! That price is amazing";
+  `chan`: channels other than text messages, "email", "newsletter"; an `obj` entry "~box" is a
+  compound ending);
 - `keywords`: `strong` (an opt-out wherever it stands, unless negated: "unsubscribe"),
   `loose` ("stop": an opt-out alone, in a short text or with an object; flagged elsewhere),
   `weak` ("cancel", "end": an opt-out only as a clause of its own);
@@ -18,13 +20,16 @@ A lexicon file has these sections, every one optional (see lexicons/en.yaml for 
   opt-out reading in a text that holds one is flagged, not honoured;
 - `flag`: patterns that are not opt-outs but close enough for a person to look ("not Dave",
   "is this a real company?"): a text matching one that no rule honours is flagged;
+- `exact`: whole texts honoured as typed, before accents are folded (Vietnamese "Dừng" is
+  "stop", but "dung" is also "đúng", right, and "dùng", use);
 - `net`: words (`x~` a prefix) that carry opt-out vocabulary: a text holding one that no rule
   honours is flagged for a person (the wide net);
 - `substrings`: for scripts written without spaces between words (zh, ja) or with clitics
   (ko, ar, hi): `optout`, `alone`, `keep`, `senses`, `fill`, `hedge` and `net` substrings;
   `pairs` ("短信|消息 ~ 不要|别": one of the first, then one of the second within a few
   characters) are opt-outs like `optout`; `negafter` negates an opt-out it follows closely
-  ("配信停止はしないで", "수신 거부하지 말아").
+  ("配信停止はしないで", "수신 거부하지 말아"); an opt-out beside an `obj` (an order, a paid
+  plan) or a `chan` (e-mail) substring and no `msg` substring is flagged, not honoured.
 
 Pattern syntax: items separated by spaces; `a|b` alternatives, `x~` a prefix (any
 inflection), `*` any one word, a trailing `?` makes an item optional, `{name}` any word of a set, `..` skips up
@@ -34,10 +39,12 @@ to two words and `...` up to four. Everything is normalised exactly like inbound
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
+from collections.abc import Iterable
 
 import yaml
 
@@ -46,9 +53,11 @@ from app.normalize import normalize
 LANGUAGES: tuple[str, ...] = (
     "en", "fr", "es", "de", "pt", "it", "nl", "zh", "ja", "ko", "ar", "hi", "vi", "tl", "ru", "ht",
 )  # fmt: skip
-SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace", "wow")
+SET_NAMES = ("msg", "send", "me", "fill", "det", "neg", "cond", "obj", "grace", "wow", "chan")
 PATTERN_SECTIONS = ("phrases", "keep", "scope", "senses", "hedge", "flag")
-SUBSTRING_SECTIONS = ("optout", "alone", "keep", "senses", "fill", "hedge", "net", "pairs", "negafter")
+SUBSTRING_SECTIONS = (
+    "optout", "alone", "keep", "senses", "fill", "hedge", "net", "pairs", "negafter", "obj", "chan", "msg",
+)  # fmt: skip
 
 # French and Italian elide a short word into the next ("m'envoyer", "dall'elenco"); English
 # contracts a short ending onto a word ("don't", "I'm"). A word splits at its apostrophe only
@@ -70,9 +79,21 @@ def split_elision(word: str) -> tuple[str, ...]:
     return (found.group(1), found.group(2)) if found else (word,)
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def exact_key(text: str) -> str:
+    """A whole short text as typed, before the normaliser folds its accents ("Dừng", not "dung"):
+    composed, casefolded, spaces collapsed, punctuation at its ends dropped."""
+    return " ".join(_EDGE.sub("", unicodedata.normalize("NFC", text).casefold()).split())
+
+
 def fold_substring(text: str) -> str:
     """A normalised text as the substring lexicons see it: no spaces or punctuation, Arabic folded."""
-    return "".join(ch for ch in text.translate(ARABIC_FOLD) if ch.isalnum())
+    if "\u0649" in text or "\u0629" in text or "\u0640" in text:  # translate() costs a lookup a character
+        text = text.translate(ARABIC_FOLD)
+    return _NOT_ALNUM.sub("", text)  # \w is isalnum() and "_" in str patterns
 
 
 @dataclass(frozen=True)
@@ -87,11 +108,17 @@ class Pattern:
     anchors: tuple[str, ...]  # words, any of which must be present for the pattern to match
     prefix_anchors: tuple[str, ...]  # word prefixes, likewise
     before: int  # at most this many words stand in a match before its anchor word
+    reach: int = 64  # at most this many words (and "|") a match reads from its start, lookahead included
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
         """The compiled pattern."""
         return re.compile(self.expression)
+
+    @cached_property
+    def searcher(self) -> re.Pattern[str]:
+        """The pattern found only where a word starts (after a space, or at the start of the text)."""
+        return re.compile(r"(?<![^ ])(?:" + self.expression + ")")
 
 
 @dataclass
@@ -108,6 +135,8 @@ class Lexicon:
     net: dict[str, str] = field(default_factory=dict)  # opt-out vocabulary word -> language (the wide net)
     net_prefixes: dict[str, str] = field(default_factory=dict)  # stem -> language
     cond_languages: dict[str, set[str]] = field(default_factory=dict)  # "se" -> {pt, it}: "if" only there
+    obj_suffixes: tuple[str, ...] = ()  # "~box" in `obj`: a compound ending so ("kaffeebox", "jahresabo")
+    exact: dict[str, str] = field(default_factory=dict)  # a whole text as typed (casefolded) -> language
 
 
 def _words(entry: str) -> list[str]:
@@ -132,6 +161,29 @@ def _entry_words(entry: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def trie_regex(words: Iterable[str]) -> str:
+    """An alternation of literal words as a trie ("stop", "stopping", "sms" -> "s(?:top(?:ping)?|ms)"):
+    the regex engine tries a plain alternation's branches one by one, a trie reads each letter once.
+    It matches what the longest-first alternation matches, and prefers the longest too."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        body = "(?:" + "|".join(branches) + ")"
+        return body + "?" if "" in node else body
+
+    return build(root)
+
+
 def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], list[str], int]:
     """One pattern item's regex (no trailing space), the words and prefixes it needs, and how common they are."""
     parts: list[str] = []
@@ -142,7 +194,7 @@ def _item_regex(item: str, sets: dict[str, set[str]]) -> tuple[str, list[str], l
         if alt.startswith("{") and alt.endswith("}"):
             members = sorted(sets[alt[1:-1]], key=len, reverse=True)
             anchors.extend(members)
-            parts.extend(re.escape(m) for m in members)
+            parts.append(trie_regex(members))
             common += 1000 if alt in ("{fill}", "{det}", "{me}") else 100
             continue
         tilde = alt.endswith("~")
@@ -176,7 +228,7 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
             width += 4
             continue
         if item == "$":  # the end of a clause, politeness aside ("no me interesa, gracias")
-            fill = "|".join(re.escape(w) for w in sorted(sets["fill"], key=len, reverse=True))
+            fill = trie_regex(sets["fill"])
             regex += rf"(?:(?:{fill}) ){{0,3}}(?=\||$)"
             continue
         if item == "*":  # any one word
@@ -196,7 +248,9 @@ def compile_pattern(section: str, language: str, source: str, sets: dict[str, se
     if best is None or not (best[1] or best[2]):
         raise ValueError(f"{language}: pattern {source!r} has no word that must be present")
     literals = frozenset(w for alt in re.split(r"[\s|]+", source) for w in _words(alt.replace("_", " ")))
-    return Pattern(section, language, source, regex, literals, tuple(best[1]), tuple(best[2]), best[3])
+    # "$" looks past up to three politeness words to the clause's end
+    reach = width + (4 if " $" in f" {source}" else 0) + 1
+    return Pattern(section, language, source, regex, literals, tuple(best[1]), tuple(best[2]), best[3], reach)
 
 
 def _load_file(language: str) -> dict[str, Any]:
@@ -216,11 +270,16 @@ def load() -> Lexicon:
             if name not in SET_NAMES:
                 raise ValueError(f"{language}: unknown set {name!r}")
             for entry in words:
+                if name == "obj" and str(entry).startswith("~"):
+                    lexicon.obj_suffixes = (*lexicon.obj_suffixes, *_words(str(entry)[1:]))
+                    continue
                 lexicon.sets[name].update(_words(str(entry)))
                 if name == "cond":
                     for word in _words(str(entry)):
                         lexicon.cond_languages.setdefault(word, set()).add(language)
     for language, data in files.items():
+        for entry in data.get("exact") or ():
+            lexicon.exact.setdefault(exact_key(str(entry)), language)
         for strength in ("strong", "loose", "weak"):
             for entry in (data.get("keywords") or {}).get(strength) or ():
                 table = lexicon.keyword_prefixes if str(entry).endswith("~") else lexicon.keywords

@@ -8,7 +8,7 @@ from app.optout.lexicon import Lexicon
 class WordFacts:
     """What the lexicon knows about one processed word (cached per word)."""
 
-    __slots__ = ("strength", "language", "companion", "negator", "msg", "typo_of", "patterns", "net", "cond", "obj", "fill")
+    __slots__ = ("strength", "language", "companion", "negator", "msg", "typo_of", "patterns", "net", "cond", "obj", "fill", "chan", "send", "me")
 
     def __init__(self, lexicon: Lexicon, typos: dict[str, str], anchors: dict[str, list[int]],
                  prefixes: dict[str, list[int]], prefix_lengths: tuple[int, ...], word: str) -> None:
@@ -26,7 +26,12 @@ class WordFacts:
         self.typo_of = None if kw or self.companion else typos.get(word)
         self.fill = word in sets["fill"]
         self.cond = word in sets["cond"]
-        self.obj = word in sets["obj"]
+        self.obj = word in sets["obj"] or any(
+            word.endswith(suffix) and len(word) > len(suffix) + 2 for suffix in lexicon.obj_suffixes
+        )
+        self.chan = word in sets["chan"]
+        self.send = word in sets["send"]
+        self.me = word in sets["me"]
         net = lexicon.net.get(word)
         if net is None:
             for length in range(len(word), 2, -1):
