@@ -60,12 +60,25 @@ class Console:
         return self.client.post(path, data=data, follow_redirects=False)
 
 
-@pytest.fixture
-def console(gateway_factory: Callable[..., Gateway], database_url: str) -> Console:
+def open_console(gateway_factory: Callable[..., Gateway], database_url: str) -> Console:
+    """A gateway with the console's secret, spoken to over https."""
     gateway = gateway_factory(database_url, secret_key=SECRET)
     # The public URL is https, so the session cookie is Secure: the client must speak https to get it back.
     gateway.client.base_url = "https://testserver"
     return Console(gateway)
+
+
+def signed_in(gateway_factory: Callable[..., Gateway], database_url: str, role: str) -> Console:
+    """A console with ada@acme.example signed in, in `role`."""
+    console = open_console(gateway_factory, database_url)
+    console.add_user("ada@acme.example", role=role)
+    assert console.sign_in("ada@acme.example").status_code == 303
+    return console
+
+
+@pytest.fixture
+def console(gateway_factory: Callable[..., Gateway], database_url: str) -> Console:
+    return open_console(gateway_factory, database_url)
 
 
 @pytest.fixture

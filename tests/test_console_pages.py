@@ -14,17 +14,12 @@ import sqlalchemy as sa
 from app.console.operations import percentile
 from app.models import outbox
 from tests.conftest import Gateway
-from tests.test_console import ADA, SECRET, ZOE, Console, converse
+from tests.test_console import ADA, ZOE, Console, converse, signed_in
 
 
 @pytest.fixture
 def ada(gateway_factory: Callable[..., Gateway], database_url: str) -> Console:
-    gateway = gateway_factory(database_url, secret_key=SECRET)
-    gateway.client.base_url = "https://testserver"
-    console = Console(gateway)
-    console.add_user("ada@acme.example", role="viewer")
-    assert console.sign_in("ada@acme.example").status_code == 303
-    return console
+    return signed_in(gateway_factory, database_url, "viewer")
 
 
 def test_the_keywords_page_shows_the_brands_loaded_file(ada: Console) -> None:

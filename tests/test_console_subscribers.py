@@ -17,19 +17,14 @@ from app.console import subscribers_query as sq
 from app.console.queries import neutralise
 from app.models import subscriptions
 from tests.conftest import Gateway
-from tests.test_console import ADA, BOB, SECRET, ZOE, Console, converse
+from tests.test_console import ADA, BOB, ZOE, Console, converse, signed_in
 
 ROW = re.compile(r'<tr data-phone="(\+\d+)">')
 
 
 @pytest.fixture
 def ada(gateway_factory: Callable[..., Gateway], database_url: str) -> Console:
-    gateway = gateway_factory(database_url, secret_key=SECRET)
-    gateway.client.base_url = "https://testserver"
-    console = Console(gateway)
-    console.add_user("ada@acme.example", role="compliance")
-    assert console.sign_in("ada@acme.example").status_code == 303
-    return console
+    return signed_in(gateway_factory, database_url, "compliance")
 
 
 def api_opt_in(console: Console, phone: str, source: str) -> None:

@@ -16,7 +16,7 @@ from app.auth import create_key
 from app.inbound import due_for_expiry, expire_due
 from app.models import subscriptions
 from tests.conftest import Gateway
-from tests.test_console import SECRET, Console, _cell
+from tests.test_console import Console, _cell, signed_in
 
 PROOF = {"termsUrl": "https://acme.example/sms-terms", "termsVersion": "2026-10", "sourceText": "Text me deals"}
 
@@ -43,12 +43,7 @@ def fold(gateway: Gateway) -> None:
 
 @pytest.fixture
 def ada(gateway_factory: Callable[..., Gateway], database_url: str) -> Console:
-    gateway = gateway_factory(database_url, secret_key=SECRET)
-    gateway.client.base_url = "https://testserver"
-    console = Console(gateway)
-    console.add_user("ada@acme.example", role="compliance")
-    assert console.sign_in("ada@acme.example").status_code == 303
-    return console
+    return signed_in(gateway_factory, database_url, "compliance")
 
 
 def _key(gateway: Gateway) -> dict[str, str]:
