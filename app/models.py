@@ -179,6 +179,7 @@ class InboundMessage(SQLModel, table=True):
     received_at: datetime = _ts(nullable=False)
 
 
+_HELD = "held_until IS NOT NULL"
 _FAILED = "status IN ('failed', 'undelivered')"
 
 
@@ -194,8 +195,11 @@ class Outbox(SQLModel, table=True):
         sa.Index("ix_outbox_priority_due", "priority", "status", "next_attempt_at"),
         sa.Index("ix_outbox_brand_phone_status", "brand", "phone", "status"),
         sa.Index("ix_outbox_provider_message_id", "provider_message_id"),
-        # Held texts, for metrics and the console (few rows carry a time here).
-        sa.Index("ix_outbox_brand_held_until", "brand", "held_until"),
+        # Held texts, for metrics and the console: only the rows that carry a time are in it. Whole, it
+        # was a (brand, …) index PostgreSQL took, on a table without statistics yet, to cancel a
+        # phone's queued texts at a STOP, reading the whole brand (migration 0013).
+        sa.Index("ix_outbox_brand_held_until", "brand", "held_until",
+                 sqlite_where=sa.text(_HELD), postgresql_where=sa.text(_HELD)),
         # The console's failures by error code: only failed texts are in it, so sending costs nothing
         # until a text fails (app.console.operations writes the condition the same way).
         sa.Index("ix_outbox_failed_brand_created_at", "brand", "created_at",
