@@ -102,8 +102,10 @@ def test_no_import_circle_in_app() -> None:
 def test_no_module_in_app_is_much_over_600_lines() -> None:
     # One concern a module; a room that outgrows this is holding several (see docs/architecture.md).
     allowed = {
-        # One concern each: Twilio's API (verify, parse, send, its error codes), and the opt-out detector.
+        # One concern: Twilio's API (verify, parse, send, its error codes).
         "app/providers/twilio.py",
+        # Three concerns, to be split (word facts and spelling, tokens and clauses, the verdict
+        # rules); kept here until then so the cap guards every other module.
         "app/optout/detector.py",
     }
     big = {str(path.relative_to(APP.parent)): lines for path in APP.rglob("*.py")
